@@ -1,0 +1,364 @@
+//! Reading a response body into messages.
+
+use super::{Advice, Data, Message};
+use crate::error::{Error, ErrorKind};
+use bytes::Bytes;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+/// The messages of one response body.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Batch {
+    /// Every element that parsed, in body order.
+    pub messages: Vec<Message>,
+    /// Elements that were valid JSON but not a valid Bayeux message (a field of the wrong type,
+    /// no channel, not an object). They are reported, never dropped silently.
+    pub malformed: Vec<MalformedMessage>,
+}
+
+/// One element of a batch that could not be read as a message.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MalformedMessage {
+    /// The channel, if the element had a string `channel` field.
+    pub channel: Option<String>,
+    /// Why it was rejected, with the position in the batch.
+    pub error: Error,
+}
+
+/// Parse a response body: a JSON array of Bayeux messages.
+///
+/// Fails with [`ErrorKind::Protocol`] when the body is not JSON (an HTML error page, a truncated
+/// body) or not an array. Individual malformed elements land in [`Batch::malformed`].
+pub fn parse_batch(body: Bytes) -> Result<Batch, Error> {
+    // Fast path: one pass over the whole body.
+    match serde_json::from_slice::<Vec<WireMessage<'_>>>(&body) {
+        Ok(wire) => {
+            let messages = wire.into_iter().map(|w| w.into_message(&body)).collect();
+            Ok(Batch {
+                messages,
+                malformed: Vec::new(),
+            })
+        }
+        Err(_) => parse_lenient(&body),
+    }
+}
+
+fn parse_lenient(body: &Bytes) -> Result<Batch, Error> {
+    let elements: Vec<&RawValue> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(_)) => serde_json::from_slice(body).map_err(protocol_error(body))?,
+        Ok(other) => {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "expected a JSON array of messages, got {}: {}",
+                    json_type(&other),
+                    excerpt(body)
+                ),
+            ));
+        }
+        Err(e) => return Err(protocol_error(body)(e)),
+    };
+    let mut batch = Batch::default();
+    for (index, raw) in elements.into_iter().enumerate() {
+        match serde_json::from_str::<WireMessage<'_>>(raw.get()) {
+            Ok(w) => batch.messages.push(w.into_message(body)),
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct ChannelOnly {
+                    channel: String,
+                }
+                let channel = serde_json::from_str::<ChannelOnly>(raw.get())
+                    .ok()
+                    .map(|c| c.channel);
+                let error = Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "malformed message #{index} in batch: {e}: {}",
+                        excerpt(raw.get().as_bytes())
+                    ),
+                )
+                .with_source(e);
+                batch.malformed.push(MalformedMessage { channel, error });
+            }
+        }
+    }
+    Ok(batch)
+}
+
+fn protocol_error(body: &[u8]) -> impl FnOnce(serde_json::Error) -> Error + '_ {
+    move |e| {
+        let what = if body.iter().all(u8::is_ascii_whitespace) {
+            "empty body".to_owned()
+        } else if e.is_eof() {
+            format!("truncated JSON ({} bytes): {}", body.len(), excerpt(body))
+        } else {
+            format!("response is not JSON: {}", excerpt(body))
+        };
+        Error::new(ErrorKind::Protocol, what).with_source(e)
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The first characters of a body, on one line, for error messages.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 160;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX * 4)]);
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX)
+        .collect();
+    if body.len() > out.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A message borrowing from the body: `data` is captured as a slice, never parsed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMessage<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(default, deserialize_with = "id")]
+    id: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    successful: Option<bool>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    advice: Option<Advice>,
+    #[serde(default)]
+    ext: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "subscription")]
+    subscription: Option<String>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    minimum_version: Option<String>,
+    #[serde(default)]
+    supported_connection_types: Option<Vec<String>>,
+    #[serde(default)]
+    connection_type: Option<String>,
+}
+
+impl WireMessage<'_> {
+    fn into_message(self, body: &Bytes) -> Message {
+        Message {
+            channel: self.channel.into_owned(),
+            id: self.id,
+            client_id: self.client_id,
+            successful: self.successful,
+            error: self.error,
+            advice: self.advice,
+            ext: self.ext,
+            subscription: self.subscription,
+            data: self.data.map(|raw| Data::from_validated(slice_of(body, raw.get()))),
+            version: self.version,
+            minimum_version: self.minimum_version,
+            supported_connection_types: self.supported_connection_types,
+            connection_type: self.connection_type,
+        }
+    }
+}
+
+/// Share the body buffer for a sub-slice instead of copying it.
+fn slice_of(body: &Bytes, part: &str) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    if start <= body.len() && body.len() - start >= part.len() {
+        body.slice(start..start + part.len())
+    } else {
+        // Not from this buffer (cannot happen with from_slice); copy rather than guess.
+        Bytes::copy_from_slice(part.as_bytes())
+    }
+}
+
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct IdVisitor;
+    impl<'de> Visitor<'de> for IdVisitor {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or number id")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            // 5.0 echoes our "5".
+            if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                Ok(Some((v as i64).to_string()))
+            } else {
+                Ok(Some(v.to_string()))
+            }
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(IdVisitor)
+        }
+    }
+    d.deserialize_option(IdVisitor)
+}
+
+fn subscription<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrList {
+        One(String),
+        List(Vec<String>),
+    }
+    match Option::<OneOrList>::deserialize(d)? {
+        None => Ok(None),
+        Some(OneOrList::One(s)) => Ok(Some(s)),
+        Some(OneOrList::List(mut l)) if l.len() == 1 => Ok(l.pop()),
+        Some(OneOrList::List(_)) => Err(de::Error::custom(
+            "subscription lists with more than one channel are not supported",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vectors() -> Value {
+        serde_json::from_str(include_str!("../../tests/data/salesforce-messages.json")).unwrap()
+    }
+
+    fn parse(v: &Value) -> Batch {
+        parse_batch(Bytes::from(serde_json::to_vec(v).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn every_salesforce_vector_parses() {
+        let v = vectors();
+        for (name, value) in v.as_object().unwrap() {
+            if !value.is_array() || name == "set_cookie_headers_seen" {
+                continue;
+            }
+            let batch = parse(value);
+            assert!(batch.malformed.is_empty(), "{name}: {:?}", batch.malformed);
+            assert_eq!(batch.messages.len(), value.as_array().unwrap().len(), "{name}");
+        }
+    }
+
+    #[test]
+    fn numeric_ids_and_raw_data() {
+        let batch = parse(&vectors()["connect_with_events_numeric_ids"]);
+        let connect = batch.messages.last().unwrap();
+        assert_eq!(connect.id.as_deref(), Some("5"));
+        assert!(connect.is_successful());
+        let pe = &batch.messages[1];
+        assert!(pe.is_event());
+        let data: Value = pe.data.as_ref().unwrap().deserialize().unwrap();
+        assert_eq!(data["event"]["replayId"], 17);
+    }
+
+    #[test]
+    fn data_shares_the_body() {
+        let body = Bytes::from_static(br#"[{"channel":"/u/x","data":{"a":[1,2,{"b":"\u00e9"}]}}]"#);
+        let batch = parse_batch(body.clone()).unwrap();
+        let data = batch.messages[0].data.as_ref().unwrap();
+        assert_eq!(data.get(), r#"{"a":[1,2,{"b":"\u00e9"}]}"#);
+        let start = data.as_bytes().as_ptr() as usize - body.as_ptr() as usize;
+        assert!(start < body.len(), "data must be a slice of the body, not a copy");
+    }
+
+    #[test]
+    fn advice_floats_and_unknown_reconnect() {
+        let b = parse_batch(Bytes::from_static(
+            br#"[{"channel":"/meta/connect","successful":true,"advice":{"reconnect":"sideways","interval":0.0,"timeout":45000.0}}]"#,
+        ))
+        .unwrap();
+        let a = b.messages[0].advice.clone().unwrap();
+        assert_eq!(a.reconnect, Some(super::super::Reconnect::Unknown));
+        assert_eq!((a.interval, a.timeout), (Some(0), Some(45000)));
+    }
+
+    #[test]
+    fn html_truncated_object_and_empty_are_protocol_errors() {
+        for (body, needle) in [
+            (&b"<html><body>Service Unavailable</body></html>"[..], "not JSON"),
+            (&br#"[{"channel":"/meta/connect","successful":tr"#[..], "truncated"),
+            (&br#"{"channel":"/meta/connect","successful":true}"#[..], "an object"),
+            (&b"   "[..], "empty body"),
+            (&b"\"just a string\""[..], "a string"),
+        ] {
+            let e = parse_batch(Bytes::copy_from_slice(body)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn wrong_field_types_keep_the_rest_of_the_batch() {
+        let body = br#"[
+            {"channel":"/event/A__e","data":{"event":{"replayId":1}}},
+            {"channel":"/event/A__e","successful":"yes","data":{}},
+            42,
+            {"nochannel":true},
+            {"channel":"/meta/connect","id":"3","successful":true}
+        ]"#;
+        let b = parse_batch(Bytes::from_static(body)).unwrap();
+        assert_eq!(b.messages.len(), 2);
+        assert_eq!(b.malformed.len(), 3);
+        assert_eq!(b.malformed[0].channel.as_deref(), Some("/event/A__e"));
+        assert!(b.malformed[0].error.to_string().contains("#1"));
+        assert_eq!(b.malformed[1].channel, None);
+        assert_eq!(b.messages[1].id.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn subscription_string_or_single_list() {
+        let b = parse_batch(Bytes::from_static(
+            br#"[{"channel":"/meta/subscribe","subscription":["/a"]},{"channel":"/meta/subscribe","subscription":"/b"}]"#,
+        ))
+        .unwrap();
+        assert_eq!(b.messages[0].subscription.as_deref(), Some("/a"));
+        assert_eq!(b.messages[1].subscription.as_deref(), Some("/b"));
+    }
+
+    #[test]
+    fn serializes_like_salesforce_expects() {
+        let mut m = Message::new("/meta/subscribe");
+        m.client_id = Some("abc".into());
+        m.id = Some("3".into());
+        m.subscription = Some("/event/X__e".into());
+        m.set_ext_field("replay", serde_json::json!({"/event/X__e": -1}));
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"channel":"/meta/subscribe","id":"3","clientId":"abc","ext":{"replay":{"/event/X__e":-1}},"subscription":"/event/X__e"}"#
+        );
+    }
+}

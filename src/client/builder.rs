@@ -1,0 +1,235 @@
+use super::{Client, ClientInner};
+use crate::DEFAULT_API_VERSION;
+use crate::auth::Authenticator;
+use crate::connection::Settings;
+use crate::error::Result;
+use crate::middleware::AuthLayer;
+use crate::transport::{BoxTransport, HttpTransport, Layer, Transport};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type LayerFn = Box<dyn FnOnce(BoxTransport) -> BoxTransport + Send>;
+
+/// Options of a [`Client`]. Defaults follow aiosfstream where it has the option
+/// (`max_pending_count` 100, `connection_timeout` 10 s) and CometD/EMP-Connector elsewhere.
+///
+/// ```no_run
+/// # async fn f() -> sfstream::Result<()> {
+/// use std::time::Duration;
+/// use sfstream::{Client, auth::AccessToken};
+/// let auth = AccessToken::new("00D...", "https://example.my.salesforce.com".parse().unwrap());
+/// let client = Client::builder(auth)
+///     .api_version("66.0")
+///     .max_pending_count(1000)
+///     .connection_timeout(Some(Duration::from_secs(30)))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ClientBuilder {
+    authenticator: Box<dyn Authenticator>,
+    api_version: String,
+    max_pending: usize,
+    settings: Settings,
+    tls: Option<rustls::ClientConfig>,
+    max_response_bytes: Option<usize>,
+    transport: Option<BoxTransport>,
+    layers: Vec<LayerFn>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("api_version", &self.api_version)
+            .field("max_pending_count", &self.max_pending)
+            .field("settings", &self.settings)
+            .field("custom_tls", &self.tls.is_some())
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("custom_transport", &self.transport.is_some())
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(authenticator: Box<dyn Authenticator>) -> Self {
+        ClientBuilder {
+            authenticator,
+            api_version: DEFAULT_API_VERSION.to_owned(),
+            max_pending: 100,
+            settings: Settings {
+                request_timeout: Duration::from_secs(30),
+                max_network_delay: Duration::from_secs(15),
+                connection_timeout: Some(Duration::from_secs(10)),
+                backoff_step: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(30),
+                advice_timeout: Duration::from_secs(110),
+            },
+            tls: None,
+            max_response_bytes: None,
+            transport: None,
+            layers: Vec::new(),
+        }
+    }
+
+    /// Streaming API version, e.g. `"66.0"` (default [`DEFAULT_API_VERSION`]; replay needs
+    /// 37.0+, Change Data Capture 44.0+).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.api_version("62.0"); }
+    /// ```
+    pub fn api_version(mut self, version: impl Into<String>) -> Self {
+        self.api_version = version.into();
+        self
+    }
+
+    /// How many events may wait for consumers before the client stops asking the server for
+    /// more (default 100; 0 means no limit). The limit pauses the long-poll loop: memory stays
+    /// bounded by the limit plus one response batch. A pause longer than the server's reconnect
+    /// window (40 s at Salesforce) ends the session; the client then handshakes and
+    /// resubscribes, which is expected and loses nothing the server still retains.
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.max_pending_count(10_000); }
+    /// ```
+    pub fn max_pending_count(mut self, count: usize) -> Self {
+        self.max_pending = count;
+        self
+    }
+
+    /// When the connection has been failing for this long, every stream yields one
+    /// [`ErrorKind::TransportTimeout`](crate::ErrorKind::TransportTimeout) error; the client
+    /// keeps retrying (default 10 s; `None` never reports).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.connection_timeout(None); }
+    /// ```
+    pub fn connection_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings.connection_timeout = timeout;
+        self
+    }
+
+    /// Timeout of control requests: handshake, subscribe, unsubscribe, publish, disconnect
+    /// (default 30 s).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.request_timeout(std::time::Duration::from_secs(10)); }
+    /// ```
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Slack added to the server's long-poll timeout (advice, 110 s at Salesforce) before a
+    /// connect that never answers counts as failed (default 15 s).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.max_network_delay(std::time::Duration::from_secs(5)); }
+    /// ```
+    pub fn max_network_delay(mut self, delay: Duration) -> Self {
+        self.settings.max_network_delay = delay;
+        self
+    }
+
+    /// Backoff after consecutive failures: `step` more per failure, at most `max` (default 1 s
+    /// and 30 s, as CometD).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.backoff(Duration::from_millis(500), Duration::from_secs(10)); }
+    /// ```
+    pub fn backoff(mut self, step: Duration, max: Duration) -> Self {
+        self.settings.backoff_step = step;
+        self.settings.backoff_max = max;
+        self
+    }
+
+    /// TLS configuration for the HTTP transport (extra root certificates, a proxy CA).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder, config: rustls::ClientConfig) { let b = b.tls_config(config); }
+    /// ```
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Largest response body accepted (default 32 MiB).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.max_response_bytes(64 << 20); }
+    /// ```
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = Some(bytes);
+        self
+    }
+
+    /// Replace the HTTP transport (the auth layer still wraps it).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) -> sfstream::Result<()> {
+    /// let http = sfstream::transport::HttpTransport::builder().build()?;
+    /// let b = b.transport(http);
+    /// # Ok(()) }
+    /// ```
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Add your own middleware over the auth layer (the first added is innermost). See
+    /// [`transport`](crate::transport) for an example layer.
+    ///
+    /// ```no_run
+    /// # fn f<L>(b: sfstream::ClientBuilder, my_layer: L) where L: sfstream::transport::Layer<sfstream::transport::BoxTransport> + Send + 'static {
+    /// let b = b.layer(my_layer);
+    /// # }
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxTransport> + Send + 'static,
+    {
+        self.layers
+            .push(Box::new(move |inner| Arc::new(layer.layer(inner)) as BoxTransport));
+        self
+    }
+
+    /// Build a closed client; [`Client::open`] connects it.
+    pub fn build(self) -> Result<Client> {
+        let base: BoxTransport = match self.transport {
+            Some(t) => t,
+            None => {
+                let mut http = HttpTransport::builder();
+                if let Some(tls) = self.tls {
+                    http = http.tls_config(tls);
+                }
+                if let Some(n) = self.max_response_bytes {
+                    http = http.max_response_bytes(n);
+                }
+                Arc::new(http.build()?)
+            }
+        };
+        let auth = AuthLayer::from_boxed(self.authenticator, self.api_version);
+        let mut transport: BoxTransport = Arc::new(auth.layer(base));
+        for layer in self.layers {
+            transport = layer(transport);
+        }
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                transport,
+                settings: self.settings,
+                max_pending: self.max_pending,
+                session: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Build and open: handshake and first connect done when this returns.
+    pub async fn connect(self) -> Result<Client> {
+        let client = self.build()?;
+        client.open().await?;
+        Ok(client)
+    }
+}

@@ -1,0 +1,66 @@
+use super::session::Session;
+use crate::error::Result;
+use crate::event::Event;
+use futures::Stream;
+use futures::stream::FusedStream;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Every event of every subscription of a client, in arrival order
+/// ([`Client::receive`](crate::Client::receive)).
+///
+/// Each event is taken once: by this stream or by its [`Subscription`](crate::Subscription),
+/// whichever polls first, so consume a channel one way or the other. An error broadcast to
+/// every subscription appears here once. Ends when the client is closed and everything queued
+/// was taken.
+pub struct Events {
+    session: Arc<Session>,
+    id: u64,
+    done: bool,
+}
+
+impl Events {
+    pub(crate) fn new(session: Arc<Session>) -> Self {
+        let id = session.shared.inbox.new_receiver();
+        Events {
+            session,
+            id,
+            done: false,
+        }
+    }
+}
+
+impl Stream for Events {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let polled = self.session.shared.inbox.poll_any(self.id, cx);
+        if let Poll::Ready(None) = polled {
+            self.done = true;
+        }
+        polled
+    }
+}
+
+impl FusedStream for Events {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.session.shared.inbox.drop_receiver(self.id);
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").field("ended", &self.done).finish()
+    }
+}

@@ -1,0 +1,257 @@
+//! Layer 5: the public client.
+//!
+//! ```no_run
+//! # async fn f() -> sfstream::Result<()> {
+//! use futures::StreamExt;
+//! use sfstream::{Client, auth::AccessToken};
+//!
+//! let auth = AccessToken::new(
+//!     std::env::var("SF_ACCESS_TOKEN").unwrap(),
+//!     std::env::var("SF_INSTANCE_URL").unwrap().parse().unwrap(),
+//! );
+//! let client = Client::builder(auth).connect().await?;
+//! let mut changes = client.subscribe("/data/AccountChangeEvent").await?;
+//! while let Some(event) = changes.next().await {
+//!     let event = event?;
+//!     println!("{} {:?}", event.channel(), event.replay_id());
+//! }
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod events;
+mod session;
+mod subscription;
+
+pub use builder::ClientBuilder;
+pub use events::Events;
+pub use subscription::Subscription;
+
+use crate::auth::Authenticator;
+use crate::bayeux::{Data, Message};
+use crate::connection::{Command, ConnectionState, Settings, Shared, spawn};
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::BoxTransport;
+use futures::Stream;
+use serde::Serialize;
+use session::Session;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// A Salesforce Streaming API client: a cheap, cloneable handle to one connection task.
+///
+/// Clones share the connection; use them from as many tasks as you like. The connection task
+/// runs while the client is open; it ends after [`close`](Client::close), or when every handle
+/// and every [`Subscription`] is dropped (it then sends `/meta/disconnect` itself). Call `close`
+/// before your runtime shuts down so the server frees the session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    transport: BoxTransport,
+    settings: Settings,
+    max_pending: usize,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl Client {
+    /// Options for a client that logs in with `authenticator`.
+    pub fn builder(authenticator: impl Authenticator) -> ClientBuilder {
+        ClientBuilder::new(Box::new(authenticator))
+    }
+
+    fn session(&self) -> Option<Arc<Session>> {
+        self.inner
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn open_session(&self) -> Result<Arc<Session>> {
+        self.session()
+            .filter(|s| s.is_open())
+            .ok_or_else(Error::closed)
+    }
+
+    /// Handshake and send the first connect. Fails with
+    /// [`ErrorKind::InvalidOperation`] if the client is already open.
+    pub async fn open(&self) -> Result<()> {
+        let ready = {
+            let mut slot = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|s| s.is_open()) {
+                return Err(Error::new(ErrorKind::InvalidOperation, "the client is already open"));
+            }
+            let shared = Arc::new(Shared::new(self.inner.max_pending));
+            let (commands, ready) = spawn(
+                self.inner.transport.clone(),
+                self.inner.settings.clone(),
+                shared.clone(),
+            );
+            *slot = Some(Arc::new(Session { commands, shared }));
+            ready
+        };
+        ready
+            .await
+            .map_err(|_| Error::new(ErrorKind::ConnectionClosed, "the connection task ended"))?
+    }
+
+    /// Send `/meta/disconnect` and stop. Streams yield what they already hold, then end.
+    /// Closing a closed client does nothing.
+    pub async fn close(&self) -> Result<()> {
+        let Some(session) = self.session() else {
+            return Ok(());
+        };
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if session.commands.send(Command::Close { reply }).is_ok() {
+            let _ = done.await;
+        }
+        Ok(())
+    }
+
+    /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`, or a Bayeux
+    /// wildcard) and return its stream. Fails with [`ErrorKind::InvalidOperation`] if the
+    /// client is closed or the channel already has a subscription, and with
+    /// [`ErrorKind::Server`] if the server rejects it.
+    pub async fn subscribe(&self, channel: impl Into<String>) -> Result<Subscription> {
+        let channel = channel.into();
+        validate_channel(&channel)?;
+        let session = self.open_session()?;
+        let sub = session.shared.inbox.register();
+        // Built first so that a cancelled subscribe() still unsubscribes (via Drop).
+        let subscription = Subscription::new(channel.clone(), sub, session.clone());
+        session
+            .request(|reply| Command::Subscribe {
+                channel,
+                sub,
+                reply,
+            })
+            .await?;
+        Ok(subscription)
+    }
+
+    /// Unsubscribe from `channel` and wait for the server's confirmation; its stream ends after
+    /// the events it already holds.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<()> {
+        let session = self.open_session()?;
+        let channel = channel.to_owned();
+        session
+            .request(|reply| Command::Unsubscribe { channel, reply })
+            .await
+    }
+
+    /// Publish `data` to `channel` and return the server's reply. Salesforce accepts CometD
+    /// publishes only on generic streaming channels (`/u/...`); platform events are published
+    /// through the REST or SOAP API.
+    pub async fn publish<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<Message> {
+        validate_channel(channel)?;
+        let data = Data::from_serialize(data).map_err(|e| {
+            Error::new(ErrorKind::Client, "cannot serialize the data to publish").with_source(e)
+        })?;
+        let session = self.open_session()?;
+        let channel = channel.to_owned();
+        session
+            .request(|reply| Command::Publish {
+                channel,
+                data,
+                reply,
+            })
+            .await
+    }
+
+    /// One stream of every event across all subscriptions, in arrival order (aiosfstream's
+    /// `receive()`/`async for`). See [`Events`] and [`Subscription::detach`].
+    pub fn receive(&self) -> Result<Events> {
+        let session = self.session().ok_or_else(Error::closed)?;
+        Ok(Events::new(session))
+    }
+
+    /// Whether the client is closed (never opened, closed, or failed to open).
+    pub fn closed(&self) -> bool {
+        self.session().is_none_or(|s| !s.is_open())
+    }
+
+    /// The channels with a confirmed subscription.
+    pub fn subscriptions(&self) -> BTreeSet<String> {
+        self.session()
+            .map(|s| s.shared.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// `Some("long-polling")` while open (the only connection type Salesforce offers).
+    pub fn connection_type(&self) -> Option<&'static str> {
+        (!self.closed()).then_some(crate::bayeux::channels::LONG_POLLING)
+    }
+
+    /// Events delivered but not yet taken by a consumer.
+    pub fn pending_count(&self) -> usize {
+        self.session().map_or(0, |s| s.shared.inbox.pending())
+    }
+
+    /// Whether any event waits for a consumer.
+    pub fn has_pending_messages(&self) -> bool {
+        self.pending_count() > 0
+    }
+
+    /// The connection's current state.
+    pub fn state(&self) -> ConnectionState {
+        self.session()
+            .map_or(ConnectionState::Closed, |s| s.shared.state.borrow().clone())
+    }
+
+    /// The current state, then every change, until the client is closed. Useful to log
+    /// reconnects or to wait for one in tests.
+    ///
+    /// ```no_run
+    /// # async fn f(client: sfstream::Client) {
+    /// use futures::StreamExt;
+    /// let mut updates = client.state_updates();
+    /// while let Some(state) = updates.next().await {
+    ///     tracing::info!(?state, "connection");
+    /// }
+    /// # }
+    /// ```
+    pub fn state_updates(&self) -> impl Stream<Item = ConnectionState> + Send + 'static {
+        let rx = self.session().map(|s| {
+            let mut rx = s.shared.state.subscribe();
+            rx.mark_changed();
+            rx
+        });
+        futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            rx.changed().await.ok()?;
+            let state = rx.borrow_and_update().clone();
+            let next = (!matches!(state, ConnectionState::Closed)).then_some(rx);
+            Some((state, next))
+        })
+    }
+}
+
+fn validate_channel(channel: &str) -> Result<()> {
+    let ok = channel.len() > 1
+        && channel.starts_with('/')
+        && !channel.starts_with("/meta/")
+        && !channel.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{channel:?} is not a channel name (e.g. /event/Order__e)"),
+        ))
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("closed", &self.closed())
+            .field("subscriptions", &self.subscriptions())
+            .field("pending_count", &self.pending_count())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,130 @@
+use super::session::Session;
+use crate::connection::{Command, SubId};
+use crate::error::Result;
+use crate::event::Event;
+use futures::Stream;
+use futures::stream::FusedStream;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// A live subscription: a [`Stream`] of the channel's events.
+///
+/// Items are `Result<Event, Error>`: besides events, a subscription yields errors that concern
+/// it (a rejected resubscribe, a malformed message on its channel, a replay gap) and errors that
+/// concern the whole connection (authentication failures, `connection_timeout` expiry). The
+/// stream ends (`None`) when the client is closed or the subscription is gone for good.
+///
+/// Dropping it unsubscribes (in the background). While events wait in a subscription's queue the
+/// connection task holds back the next `/meta/connect` once `max_pending` is reached, so a slow
+/// consumer slows the stream rather than growing memory.
+///
+/// ```no_run
+/// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
+/// use futures::StreamExt;
+/// let mut orders = client.subscribe("/event/Order_Placed__e").await?;
+/// while let Some(event) = orders.next().await {
+///     let event = event?;
+///     println!("{}", serde_json::to_string(&event).unwrap());
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    channel: String,
+    sub: SubId,
+    session: Arc<Session>,
+    detached: bool,
+    done: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(channel: String, sub: SubId, session: Arc<Session>) -> Self {
+        Subscription {
+            channel,
+            sub,
+            session,
+            detached: false,
+            done: false,
+        }
+    }
+
+    /// The subscribed channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Unsubscribe and wait for the server's confirmation.
+    ///
+    /// ```no_run
+    /// # async fn f(sub: sfstream::Subscription) -> sfstream::Result<()> {
+    /// sub.unsubscribe().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn unsubscribe(mut self) -> Result<()> {
+        self.detached = true;
+        let channel = self.channel.clone();
+        self.session
+            .request(|reply| Command::Unsubscribe { channel, reply })
+            .await
+    }
+
+    /// Keep the subscription without this handle: its events are then taken through
+    /// [`Client::receive`](crate::Client::receive), and
+    /// [`Client::unsubscribe`](crate::Client::unsubscribe) ends it. This is the aiosfstream
+    /// style of one loop over every channel.
+    ///
+    /// ```no_run
+    /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
+    /// use futures::StreamExt;
+    /// client.subscribe("/topic/InvoiceStatementUpdates").await?.detach();
+    /// client.subscribe("/event/Order_Placed__e").await?.detach();
+    /// let mut all = client.receive()?;
+    /// while let Some(event) = all.next().await {
+    ///     println!("{}", event?.channel());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let polled = self.session.shared.inbox.poll_sub(self.sub, cx);
+        if let Poll::Ready(None) = polled {
+            self.done = true;
+        }
+        polled
+    }
+}
+
+impl FusedStream for Subscription {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.detached {
+            // The task may be gone already (client closed): nothing left to undo then.
+            let _ = self.session.commands.send(Command::Drop { sub: self.sub });
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .field("ended", &self.done)
+            .finish()
+    }
+}

@@ -1,0 +1,311 @@
+//! Where the connection task leaves events and where the streams take them from.
+//!
+//! One queue per subscription, under one lock. Every item carries a sequence number so that
+//! [`Client::receive`](crate::Client::receive) can take events across queues in arrival order,
+//! and an error broadcast to every queue shows up once there. `pending` counts events delivered
+//! but not yet taken: the connection task sends the next `/meta/connect` only while it is below
+//! `max_pending` (backpressure by polling).
+
+use crate::error::Error;
+use crate::event::Event;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
+
+pub(crate) type SubId = u64;
+
+pub(crate) struct Inbox {
+    state: Mutex<State>,
+    max_pending: usize,
+    room: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<SubId, Queue>,
+    next_sub: SubId,
+    pending: usize,
+    seq: u64,
+    closed: bool,
+    receivers: HashMap<u64, Waker>,
+    next_receiver: u64,
+}
+
+struct Queue {
+    items: VecDeque<Item>,
+    waker: Option<Waker>,
+    ended: bool,
+}
+
+struct Item {
+    seq: u64,
+    value: Result<Event, Error>,
+}
+
+/// Wakers collected under the lock, woken after it is released.
+#[derive(Default)]
+struct Wake(Vec<Waker>);
+
+impl Wake {
+    fn all(self) {
+        for w in self.0 {
+            w.wake();
+        }
+    }
+}
+
+impl State {
+    fn take_wakers(&mut self, sub: SubId, wake: &mut Wake) {
+        if let Some(w) = self.queues.get_mut(&sub).and_then(|q| q.waker.take()) {
+            wake.0.push(w);
+        }
+    }
+
+    fn take_receivers(&mut self, wake: &mut Wake) {
+        if !self.receivers.is_empty() {
+            wake.0.extend(self.receivers.drain().map(|(_, w)| w));
+        }
+    }
+}
+
+impl Inbox {
+    /// `max_pending == 0` means no limit.
+    pub(crate) fn new(max_pending: usize) -> Self {
+        Inbox {
+            state: Mutex::new(State::default()),
+            max_pending,
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (no multi-step invariants span
+        // an unwind point), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn register(&self) -> SubId {
+        let mut s = self.lock();
+        s.next_sub += 1;
+        let id = s.next_sub;
+        let ended = s.closed;
+        s.queues.insert(
+            id,
+            Queue {
+                items: VecDeque::new(),
+                waker: None,
+                ended,
+            },
+        );
+        id
+    }
+
+    /// Deliver events, in order, each to its subscription.
+    pub(crate) fn deliver(&self, events: impl IntoIterator<Item = (SubId, Event)>) {
+        let mut wake = Wake::default();
+        let mut s = self.lock();
+        let mut any = false;
+        for (sub, event) in events {
+            let seq = s.seq;
+            let Some(q) = s.queues.get_mut(&sub) else {
+                continue;
+            };
+            if q.ended {
+                continue;
+            }
+            q.items.push_back(Item {
+                seq,
+                value: Ok(event),
+            });
+            s.seq += 1;
+            s.pending += 1;
+            s.take_wakers(sub, &mut wake);
+            any = true;
+        }
+        if any {
+            s.take_receivers(&mut wake);
+        }
+        drop(s);
+        wake.all();
+    }
+
+    /// Put an error into one subscription's stream.
+    pub(crate) fn push_error(&self, sub: SubId, error: Error) {
+        self.push_errors(&[sub], error);
+    }
+
+    /// Put one error into every live subscription's stream; `receive()` sees it once.
+    pub(crate) fn broadcast_error(&self, error: Error) {
+        let subs: Vec<SubId> = self.lock().queues.keys().copied().collect();
+        self.push_errors(&subs, error);
+    }
+
+    fn push_errors(&self, subs: &[SubId], error: Error) {
+        let mut wake = Wake::default();
+        let mut s = self.lock();
+        let seq = s.seq;
+        s.seq += 1;
+        for sub in subs {
+            if let Some(q) = s.queues.get_mut(sub).filter(|q| !q.ended) {
+                q.items.push_back(Item {
+                    seq,
+                    value: Err(error.clone()),
+                });
+                s.take_wakers(*sub, &mut wake);
+            }
+        }
+        s.take_receivers(&mut wake);
+        drop(s);
+        wake.all();
+    }
+
+    /// No more items for `sub`; what is queued is still yielded.
+    pub(crate) fn end(&self, sub: SubId) {
+        let mut wake = Wake::default();
+        let mut s = self.lock();
+        if let Some(q) = s.queues.get_mut(&sub) {
+            q.ended = true;
+        }
+        s.take_wakers(sub, &mut wake);
+        s.take_receivers(&mut wake);
+        drop(s);
+        wake.all();
+    }
+
+    /// Forget `sub` and whatever it still held (its handle was dropped).
+    pub(crate) fn remove(&self, sub: SubId) {
+        let mut s = self.lock();
+        let before = s.pending;
+        if let Some(q) = s.queues.remove(&sub) {
+            let events = q.items.iter().filter(|i| i.value.is_ok()).count();
+            s.pending -= events;
+        }
+        let after = s.pending;
+        drop(s);
+        self.after_take(before, after);
+    }
+
+    /// The client is closed: every stream ends once drained.
+    pub(crate) fn close(&self) {
+        let mut wake = Wake::default();
+        let mut s = self.lock();
+        s.closed = true;
+        let subs: Vec<SubId> = s.queues.keys().copied().collect();
+        for sub in subs {
+            if let Some(q) = s.queues.get_mut(&sub) {
+                q.ended = true;
+            }
+            s.take_wakers(sub, &mut wake);
+        }
+        s.take_receivers(&mut wake);
+        drop(s);
+        wake.all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn after_take(&self, before: usize, after: usize) {
+        if self.max_pending > 0 && before >= self.max_pending && after < self.max_pending {
+            self.room.notify_one();
+        }
+    }
+
+    /// Take the next item of `sub`.
+    pub(crate) fn poll_sub(&self, sub: SubId, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        let mut s = self.lock();
+        let Some(q) = s.queues.get_mut(&sub) else {
+            return Poll::Ready(None);
+        };
+        match q.items.pop_front() {
+            Some(item) => {
+                let is_event = item.value.is_ok();
+                let before = s.pending;
+                if is_event {
+                    s.pending -= 1;
+                }
+                let after = s.pending;
+                drop(s);
+                self.after_take(before, after);
+                Poll::Ready(Some(item.value))
+            }
+            None if q.ended => Poll::Ready(None),
+            None => {
+                if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    q.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn new_receiver(&self) -> u64 {
+        let mut s = self.lock();
+        s.next_receiver += 1;
+        s.next_receiver
+    }
+
+    pub(crate) fn drop_receiver(&self, id: u64) {
+        self.lock().receivers.remove(&id);
+    }
+
+    /// Take the oldest item across every subscription.
+    pub(crate) fn poll_any(&self, receiver: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        let mut s = self.lock();
+        let oldest = s
+            .queues
+            .iter()
+            .filter_map(|(id, q)| q.items.front().map(|i| (i.seq, *id)))
+            .min();
+        match oldest {
+            Some((seq, sub)) => {
+                let item = s.queues.get_mut(&sub).and_then(|q| q.items.pop_front());
+                let Some(item) = item else {
+                    return Poll::Pending; // unreachable: the front was just seen
+                };
+                if item.value.is_err() {
+                    // A broadcast error sits at the front of every queue that got it.
+                    for q in s.queues.values_mut() {
+                        if q.items.front().is_some_and(|i| i.seq == seq) {
+                            q.items.pop_front();
+                        }
+                    }
+                }
+                let before = s.pending;
+                if item.value.is_ok() {
+                    s.pending -= 1;
+                }
+                let after = s.pending;
+                drop(s);
+                self.after_take(before, after);
+                Poll::Ready(Some(item.value))
+            }
+            None if s.closed => Poll::Ready(None),
+            None => {
+                s.receivers.insert(receiver, cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.lock().pending
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        self.max_pending == 0 || self.lock().pending < self.max_pending
+    }
+
+    /// Resolves once `pending` is below the limit.
+    pub(crate) async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Layer 4: the connection task. One spawned task per open client runs the handshake, the
+//! long-poll connect loop, advice, backoff, rehandshake with resubscription, and the
+//! `/meta/disconnect` on close. Client handles talk to it with [`Command`]s and oneshot replies;
+//! it hands events to the streams through the [`Inbox`].
+
+mod backoff;
+mod command;
+mod inbox;
+mod router;
+mod state;
+mod task;
+
+pub(crate) use command::Command;
+pub(crate) use inbox::{Inbox, SubId};
+pub(crate) use router::base_channel;
+pub use state::ConnectionState;
+pub(crate) use task::{Settings, Shared, spawn};

@@ -1,0 +1,952 @@
+use super::backoff::Backoff;
+use super::command::Command;
+use super::inbox::{Inbox, SubId};
+use super::router::Router;
+use super::state::ConnectionState;
+use crate::bayeux::{Advice, Data, Message, Reconnect, channels};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Event;
+use crate::transport::{BoxTransport, Request, Response};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Timing knobs of the connection task.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Timeout of control requests (handshake, subscribe, publish, the first connect).
+    pub(crate) request_timeout: Duration,
+    /// Added to the advised long-poll timeout: a connect unanswered after both is dead.
+    pub(crate) max_network_delay: Duration,
+    /// Report `TransportTimeout` to the streams when reconnecting takes longer than this.
+    pub(crate) connection_timeout: Option<Duration>,
+    pub(crate) backoff_step: Duration,
+    pub(crate) backoff_max: Duration,
+    /// Long-poll timeout assumed until the server advises one (Salesforce: 110 s).
+    pub(crate) advice_timeout: Duration,
+}
+
+/// State shared by the task and every handle of one open session.
+pub(crate) struct Shared {
+    pub(crate) inbox: Inbox,
+    pub(crate) state: watch::Sender<ConnectionState>,
+    pub(crate) subscriptions: Mutex<BTreeSet<String>>,
+}
+
+impl Shared {
+    pub(crate) fn new(max_pending: usize) -> Self {
+        Shared {
+            inbox: Inbox::new(max_pending),
+            state: watch::Sender::new(ConnectionState::Handshaking),
+            subscriptions: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn set_subscribed(&self, channel: &str, on: bool) {
+        let mut set = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            set.insert(channel.to_owned());
+        } else {
+            set.remove(channel);
+        }
+    }
+}
+
+/// Start the task; the receiver resolves when the first connect succeeded (or failed).
+pub(crate) fn spawn(
+    transport: BoxTransport,
+    settings: Settings,
+    shared: Arc<Shared>,
+) -> (mpsc::UnboundedSender<Command>, oneshot::Receiver<Result<()>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (open_tx, open_rx) = oneshot::channel();
+    let backoff = Backoff::new(settings.backoff_step, settings.backoff_max);
+    let task = Task {
+        transport,
+        advice_timeout: settings.advice_timeout,
+        settings,
+        shared,
+        commands: rx,
+        client_id: None,
+        session_gen: 0,
+        next_id: 0,
+        advice_interval: Duration::ZERO,
+        backoff,
+        outage: None,
+        subs: HashMap::new(),
+        router: Router::default(),
+        pending: HashMap::new(),
+        deferred: Vec::new(),
+        control: FuturesUnordered::new(),
+        handshake: None,
+        connect: None,
+        next: Next::Handshake { at: Instant::now() },
+        open_reply: Some(open_tx),
+        server_disconnected: false,
+    };
+    tokio::spawn(task.run());
+    (tx, open_rx)
+}
+
+type Flight = BoxFuture<'static, Result<Response>>;
+
+enum Next {
+    Handshake { at: Instant },
+    Connect { at: Instant, first: bool },
+    /// A request is in flight or the task is finishing.
+    Idle,
+}
+
+struct Sub {
+    channel: String,
+    state: SubState,
+    /// The caller of `subscribe()` waiting for the first reply.
+    waiter: Option<oneshot::Sender<Result<()>>>,
+}
+
+#[derive(PartialEq, Eq)]
+enum SubState {
+    /// A subscribe must be sent once there is a session.
+    Wanted,
+    Subscribing,
+    Active,
+}
+
+enum Pending {
+    Subscribe { sub: SubId, session: u64 },
+    Unsubscribe { reply: Option<oneshot::Sender<Result<()>>> },
+    Publish {
+        channel: String,
+        data: Data,
+        reply: oneshot::Sender<Result<Message>>,
+        session: u64,
+        retried: bool,
+    },
+}
+
+struct Outage {
+    since: Instant,
+    timeout_reported: bool,
+    error_reported: bool,
+}
+
+struct Task {
+    transport: BoxTransport,
+    settings: Settings,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    client_id: Option<String>,
+    /// Incremented per successful handshake; replies from older sessions are stale.
+    session_gen: u64,
+    next_id: u64,
+    advice_timeout: Duration,
+    advice_interval: Duration,
+    backoff: Backoff,
+    outage: Option<Outage>,
+    subs: HashMap<SubId, Sub>,
+    router: Router,
+    pending: HashMap<String, Pending>,
+    /// Publishes waiting for a session.
+    deferred: Vec<(String, Data, oneshot::Sender<Result<Message>>, bool)>,
+    control: FuturesUnordered<BoxFuture<'static, (Vec<String>, Result<Response>)>>,
+    handshake: Option<(String, Flight)>,
+    connect: Option<(String, Flight)>,
+    next: Next,
+    open_reply: Option<oneshot::Sender<Result<()>>>,
+    server_disconnected: bool,
+}
+
+async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
+    match f {
+        Some((_, fut)) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Task {
+    async fn run(mut self) {
+        loop {
+            let mut deadline = None;
+            let mut wait_for_room = false;
+            let now = Instant::now();
+            match self.next {
+                Next::Handshake { at } if self.handshake.is_none() => {
+                    if at <= now {
+                        self.start_handshake();
+                    } else {
+                        deadline = Some(at);
+                    }
+                }
+                Next::Connect { at, first } if self.connect.is_none() => {
+                    if at > now {
+                        deadline = Some(at);
+                    } else if first || self.shared.inbox.has_room() {
+                        self.start_connect(first);
+                    } else {
+                        wait_for_room = true;
+                        let pending = self.shared.inbox.pending();
+                        self.set_state(ConnectionState::Paused { pending });
+                        tracing::debug!(pending, "backpressure: holding the next connect");
+                    }
+                }
+                _ => {}
+            }
+            if let Some(t) = self.outage_deadline() {
+                deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
+            }
+
+            tokio::select! {
+                biased;
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Close { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        // Every handle is gone: disconnect politely.
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                result = in_flight(&mut self.handshake) => {
+                    let id = self.handshake.take().map(|(id, _)| id).unwrap_or_default();
+                    if !self.on_handshake(&id, result).await {
+                        return;
+                    }
+                }
+                result = in_flight(&mut self.connect) => {
+                    let id = self.connect.take().map(|(id, _)| id).unwrap_or_default();
+                    if !self.on_connect(&id, result).await {
+                        return;
+                    }
+                }
+                Some((ids, result)) = self.control.next(), if !self.control.is_empty() => {
+                    self.on_control(ids, result);
+                }
+                () = sleep_until(deadline), if deadline.is_some() => self.check_outage(),
+                () = self.shared.inbox.room(), if wait_for_room => {}
+            }
+        }
+    }
+
+    fn set_state(&self, state: ConnectionState) {
+        self.shared.state.send_if_modified(|current| {
+            if current.same_as(&state) {
+                return false;
+            }
+            *current = state;
+            true
+        });
+    }
+
+    fn id(&mut self) -> String {
+        self.next_id += 1;
+        self.next_id.to_string()
+    }
+
+    fn flight(&self, messages: Vec<Message>, timeout: Duration) -> Flight {
+        let transport = self.transport.clone();
+        Box::pin(async move { transport.send(Request::new(messages, timeout)).await })
+    }
+
+    fn send_control(&mut self, message: Message, pending: Pending) {
+        let id = message.id.clone().unwrap_or_default();
+        self.pending.insert(id.clone(), pending);
+        let flight = self.flight(vec![message], self.settings.request_timeout);
+        self.control
+            .push(Box::pin(async move { (vec![id], flight.await) }));
+    }
+
+    // ---- handshake ----------------------------------------------------------------------
+
+    fn start_handshake(&mut self) {
+        let id = self.id();
+        let mut m = Message::new(channels::HANDSHAKE);
+        m.id = Some(id.clone());
+        m.version = Some("1.0".into());
+        m.minimum_version = Some("1.0".into());
+        m.supported_connection_types = Some(vec![channels::LONG_POLLING.into()]);
+        tracing::debug!("handshake");
+        self.set_state(ConnectionState::Handshaking);
+        let flight = self.flight(vec![m], self.settings.request_timeout);
+        self.handshake = Some((id, flight));
+        self.next = Next::Idle;
+    }
+
+    /// Returns false when the task must end.
+    async fn on_handshake(&mut self, id: &str, result: Result<Response>) -> bool {
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => return self.handshake_failed(e).await,
+        };
+        let reply = response.reply(channels::HANDSHAKE, id).cloned();
+        self.dispatch(response);
+        let reply = match reply {
+            Some(r) if r.is_successful() => r,
+            Some(r) => return self.handshake_failed(Error::from_reply("handshake", &r)).await,
+            None => {
+                let e = Error::new(ErrorKind::Protocol, "the handshake response has no /meta/handshake reply");
+                return self.handshake_failed(e).await;
+            }
+        };
+        if let Some(types) = &reply.supported_connection_types {
+            if !types.iter().any(|t| t == channels::LONG_POLLING) {
+                let e = Error::new(
+                    ErrorKind::Client,
+                    format!("the server offers none of the supported connection types (long-polling); it offers {types:?}"),
+                );
+                return self.handshake_failed(e).await;
+            }
+        }
+        let Some(client_id) = reply.client_id.clone() else {
+            let e = Error::new(ErrorKind::Protocol, "the handshake reply has no clientId");
+            return self.handshake_failed(e).await;
+        };
+        tracing::info!("handshake successful");
+        self.client_id = Some(client_id);
+        self.session_gen += 1;
+        self.server_disconnected = false;
+        self.apply_advice(reply.advice.as_ref());
+        self.resubscribe();
+        for (channel, data, reply, retried) in std::mem::take(&mut self.deferred) {
+            self.publish(channel, data, reply, retried);
+        }
+        self.next = Next::Connect {
+            at: Instant::now(),
+            first: true,
+        };
+        true
+    }
+
+    async fn handshake_failed(&mut self, error: Error) -> bool {
+        if let Some(open) = self.open_reply.take() {
+            let _ = open.send(Err(error));
+            self.finish();
+            return false;
+        }
+        let delay = self.failure(&error, true);
+        tracing::info!(error = %error, ?delay, "handshake failed; retrying");
+        self.next = Next::Handshake {
+            at: Instant::now() + delay,
+        };
+        true
+    }
+
+    /// Drop the session and handshake again; every subscription is sent again afterwards.
+    fn rehandshake(&mut self, delay: Duration) {
+        tracing::info!(?delay, "session lost; handshaking again");
+        self.client_id = None;
+        self.connect = None;
+        for sub in self.subs.values_mut() {
+            sub.state = SubState::Wanted;
+        }
+        self.next = Next::Handshake {
+            at: Instant::now() + delay,
+        };
+        self.set_state(ConnectionState::Handshaking);
+    }
+
+    // ---- connect ------------------------------------------------------------------------
+
+    fn start_connect(&mut self, first: bool) {
+        let Some(client_id) = self.client_id.clone() else {
+            self.next = Next::Handshake { at: Instant::now() };
+            return;
+        };
+        let id = self.id();
+        let mut m = Message::new(channels::CONNECT);
+        m.id = Some(id.clone());
+        m.client_id = Some(client_id);
+        m.connection_type = Some(channels::LONG_POLLING.into());
+        let timeout = if first {
+            // Ask the server to answer at once instead of holding the first connect.
+            m.advice = Some(Advice::with_timeout(0));
+            self.settings.request_timeout
+        } else {
+            self.advice_timeout + self.settings.max_network_delay
+        };
+        tracing::debug!(first, "connect");
+        let flight = self.flight(vec![m], timeout);
+        self.connect = Some((id, flight));
+        self.next = Next::Idle;
+        if !first && self.outage.is_none() {
+            self.set_state(ConnectionState::Connected);
+        }
+    }
+
+    async fn on_connect(&mut self, id: &str, result: Result<Response>) -> bool {
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => return self.connect_failed(e, None).await,
+        };
+        let reply = response.reply(channels::CONNECT, id).cloned();
+        self.dispatch(response);
+        match reply {
+            Some(r) if r.is_successful() => {
+                self.apply_advice(r.advice.as_ref());
+                self.backoff.reset();
+                self.outage = None;
+                self.set_state(ConnectionState::Connected);
+                if let Some(open) = self.open_reply.take() {
+                    tracing::info!("connected");
+                    let _ = open.send(Ok(()));
+                }
+                self.sweep_subscriptions();
+                if matches!(r.advice.as_ref().and_then(|a| a.reconnect), Some(Reconnect::Handshake)) {
+                    self.rehandshake(self.advice_interval);
+                } else {
+                    self.next = Next::Connect {
+                        at: Instant::now() + self.advice_interval,
+                        first: false,
+                    };
+                }
+                true
+            }
+            Some(r) => {
+                let error = Error::from_reply("connect", &r);
+                self.connect_failed(error, Some(&r)).await
+            }
+            None => {
+                let e = Error::new(ErrorKind::Protocol, "the connect response has no /meta/connect reply");
+                self.connect_failed(e, None).await
+            }
+        }
+    }
+
+    async fn connect_failed(&mut self, error: Error, reply: Option<&Message>) -> bool {
+        if let Some(open) = self.open_reply.take() {
+            let _ = open.send(Err(error));
+            self.shutdown().await;
+            return false;
+        }
+        let advice = reply.and_then(|r| r.advice.clone());
+        if let Some(a) = &advice {
+            self.apply_advice(Some(a));
+        }
+        let server = error.server_error();
+        let unknown_client = server.is_some_and(|s| s.is_unknown_client());
+        let reconnect = advice.as_ref().and_then(|a| a.reconnect);
+        // Salesforce answers `none` after revoking a token, after its own /meta/disconnect, or
+        // when the session's user changed: a new handshake recovers from each.
+        let must_handshake = unknown_client
+            || self.server_disconnected
+            || error.kind() == ErrorKind::Authentication
+            || matches!(reconnect, Some(Reconnect::Handshake | Reconnect::None));
+        if must_handshake {
+            let delay = if unknown_client && self.backoff.failures() == 0 {
+                self.backoff.failure();
+                self.advice_interval
+            } else {
+                self.failure(&error, !unknown_client)
+            };
+            self.rehandshake(delay);
+        } else {
+            let delay = self.failure(&error, false);
+            tracing::info!(error = %error, ?delay, "connect failed; retrying");
+            self.next = Next::Connect {
+                at: Instant::now() + delay + self.advice_interval,
+                first: false,
+            };
+        }
+        true
+    }
+
+    fn apply_advice(&mut self, advice: Option<&Advice>) {
+        if let Some(a) = advice {
+            if let Some(t) = a.timeout {
+                self.advice_timeout = Duration::from_millis(t);
+            }
+            if let Some(i) = a.interval {
+                self.advice_interval = Duration::from_millis(i);
+            }
+        }
+    }
+
+    /// Count a failure: backoff, outage bookkeeping, and telling the streams about errors that
+    /// need a human (authentication, server rejections, configuration).
+    fn failure(&mut self, error: &Error, report: bool) -> Duration {
+        let delay = self.backoff.failure();
+        let outage = self.outage.get_or_insert_with(|| Outage {
+            since: Instant::now(),
+            timeout_reported: false,
+            error_reported: false,
+        });
+        let serious = matches!(
+            error.kind(),
+            ErrorKind::Authentication | ErrorKind::Server | ErrorKind::Client
+        );
+        if report && serious && !outage.error_reported {
+            outage.error_reported = true;
+            self.shared.inbox.broadcast_error(error.clone());
+        }
+        self.set_state(ConnectionState::Reconnecting {
+            failures: self.backoff.failures(),
+            error: error.clone(),
+        });
+        delay
+    }
+
+    fn outage_deadline(&self) -> Option<Instant> {
+        let timeout = self.settings.connection_timeout?;
+        let outage = self.outage.as_ref()?;
+        (!outage.timeout_reported).then_some(outage.since + timeout)
+    }
+
+    fn check_outage(&mut self) {
+        let Some(deadline) = self.outage_deadline() else {
+            return;
+        };
+        if Instant::now() < deadline {
+            return;
+        }
+        let timeout = self.settings.connection_timeout.unwrap_or_default();
+        let last = match &*self.shared.state.borrow() {
+            ConnectionState::Reconnecting { error, .. } => format!(": last error: {error}"),
+            _ => String::new(),
+        };
+        let error = Error::new(
+            ErrorKind::TransportTimeout,
+            format!("the connection was not re-established within {timeout:?}{last}; still retrying"),
+        );
+        tracing::warn!(%error);
+        self.shared.inbox.broadcast_error(error);
+        if let Some(o) = &mut self.outage {
+            o.timeout_reported = true;
+        }
+    }
+
+    // ---- incoming messages --------------------------------------------------------------
+
+    /// Route events and complete control replies. Connect and handshake replies are read by
+    /// their callers.
+    fn dispatch(&mut self, response: Response) {
+        let mut deliveries: Vec<(SubId, Event)> = Vec::new();
+        let mut replies = Vec::new();
+        for m in response.messages {
+            if m.is_meta() {
+                match m.channel.as_str() {
+                    channels::CONNECT | channels::HANDSHAKE => {}
+                    channels::DISCONNECT if m.id.is_none() => {
+                        tracing::info!("the server sent /meta/disconnect");
+                        self.server_disconnected = true;
+                    }
+                    _ => replies.push(m),
+                }
+                continue;
+            }
+            if m.data.is_none() || m.id.as_ref().is_some_and(|id| self.pending.contains_key(id)) {
+                replies.push(m);
+                continue;
+            }
+            let Message {
+                channel,
+                data: Some(data),
+                ..
+            } = m
+            else {
+                continue;
+            };
+            let mut targets = Vec::new();
+            self.router.route(&channel, |s| targets.push(s));
+            match targets.len() {
+                0 => tracing::debug!(%channel, "event for no live subscription"),
+                1 => deliveries.push((targets[0], Event::new(channel, data))),
+                _ => {
+                    let event = Event::new(channel, data);
+                    deliveries.extend(targets.into_iter().map(|s| (s, event.clone())));
+                }
+            }
+        }
+        if !deliveries.is_empty() {
+            self.shared.inbox.deliver(deliveries);
+        }
+        for m in replies {
+            self.on_reply(m);
+        }
+        for bad in response.malformed {
+            tracing::warn!(error = %bad.error, "malformed message");
+            let mut targets = Vec::new();
+            if let Some(channel) = &bad.channel {
+                self.router.route(channel, |s| targets.push(s));
+            }
+            if targets.is_empty() {
+                self.shared.inbox.broadcast_error(bad.error);
+            } else {
+                for s in targets {
+                    self.shared.inbox.push_error(s, bad.error.clone());
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, m: Message) {
+        let Some(pending) = m.id.as_ref().and_then(|id| self.pending.remove(id)) else {
+            tracing::debug!(channel = %m.channel, "reply to no pending request");
+            return;
+        };
+        match pending {
+            Pending::Subscribe { sub, session } => self.on_subscribe_reply(sub, session, Ok(m)),
+            Pending::Unsubscribe { reply } => {
+                let result = if m.is_successful() {
+                    Ok(())
+                } else {
+                    Err(Error::from_reply("unsubscribe", &m))
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "unsubscribe failed");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Pending::Publish {
+                channel,
+                data,
+                reply,
+                session,
+                retried,
+            } => {
+                if m.is_successful() {
+                    let _ = reply.send(Ok(m));
+                    return;
+                }
+                let error = Error::from_reply("publish", &m);
+                let unknown = error.server_error().is_some_and(|s| s.is_unknown_client());
+                if unknown && !retried {
+                    // Not processed by the server: send again in the next session.
+                    self.deferred.push((channel, data, reply, true));
+                    if session == self.session_gen && self.client_id.is_some() {
+                        self.rehandshake(self.advice_interval);
+                    }
+                } else {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, ids: Vec<String>, result: Result<Response>) {
+        match result {
+            Ok(response) => {
+                self.dispatch(response);
+                for id in ids {
+                    if let Some(p) = self.pending.remove(&id) {
+                        let e = Error::new(ErrorKind::Protocol, "the response has no reply to the request");
+                        self.fail_pending(p, e);
+                    }
+                }
+            }
+            Err(error) => {
+                for id in ids {
+                    if let Some(p) = self.pending.remove(&id) {
+                        self.fail_pending(p, error.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, pending: Pending, error: Error) {
+        match pending {
+            Pending::Subscribe { sub, session } => self.on_subscribe_reply(sub, session, Err(error)),
+            Pending::Unsubscribe { reply } => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(error));
+                }
+            }
+            Pending::Publish { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    // ---- subscriptions ------------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe {
+                channel,
+                sub,
+                reply,
+            } => {
+                if self.subs.values().any(|s| s.channel == channel) {
+                    self.shared.inbox.remove(sub);
+                    let _ = reply.send(Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("already subscribed to {channel}"),
+                    )));
+                    return;
+                }
+                self.router.add(&channel, sub);
+                self.subs.insert(
+                    sub,
+                    Sub {
+                        channel,
+                        state: SubState::Wanted,
+                        waiter: Some(reply),
+                    },
+                );
+                self.send_subscribe(sub);
+            }
+            Command::Drop { sub } => self.drop_sub(sub, None),
+            Command::Unsubscribe { channel, reply } => {
+                match self.subs.iter().find(|(_, s)| s.channel == channel) {
+                    Some((&sub, _)) => self.drop_sub(sub, Some(reply)),
+                    None => {
+                        let _ = reply.send(Err(Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!("not subscribed to {channel}"),
+                        )));
+                    }
+                }
+            }
+            Command::Publish {
+                channel,
+                data,
+                reply,
+            } => self.publish(channel, data, reply, false),
+            Command::Close { .. } => {}
+        }
+    }
+
+    /// Send the subscribe for `sub` if there is a session; otherwise the handshake will.
+    fn send_subscribe(&mut self, sub: SubId) {
+        let Some(client_id) = self.client_id.clone() else {
+            return;
+        };
+        let id = self.id();
+        let Some(s) = self.subs.get_mut(&sub) else {
+            return;
+        };
+        s.state = SubState::Subscribing;
+        let mut m = Message::new(channels::SUBSCRIBE);
+        m.id = Some(id);
+        m.client_id = Some(client_id);
+        m.subscription = Some(s.channel.clone());
+        tracing::debug!(channel = %s.channel, "subscribe");
+        let session = self.session_gen;
+        self.send_control(m, Pending::Subscribe { sub, session });
+    }
+
+    fn resubscribe(&mut self) {
+        let wanted: Vec<SubId> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.state == SubState::Wanted)
+            .map(|(id, _)| *id)
+            .collect();
+        for sub in wanted {
+            self.send_subscribe(sub);
+        }
+    }
+
+    /// After a good connect: retry subscribes that failed on the network.
+    fn sweep_subscriptions(&mut self) {
+        self.resubscribe();
+    }
+
+    fn on_subscribe_reply(&mut self, sub: SubId, session: u64, reply: Result<Message>) {
+        if session != self.session_gen {
+            return; // From a lost session; the resubscribe of the current one decides.
+        }
+        let Some(s) = self.subs.get_mut(&sub) else {
+            // Dropped while subscribing: undo on the server.
+            if let Ok(m) = &reply {
+                if m.is_successful() {
+                    if let Some(channel) = m.subscription.clone() {
+                        self.send_unsubscribe(channel, None);
+                    }
+                }
+            }
+            return;
+        };
+        let error = match reply {
+            Ok(m) if m.is_successful() => {
+                s.state = SubState::Active;
+                let channel = s.channel.clone();
+                if let Some(w) = s.waiter.take() {
+                    if w.send(Ok(())).is_err() {
+                        // The subscribe() future was cancelled: nobody holds the stream.
+                        self.drop_sub(sub, None);
+                        return;
+                    }
+                }
+                tracing::info!(%channel, "subscribed");
+                self.shared.set_subscribed(&channel, true);
+                return;
+            }
+            Ok(m) => Error::from_reply(&format!("subscribe to {}", s.channel), &m),
+            Err(e) => e,
+        };
+        if error.server_error().is_some_and(|e| e.is_unknown_client()) {
+            s.state = SubState::Wanted;
+            self.rehandshake(self.advice_interval);
+            return;
+        }
+        let transient = matches!(
+            error.kind(),
+            ErrorKind::Transport | ErrorKind::TransportTimeout | ErrorKind::Protocol
+        );
+        match s.waiter.take() {
+            Some(w) => {
+                let _ = w.send(Err(error));
+                self.forget_sub(sub);
+            }
+            None if transient => {
+                // An automatic resubscribe lost on the network: retried after the next
+                // successful connect.
+                tracing::info!(error = %error, "resubscribe failed; will retry");
+                s.state = SubState::Wanted;
+            }
+            None => {
+                tracing::warn!(error = %error, "resubscribe rejected; ending the subscription");
+                self.shared.inbox.push_error(sub, error);
+                self.shared.inbox.end(sub);
+                self.forget_sub(sub);
+            }
+        }
+    }
+
+    fn forget_sub(&mut self, sub: SubId) -> Option<Sub> {
+        let s = self.subs.remove(&sub)?;
+        self.router.remove(sub);
+        self.shared.set_subscribed(&s.channel, false);
+        Some(s)
+    }
+
+    fn drop_sub(&mut self, sub: SubId, reply: Option<oneshot::Sender<Result<()>>>) {
+        let Some(s) = self.forget_sub(sub) else {
+            self.shared.inbox.remove(sub);
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        };
+        if reply.is_some() {
+            // Explicit unsubscribe: the stream ends after what it already holds.
+            self.shared.inbox.end(sub);
+        } else {
+            self.shared.inbox.remove(sub);
+        }
+        if let Some(w) = s.waiter {
+            let _ = w.send(Err(Error::new(ErrorKind::InvalidOperation, "unsubscribed")));
+        }
+        if s.state == SubState::Active {
+            self.send_unsubscribe(s.channel, reply);
+        } else if let Some(r) = reply {
+            // Never confirmed (or in flight: its reply will undo it on the server).
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    fn send_unsubscribe(&mut self, channel: String, reply: Option<oneshot::Sender<Result<()>>>) {
+        let Some(client_id) = self.client_id.clone() else {
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        };
+        let mut m = Message::new(channels::UNSUBSCRIBE);
+        m.id = Some(self.id());
+        m.client_id = Some(client_id);
+        m.subscription = Some(channel);
+        self.send_control(m, Pending::Unsubscribe { reply });
+    }
+
+    fn publish(&mut self, channel: String, data: Data, reply: oneshot::Sender<Result<Message>>, retried: bool) {
+        let Some(client_id) = self.client_id.clone() else {
+            self.deferred.push((channel, data, reply, retried));
+            return;
+        };
+        let mut m = Message::new(channel.clone());
+        m.id = Some(self.id());
+        m.client_id = Some(client_id);
+        m.data = Some(data.clone());
+        let session = self.session_gen;
+        self.send_control(
+            m,
+            Pending::Publish {
+                channel,
+                data,
+                reply,
+                session,
+                retried,
+            },
+        );
+    }
+
+    // ---- closing ------------------------------------------------------------------------
+
+    async fn shutdown(&mut self) {
+        self.connect = None;
+        self.handshake = None;
+        if let Some(client_id) = self.client_id.take() {
+            let mut m = Message::new(channels::DISCONNECT);
+            m.id = Some(self.id());
+            m.client_id = Some(client_id);
+            let timeout = self.settings.request_timeout.min(Duration::from_secs(10));
+            match self.flight(vec![m], timeout).await {
+                Ok(_) => tracing::info!("disconnected"),
+                Err(e) => tracing::info!(error = %e, "disconnect failed; closing anyway"),
+            }
+        }
+        self.finish();
+    }
+
+    /// End everything: pending requests fail, streams end once drained.
+    fn finish(&mut self) {
+        self.transport.reset();
+        self.control = FuturesUnordered::new();
+        for (_, p) in std::mem::take(&mut self.pending) {
+            self.fail_pending(p, Error::new(ErrorKind::ConnectionClosed, "the client was closed"));
+        }
+        for (_, _, reply, _) in self.deferred.drain(..) {
+            let _ = reply.send(Err(Error::closed()));
+        }
+        for (_, s) in self.subs.drain() {
+            if let Some(w) = s.waiter {
+                let _ = w.send(Err(Error::closed()));
+            }
+        }
+        self.shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.shared.inbox.close();
+        self.set_state(ConnectionState::Closed);
+        self.commands.close();
+        while let Ok(cmd) = self.commands.try_recv() {
+            reject(cmd);
+        }
+    }
+}
+
+fn reject(cmd: Command) {
+    match cmd {
+        Command::Subscribe { reply, .. } | Command::Unsubscribe { reply, .. } => {
+            let _ = reply.send(Err(Error::closed()));
+        }
+        Command::Publish { reply, .. } => {
+            let _ = reply.send(Err(Error::closed()));
+        }
+        Command::Close { reply } => {
+            let _ = reply.send(());
+        }
+        Command::Drop { .. } => {}
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

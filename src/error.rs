@@ -1,0 +1,298 @@
+//! The crate's one error type.
+//!
+//! [`Error`] is cheap to clone (it is shared with every stream that sees it), `Send + Sync`, and
+//! never holds a secret: no token, password, client secret or private key reaches an error
+//! message. Match on [`Error::kind`]:
+//!
+//! ```
+//! use sfstream::{Error, ErrorKind};
+//! fn retryable(e: &Error) -> bool {
+//!     matches!(e.kind(), ErrorKind::Transport | ErrorKind::TransportTimeout)
+//! }
+//! ```
+
+use crate::bayeux::{Advice, ServerError};
+use std::fmt;
+use std::sync::Arc;
+
+/// What went wrong, mirroring the exception hierarchy of aiosfstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Login failed, the token was rejected, or re-authentication failed
+    /// (aiosfstream `AuthenticationError`).
+    Authentication,
+    /// Invalid configuration or a server offering nothing this client supports
+    /// (aiosfstream `ClientError`).
+    Client,
+    /// The operation cannot run in the client's current state, e.g. the client is closed
+    /// (aiosfstream `ClientInvalidOperation`/`TransportInvalidOperation`).
+    InvalidOperation,
+    /// Network failure or an HTTP status other than 200 (aiosfstream `TransportError`);
+    /// [`Error::status`] holds the status.
+    Transport,
+    /// A request got no answer in time, or the connection could not be re-established within
+    /// `connection_timeout` (aiosfstream `TransportTimeoutError`).
+    TransportTimeout,
+    /// The client was closed while the operation was pending, or the server closed the
+    /// connection (aiosfstream `TransportConnectionClosed`).
+    ConnectionClosed,
+    /// The server's reply could not be understood: not JSON (an HTML error page), not an array,
+    /// a field of the wrong type, a missing reply, or a body over the size cap.
+    Protocol,
+    /// The server rejected a request with a Bayeux error; see [`Error::server_error`] and
+    /// [`Error::advice`] (aiosfstream `ServerError`).
+    Server,
+    /// Replay failed: the replay id was rejected and no fallback is configured, a replay
+    /// marker could not be read or stored (aiosfstream `ReplayError`).
+    Replay,
+    /// Not an error but a notice that cannot be skipped: the stored replay id had left the
+    /// retention window and the subscription restarted from the configured fallback, so events
+    /// between the two may have been missed. The stream goes on. See [`Error::replay_gap`].
+    ReplayGap,
+}
+
+impl ErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Authentication => "authentication failed",
+            ErrorKind::Client => "client error",
+            ErrorKind::InvalidOperation => "invalid operation",
+            ErrorKind::Transport => "transport error",
+            ErrorKind::TransportTimeout => "timed out",
+            ErrorKind::ConnectionClosed => "connection closed",
+            ErrorKind::Protocol => "unexpected server reply",
+            ErrorKind::Server => "server error",
+            ErrorKind::Replay => "replay error",
+            ErrorKind::ReplayGap => "replay gap",
+        }
+    }
+}
+
+/// Which stored replay id expired and where the subscription restarted instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayGap {
+    /// The channel whose subscription fell back.
+    pub channel: String,
+    /// The replay id the server rejected (`None` when the server did not quote it).
+    pub rejected_id: Option<i64>,
+    /// The replay id used instead (-2 all retained events, -1 new events only).
+    pub fallback_id: i64,
+}
+
+/// The error type of every fallible operation in this crate.
+#[derive(Clone)]
+pub struct Error(Arc<Inner>);
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    status: Option<u16>,
+    server: Option<ServerError>,
+    advice: Option<Advice>,
+    failure_reason: Option<String>,
+    replay_gap: Option<ReplayGap>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Result alias with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error(Arc::new(Inner {
+            kind,
+            message: message.into(),
+            status: None,
+            server: None,
+            advice: None,
+            failure_reason: None,
+            replay_gap: None,
+            source: None,
+        }))
+    }
+
+    fn map_inner(self, f: impl FnOnce(&mut Inner)) -> Self {
+        // Builders run before the error is shared, so this never copies.
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                f(&mut inner);
+                Error(Arc::new(inner))
+            }
+            Err(shared) => Error(shared),
+        }
+    }
+
+    pub(crate) fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.map_inner(|i| i.source = Some(Box::new(source)))
+    }
+
+    pub(crate) fn with_status(self, status: u16) -> Self {
+        self.map_inner(|i| i.status = Some(status))
+    }
+
+    pub(crate) fn with_kind(self, kind: ErrorKind) -> Self {
+        self.map_inner(|i| i.kind = kind)
+    }
+
+    /// An error from a failed Bayeux reply. A 401 becomes [`ErrorKind::Authentication`].
+    pub(crate) fn from_reply(what: &str, reply: &crate::bayeux::Message) -> Self {
+        let text = reply.error.as_deref().unwrap_or("request failed without an error string");
+        let server = ServerError::parse(text);
+        let failure_reason = reply.failure_reason().map(str::to_owned);
+        let auth = server.is_authentication_failure()
+            || failure_reason
+                .as_deref()
+                .is_some_and(|r| ServerError::parse(r).is_authentication_failure());
+        let kind = if auth {
+            ErrorKind::Authentication
+        } else {
+            ErrorKind::Server
+        };
+        let mut message = format!("{what} rejected: {text}");
+        if let Some(reason) = &failure_reason {
+            message.push_str(&format!(" ({reason})"));
+        }
+        let advice = reply.advice.clone();
+        Error::new(kind, message).map_inner(|i| {
+            i.server = Some(server);
+            i.advice = advice;
+            i.failure_reason = failure_reason;
+        })
+    }
+
+    pub(crate) fn replay_gap(gap: ReplayGap) -> Self {
+        let message = match gap.rejected_id {
+            Some(id) => format!(
+                "replay id {id} on {} is outside the retention window; resumed from {} (events in between may be missed)",
+                gap.channel, gap.fallback_id
+            ),
+            None => format!(
+                "replay id on {} was rejected; resumed from {} (events in between may be missed)",
+                gap.channel, gap.fallback_id
+            ),
+        };
+        Error::new(ErrorKind::ReplayGap, message).map_inner(|i| i.replay_gap = Some(gap))
+    }
+
+    pub(crate) fn closed() -> Self {
+        Error::new(ErrorKind::InvalidOperation, "the client is closed")
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// The HTTP status, for errors caused by an HTTP reply other than 200.
+    pub fn status(&self) -> Option<u16> {
+        self.0.status
+    }
+
+    /// The parsed Bayeux error string, for errors caused by a failed reply.
+    pub fn server_error(&self) -> Option<&ServerError> {
+        self.0.server.as_ref()
+    }
+
+    /// The advice that came with a failed reply.
+    pub fn advice(&self) -> Option<&Advice> {
+        self.0.advice.as_ref()
+    }
+
+    /// Salesforce's `ext.sfdc.failureReason` of a denied handshake.
+    pub fn failure_reason(&self) -> Option<&str> {
+        self.0.failure_reason.as_deref()
+    }
+
+    /// For [`ErrorKind::ReplayGap`]: which replay id expired and the fallback used.
+    pub fn replay_gap_info(&self) -> Option<&ReplayGap> {
+        self.0.replay_gap.as_ref()
+    }
+
+    /// The error message, without the kind prefix.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.kind.describe(), self.0.message)?;
+        if let Some(status) = self.0.status {
+            if !self.0.message.contains(&status.to_string()) {
+                write!(f, " (HTTP {status})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.0.kind).field("message", &self.0.message);
+        if let Some(s) = self.0.status {
+            d.field("status", &s);
+        }
+        if let Some(s) = &self.0.server {
+            d.field("server", s);
+        }
+        if let Some(a) = &self.0.advice {
+            d.field("advice", a);
+        }
+        if let Some(r) = &self.0.failure_reason {
+            d.field("failure_reason", r);
+        }
+        if let Some(g) = &self.0.replay_gap {
+            d.field("replay_gap", g);
+        }
+        if let Some(s) = &self.0.source {
+            d.field("source", &s.to_string());
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn is_send_sync_and_clone() {
+        assert_send_sync::<Error>();
+        let e = Error::new(ErrorKind::Transport, "boom").with_status(502);
+        let c = e.clone();
+        assert_eq!(c.status(), Some(502));
+        assert_eq!(c.to_string(), "transport error: boom (HTTP 502)");
+    }
+
+    #[test]
+    fn reply_401_is_authentication() {
+        let mut m = crate::bayeux::Message::new("/meta/connect");
+        m.error = Some("401::Authentication invalid".into());
+        assert_eq!(Error::from_reply("connect", &m).kind(), ErrorKind::Authentication);
+        m.error = Some("403::Handshake denied".into());
+        m.set_ext_field(
+            "sfdc",
+            serde_json::json!({"failureReason": "401::Authentication invalid"}),
+        );
+        let e = Error::from_reply("handshake", &m);
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert_eq!(e.failure_reason(), Some("401::Authentication invalid"));
+        m.error = Some("403::Unknown client".into());
+        m.ext = None;
+        assert_eq!(Error::from_reply("connect", &m).kind(), ErrorKind::Server);
+    }
+}

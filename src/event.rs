@@ -1,0 +1,162 @@
+//! Layer 8: a typed view over an event.
+//!
+//! An [`Event`] is the `{channel, data}` message as received, with `data` kept as raw JSON. The
+//! accessors read only what they need:
+//!
+//! ```
+//! use sfstream::Event;
+//! let ev = Event::from_json(r#"{"channel":"/event/Order__e","data":{
+//!     "schema":"x","payload":{"CreatedDate":"2026-11-28T07:00:02.114Z","Amount__c":249.5},
+//!     "event":{"EventUuid":"8d2b","replayId":17}}}"#)?;
+//! assert_eq!(ev.channel(), "/event/Order__e");
+//! assert_eq!(ev.replay_id(), Some(17));
+//! #[derive(serde::Deserialize)]
+//! struct Order { #[serde(rename = "Amount__c")] amount: f64 }
+//! assert_eq!(ev.deserialize::<Order>()?.amount, 249.5);
+//! // One JSON line, as received:
+//! assert!(serde_json::to_string(&ev)?.starts_with(r#"{"channel":"/event/Order__e","data":{"schema""#));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::bayeux::{Data, Message};
+use crate::error::{Error, ErrorKind, Result};
+use serde::de::DeserializeOwned;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+
+/// One event delivered on a subscribed channel.
+#[derive(Clone)]
+pub struct Event {
+    channel: String,
+    data: Data,
+}
+
+impl Event {
+    pub(crate) fn new(channel: String, data: Data) -> Self {
+        Event { channel, data }
+    }
+
+    /// Read an event from its JSON form `{"channel": ..., "data": ...}` (tests, replays from a
+    /// file).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let batch = crate::bayeux::parse_batch(bytes::Bytes::from(format!("[{text}]")))?;
+        let message = batch.messages.into_iter().next();
+        match message {
+            Some(Message {
+                channel,
+                data: Some(data),
+                ..
+            }) => Ok(Event { channel, data }),
+            _ => Err(Error::new(
+                ErrorKind::Protocol,
+                "an event needs a channel and data",
+            )),
+        }
+    }
+
+    /// The channel the event arrived on, e.g. `/event/Order__e` or `/data/AccountChangeEvent`.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The raw `data` JSON.
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
+    /// The event's replay id (`data.event.replayId`), if present.
+    pub fn replay_id(&self) -> Option<i64> {
+        self.header().ok()?.event?.replay_id
+    }
+
+    /// `data.event.EventUuid` of platform events (API 52.0+), useful to de-duplicate.
+    pub fn event_uuid(&self) -> Option<String> {
+        self.header().ok()?.event?.event_uuid
+    }
+
+    /// The payload deserialized into `T`: `data.sobject` for PushTopic events (`/topic/...`),
+    /// `data.payload` for everything else (platform events, Change Data Capture, generic).
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
+        let field = if self.channel.starts_with("/topic/") {
+            "sobject"
+        } else {
+            "payload"
+        };
+        self.data_field(field)
+    }
+
+    /// The whole `data` deserialized into `T`.
+    pub fn deserialize_data<T: DeserializeOwned>(&self) -> Result<T> {
+        self.data.deserialize().map_err(|e| self.shape_error("data", e))
+    }
+
+    /// One field of `data` deserialized into `T`.
+    pub fn data_field<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let mut map: serde_json::Map<String, serde_json::Value> = self
+            .data
+            .deserialize()
+            .map_err(|e| self.shape_error("data", e))?;
+        let value = map.remove(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("event on {} has no data.{name}", self.channel),
+            )
+        })?;
+        serde_json::from_value(value).map_err(|e| self.shape_error(name, e))
+    }
+
+    /// The event as a `{channel, data}` message.
+    pub fn into_message(self) -> Message {
+        let mut m = Message::new(self.channel);
+        m.data = Some(self.data);
+        m
+    }
+
+    fn header(&self) -> std::result::Result<Header, serde_json::Error> {
+        self.data.deserialize()
+    }
+
+    fn shape_error(&self, what: &str, e: serde_json::Error) -> Error {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("cannot read {what} of the event on {}: {e}", self.channel),
+        )
+        .with_source(e)
+    }
+}
+
+/// The parts of `data` every Salesforce event family shares; everything else is skipped.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    event: Option<EventHeader>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventHeader {
+    #[serde(default)]
+    replay_id: Option<i64>,
+    #[serde(default, rename = "EventUuid")]
+    event_uuid: Option<String>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("channel", &self.channel)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+/// `{"channel": ..., "data": ...}` with `data` exactly as received.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Event", 2)?;
+        st.serialize_field("channel", &self.channel)?;
+        st.serialize_field("data", &self.data)?;
+        st.end()
+    }
+}

@@ -1,0 +1,224 @@
+//! Re-authentication as a layer.
+//!
+//! ```
+//! use sfstream::middleware::AuthLayer;
+//! use sfstream::transport::{HttpTransport, Layer};
+//! use sfstream::auth::AccessToken;
+//! # fn f() -> sfstream::Result<()> {
+//! let auth = AccessToken::new("token", "https://example.my.salesforce.com".parse().unwrap());
+//! let transport = AuthLayer::new(auth, "66.0").layer(HttpTransport::builder().build()?);
+//! # Ok(()) }
+//! ```
+
+use crate::auth::{Authenticator, Token};
+use crate::bayeux::Message;
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::{Layer, Request, Response, Transport};
+use futures::future::BoxFuture;
+use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use url::Url;
+
+/// Adds `Authorization` and the CometD endpoint of the current token to every request, and
+/// re-authenticates once when the server rejects the token.
+///
+/// A rejection is HTTP 401, a Bayeux error `401::...` (but not the spec's
+/// `401:<id>:Unknown client`), or `403::Handshake denied` whose `ext.sfdc.failureReason` is a
+/// 401. `403::Unknown client` is *not* a rejection: it means the session is gone, and the
+/// connection task rehandshakes with the same token (logging in again on every 403 locks users
+/// out, EMP-Connector #95). Concurrent rejections of the same token cause one refresh.
+#[derive(Clone)]
+pub struct AuthLayer {
+    state: Arc<State>,
+}
+
+/// The transport produced by [`AuthLayer`].
+pub struct Auth<T> {
+    inner: T,
+    state: Arc<State>,
+}
+
+struct State {
+    authenticator: Box<dyn Authenticator>,
+    api_version: String,
+    current: Mutex<Current>,
+}
+
+#[derive(Default)]
+struct Current {
+    generation: u64,
+    session: Option<Session>,
+}
+
+#[derive(Clone)]
+struct Session {
+    token: Token,
+    endpoint: Url,
+    authorization: HeaderValue,
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("api_version", &self.state.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Auth<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("api_version", &self.state.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthLayer {
+    /// Authenticate with `authenticator` and talk to `/cometd/<api_version>` of the token's
+    /// instance.
+    pub fn new(authenticator: impl Authenticator, api_version: impl Into<String>) -> Self {
+        Self::from_boxed(Box::new(authenticator), api_version.into())
+    }
+
+    pub(crate) fn from_boxed(authenticator: Box<dyn Authenticator>, api_version: String) -> Self {
+        AuthLayer {
+            state: Arc::new(State {
+                authenticator,
+                api_version,
+                current: Mutex::new(Current::default()),
+            }),
+        }
+    }
+}
+
+impl<T: Transport> Layer<T> for AuthLayer {
+    type Transport = Auth<T>;
+    fn layer(&self, inner: T) -> Auth<T> {
+        Auth {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl State {
+    fn session_from(&self, token: Token) -> Result<Session> {
+        let endpoint = token.cometd_endpoint(&self.api_version).map_err(|e| {
+            Error::new(
+                ErrorKind::Authentication,
+                format!("the token's instance URL {} is not usable", token.instance_url),
+            )
+            .with_source(e)
+        })?;
+        crate::transport::check_scheme(&endpoint)?;
+        let mut authorization = HeaderValue::from_str(&token.authorization()).map_err(|_| {
+            Error::new(
+                ErrorKind::Authentication,
+                "the access token contains characters not allowed in a header",
+            )
+        })?;
+        authorization.set_sensitive(true);
+        Ok(Session {
+            token,
+            endpoint,
+            authorization,
+        })
+    }
+
+    /// The current session, logging in first if there is none.
+    async fn session(&self) -> Result<(u64, Session)> {
+        let mut current = self.current.lock().await;
+        if let Some(s) = &current.session {
+            return Ok((current.generation, s.clone()));
+        }
+        tracing::info!("logging in");
+        let token = self.authenticator.authenticate().await?;
+        let session = self.session_from(token)?;
+        current.generation += 1;
+        current.session = Some(session.clone());
+        Ok((current.generation, session))
+    }
+
+    /// A fresh session after the one of `generation` was rejected. Callers that were rejected
+    /// together share the first caller's refresh.
+    async fn refresh(&self, generation: u64) -> Result<(u64, Session)> {
+        let mut current = self.current.lock().await;
+        if current.generation != generation {
+            if let Some(s) = &current.session {
+                return Ok((current.generation, s.clone()));
+            }
+        }
+        let rejected = current.session.take();
+        current.generation += 1;
+        let token = match &rejected {
+            Some(s) => {
+                tracing::info!("the server rejected the token; refreshing it");
+                self.authenticator.refresh(&s.token).await?
+            }
+            None => self.authenticator.authenticate().await?,
+        };
+        let session = self.session_from(token)?;
+        current.session = Some(session.clone());
+        Ok((current.generation, session))
+    }
+}
+
+fn is_token_rejection(m: &Message) -> bool {
+    let Some(err) = m.server_error() else {
+        return false;
+    };
+    if err.is_unknown_client() {
+        return false;
+    }
+    err.is_authentication_failure()
+        || m
+            .failure_reason()
+            .is_some_and(|r| crate::bayeux::ServerError::parse(r).is_authentication_failure())
+}
+
+fn rejected(result: &Result<Response>) -> bool {
+    match result {
+        Ok(r) => r.messages.iter().any(is_token_rejection),
+        Err(e) => e.status() == Some(401),
+    }
+}
+
+fn authorize(mut request: Request, session: &Session) -> Request {
+    request.url = Some(session.endpoint.clone());
+    request
+        .headers
+        .insert(AUTHORIZATION, session.authorization.clone());
+    request
+}
+
+impl<T: Transport> Auth<T> {
+    async fn call(&self, request: Request) -> Result<Response> {
+        let (generation, session) = self.state.session().await?;
+        let first = self
+            .inner
+            .send(authorize(request.clone(), &session))
+            .await;
+        if !rejected(&first) {
+            return first;
+        }
+        let (_, session) = self.state.refresh(generation).await?;
+        let second = self.inner.send(authorize(request, &session)).await;
+        match second {
+            Err(e) if e.status() == Some(401) => Err(e.with_kind(ErrorKind::Authentication)),
+            other => other,
+        }
+    }
+}
+
+impl<T: Transport> Transport for Auth<T> {
+    fn send(&self, request: Request) -> BoxFuture<'_, Result<Response>> {
+        Box::pin(self.call(request))
+    }
+
+    fn reset(&self) {
+        self.inner.reset()
+    }
+}

@@ -1,0 +1,12 @@
+//! Layer 3: middleware over the transport, tower style: a `XxxLayer` wraps a transport in an
+//! `Xxx<T>` that is a transport itself.
+//!
+//! - [`AuthLayer`]: sets `Authorization` and the endpoint from the current token, and logs in
+//!   again once when the server rejects the token.
+//!
+//! Your own layers (logging, metrics, custom `ext` fields) go in with
+//! [`ClientBuilder::layer`](crate::ClientBuilder::layer).
+
+mod auth;
+
+pub use auth::{Auth, AuthLayer};
