@@ -33,7 +33,7 @@ use crate::bayeux::{Data, Message};
 use crate::connection::{Command, ConnectionState, Settings, Shared, spawn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::BoxTransport;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use session::Session;
 use std::collections::BTreeSet;
@@ -215,7 +215,7 @@ impl Client {
     /// }
     /// # }
     /// ```
-    pub fn state_updates(&self) -> impl Stream<Item = ConnectionState> + Send + 'static {
+    pub fn state_updates(&self) -> impl Stream<Item = ConnectionState> + Send + Unpin + 'static {
         let rx = self.session().map(|s| {
             let mut rx = s.shared.state.subscribe();
             rx.mark_changed();
@@ -228,6 +228,7 @@ impl Client {
             let next = (!matches!(state, ConnectionState::Closed)).then_some(rx);
             Some((state, next))
         })
+        .boxed()
     }
 }
 

@@ -251,9 +251,19 @@ impl Task {
         self.next_id.to_string()
     }
 
+    /// A request with a watchdog: whatever the transport does, no answer within `timeout` is
+    /// a failure (a dead long poll with the TCP connection still ESTABLISHED, restforce #318).
     fn flight(&self, messages: Vec<Message>, timeout: Duration) -> Flight {
         let transport = self.transport.clone();
-        Box::pin(async move { transport.send(Request::new(messages, timeout)).await })
+        Box::pin(async move {
+            let request = transport.send(Request::new(messages, timeout));
+            tokio::time::timeout(timeout, request).await.unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::TransportTimeout,
+                    format!("no answer within {timeout:?}"),
+                ))
+            })
+        })
     }
 
     fn send_control(&mut self, message: Message, pending: Pending) {
@@ -287,12 +297,14 @@ impl Task {
             Err(e) => return self.handshake_failed(e).await,
         };
         let reply = response.reply(channels::HANDSHAKE, id).cloned();
-        self.dispatch(response);
+        let malformed = self.dispatch(response);
         let reply = match reply {
             Some(r) if r.is_successful() => r,
             Some(r) => return self.handshake_failed(Error::from_reply("handshake", &r)).await,
             None => {
-                let e = Error::new(ErrorKind::Protocol, "the handshake response has no /meta/handshake reply");
+                let e = malformed.unwrap_or_else(|| {
+                    Error::new(ErrorKind::Protocol, "the handshake response has no /meta/handshake reply")
+                });
                 return self.handshake_failed(e).await;
             }
         };
@@ -387,7 +399,7 @@ impl Task {
             Err(e) => return self.connect_failed(e, None).await,
         };
         let reply = response.reply(channels::CONNECT, id).cloned();
-        self.dispatch(response);
+        let malformed = self.dispatch(response);
         match reply {
             Some(r) if r.is_successful() => {
                 self.apply_advice(r.advice.as_ref());
@@ -414,7 +426,9 @@ impl Task {
                 self.connect_failed(error, Some(&r)).await
             }
             None => {
-                let e = Error::new(ErrorKind::Protocol, "the connect response has no /meta/connect reply");
+                let e = malformed.unwrap_or_else(|| {
+                    Error::new(ErrorKind::Protocol, "the connect response has no /meta/connect reply")
+                });
                 self.connect_failed(e, None).await
             }
         }
@@ -448,7 +462,7 @@ impl Task {
             };
             self.rehandshake(delay);
         } else {
-            let delay = self.failure(&error, false);
+            let delay = self.failure(&error, true);
             tracing::info!(error = %error, ?delay, "connect failed; retrying");
             self.next = Next::Connect {
                 at: Instant::now() + delay + self.advice_interval,
@@ -526,7 +540,8 @@ impl Task {
 
     /// Route events and complete control replies. Connect and handshake replies are read by
     /// their callers.
-    fn dispatch(&mut self, response: Response) {
+    /// Returns the error of a malformed meta message, which explains a missing reply.
+    fn dispatch(&mut self, response: Response) -> Option<Error> {
         let mut deliveries: Vec<(SubId, Event)> = Vec::new();
         let mut replies = Vec::new();
         for m in response.messages {
@@ -570,8 +585,14 @@ impl Task {
         for m in replies {
             self.on_reply(m);
         }
+        let mut meta_error = None;
         for bad in response.malformed {
             tracing::warn!(error = %bad.error, "malformed message");
+            if bad.channel.as_deref().is_some_and(|c| c.starts_with("/meta/")) {
+                // A broken reply: the request it answers fails with this error.
+                meta_error.get_or_insert(bad.error);
+                continue;
+            }
             let mut targets = Vec::new();
             if let Some(channel) = &bad.channel {
                 self.router.route(channel, |s| targets.push(s));
@@ -584,6 +605,7 @@ impl Task {
                 }
             }
         }
+        meta_error
     }
 
     fn on_reply(&mut self, m: Message) {
@@ -635,10 +657,12 @@ impl Task {
     fn on_control(&mut self, ids: Vec<String>, result: Result<Response>) {
         match result {
             Ok(response) => {
-                self.dispatch(response);
+                let malformed = self.dispatch(response);
                 for id in ids {
                     if let Some(p) = self.pending.remove(&id) {
-                        let e = Error::new(ErrorKind::Protocol, "the response has no reply to the request");
+                        let e = malformed.clone().unwrap_or_else(|| {
+                            Error::new(ErrorKind::Protocol, "the response has no reply to the request")
+                        });
                         self.fail_pending(p, e);
                     }
                 }

@@ -1,0 +1,438 @@
+//! The connection task against a scripted server (see `common::mock`): exact wire behaviour,
+//! deterministic, no sockets.
+
+mod common;
+
+use common::mock::{MockServer, mock};
+use common::{token_for, within, within_virtual};
+use futures::StreamExt;
+use serde_json::json;
+use sfstream::{Client, ConnectionState, ErrorKind};
+use std::time::Duration;
+
+fn client(max_pending: usize) -> (Client, MockServer) {
+    let (transport, server) = mock();
+    let client = Client::builder(token_for("https://example.my.salesforce.com"))
+        .transport(transport)
+        .max_pending_count(max_pending)
+        .build()
+        .unwrap();
+    (client, server)
+}
+
+async fn open(max_pending: usize) -> (Client, MockServer) {
+    let (client, mut server) = client(max_pending);
+    let c = client.clone();
+    let opening = tokio::spawn(async move { c.open().await });
+    server.accept_open().await;
+    opening.await.unwrap().unwrap();
+    (client, server)
+}
+
+fn event(channel: &str, replay_id: i64) -> serde_json::Value {
+    json!({"channel": channel, "data": {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}})
+}
+
+async fn subscribe(client: &Client, server: &mut MockServer, channel: &str) -> sfstream::Subscription {
+    let c = client.clone();
+    let ch = channel.to_owned();
+    let pending = tokio::spawn(async move { c.subscribe(ch).await });
+    let s = server.next_on("/meta/subscribe").await;
+    assert_eq!(s.message().subscription.as_deref(), Some(channel));
+    s.ok();
+    pending.await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn handshake_and_first_connect_match_salesforce() {
+    within("open", async {
+        let (client, mut server) = client(10);
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        let h = server.next_on("/meta/handshake").await;
+        let m = h.message().clone();
+        assert_eq!(m.version.as_deref(), Some("1.0"));
+        assert_eq!(m.supported_connection_types, Some(vec!["long-polling".to_string()]));
+        assert_eq!(
+            h.request.url.as_ref().map(|u| u.as_str()),
+            Some("https://example.my.salesforce.com/cometd/66.0")
+        );
+        let auth = h.request.headers.get("authorization").unwrap();
+        assert_eq!(auth.to_str().unwrap(), "Bearer test-token");
+        assert!(auth.is_sensitive());
+        h.ok();
+        let c1 = server.next_on("/meta/connect").await;
+        let m = c1.message().clone();
+        assert_eq!(m.client_id.as_deref(), Some("cid-1"));
+        assert_eq!(m.connection_type.as_deref(), Some("long-polling"));
+        assert_eq!(m.advice.as_ref().and_then(|a| a.timeout), Some(0));
+        c1.ok();
+        opening.await.unwrap().unwrap();
+        assert!(!client.closed());
+        assert_eq!(client.connection_type(), Some("long-polling"));
+        // The long poll: no advice, waits advice.timeout (110 s) + network delay (15 s).
+        let c2 = server.next_on("/meta/connect").await;
+        assert!(c2.message().advice.is_none());
+        assert_eq!(c2.request.timeout, Duration::from_secs(125));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_reply_anywhere_in_the_batch_and_numeric_ids() {
+    within("batch order", async {
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/event/A__e").await;
+        // Reply first, then events; the id comes back as a number.
+        let c = server.next_on("/meta/connect").await;
+        let id: u64 = c.id().parse().unwrap();
+        c.reply(json!([
+            {"channel": "/meta/connect", "id": id, "successful": true},
+            event("/event/A__e", 1),
+            event("/event/A__e", 2),
+        ]));
+        // Events, reply in the middle, events.
+        let c = server.next_on("/meta/connect").await;
+        c.reply(json!([
+            event("/event/A__e", 3),
+            {"channel": "/meta/connect", "id": "$id", "successful": true},
+            event("/event/A__e", 4),
+        ]));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(sub.next().await.unwrap().unwrap().replay_id().unwrap());
+        }
+        assert_eq!(got, vec![1, 2, 3, 4]);
+        // A stale connect reply with another id is ignored: the loop goes on.
+        let c = server.next_on("/meta/connect").await;
+        c.reply(json!([
+            {"channel": "/meta/connect", "id": "999", "successful": false, "error": "403::Unknown client"},
+            {"channel": "/meta/connect", "id": "$id", "successful": true},
+        ]));
+        server.next_on("/meta/connect").await;
+        assert!(client.state().is_connected());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_in_subscribe_and_publish_replies_are_delivered() {
+    within("events in control replies", async {
+        let (client, mut server) = open(0).await;
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe("/topic/T").await });
+        let s = server.next_on("/meta/subscribe").await;
+        // A replay backlog riding on the subscribe response, before the reply itself.
+        s.ok_with(vec![event("/topic/T", 10), event("/topic/T", 11)]);
+        let mut sub = pending.await.unwrap().unwrap();
+        let c = client.clone();
+        let publishing = tokio::spawn(async move { c.publish("/u/Chan", &json!({"x": 1})).await });
+        let p = server.next_on("/u/Chan").await;
+        assert_eq!(p.message().data.as_ref().unwrap().get(), r#"{"x":1}"#);
+        p.ok_with(vec![event("/topic/T", 12)]);
+        let reply = publishing.await.unwrap().unwrap();
+        assert!(reply.is_successful());
+        for want in [10, 11, 12] {
+            assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(want));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn backpressure_holds_the_connect_but_never_the_replies() {
+    within("backpressure", async {
+        let (client, mut server) = open(3).await;
+        let mut sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let mut states = client.state_updates();
+        // One response with more events than the limit.
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with((1..=5).map(|i| event("/event/A__e", i)).collect());
+        loop {
+            if let Some(ConnectionState::Paused { pending }) = states.next().await {
+                assert_eq!(pending, 5);
+                break;
+            }
+        }
+        assert_eq!(client.pending_count(), 5);
+        assert!(client.has_pending_messages());
+        // Paused: control requests still go out and their replies are handled.
+        let c2 = client.clone();
+        let sub2 = tokio::spawn(async move { c2.subscribe("/event/B__e").await });
+        server.next_on("/meta/subscribe").await.ok_with(vec![event("/event/B__e", 1)]);
+        let _sub2 = sub2.await.unwrap().unwrap();
+        assert!(!server.has_waiting("/meta/connect"), "connect sent while over the limit");
+        // Taking events: 6 pending (5 + 1 on B); the connect resumes only below 3.
+        for want in 1..=3 {
+            assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(want));
+            assert!(!server.has_waiting("/meta/connect"));
+        }
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(4));
+        // pending is now 2 (< 3): the next connect goes out.
+        server.next_on("/meta/connect").await;
+        assert_eq!(client.pending_count(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_client_rehandshakes_and_resubscribes_with_the_same_token() {
+    within("unknown client", async {
+        let (client, mut server) = open(0).await;
+        let mut a = subscribe(&client, &mut server, "/event/A__e").await;
+        let _b = subscribe(&client, &mut server, "/topic/B").await;
+        for error in ["403::Unknown client", "402::Unknown client", "401:cid-1:Unknown client"] {
+            let c = server.next_on("/meta/connect").await;
+            c.reply(json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+                "error": error, "advice": {"reconnect": "handshake", "interval": 0}}]));
+            let h = server.next_on("/meta/handshake").await;
+            assert_eq!(
+                h.request.headers.get("authorization").unwrap().to_str().unwrap(),
+                "Bearer test-token"
+            );
+            h.ok();
+            let mut resubscribed = vec![
+                server.next_on("/meta/subscribe").await,
+                server.next_on("/meta/subscribe").await,
+            ];
+            resubscribed.sort_by_key(|e| e.message().subscription.clone());
+            let channels: Vec<_> = resubscribed
+                .iter()
+                .map(|e| e.message().subscription.clone().unwrap())
+                .collect();
+            assert_eq!(channels, vec!["/event/A__e", "/topic/B"], "after {error}");
+            for s in resubscribed {
+                s.ok();
+            }
+            let first = server.next_on("/meta/connect").await;
+            assert_eq!(first.message().advice.as_ref().and_then(|a| a.timeout), Some(0));
+            first.ok_with(vec![event("/event/A__e", 7)]);
+            assert_eq!(a.next().await.unwrap().unwrap().replay_id(), Some(7));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_disconnect_then_reconnect_none_rehandshakes() {
+    within("server disconnect", async {
+        let (client, mut server) = open(0).await;
+        let _a = subscribe(&client, &mut server, "/event/A__e").await;
+        let c = server.next_on("/meta/connect").await;
+        c.reply(json!([{"channel": "/meta/disconnect"},
+            {"channel": "/meta/connect", "id": "$id", "successful": false,
+             "error": "403::Unknown client", "advice": {"reconnect": "none"}}]));
+        server.next_on("/meta/handshake").await.ok();
+        server.next_on("/meta/subscribe").await.ok();
+        server.next_on("/meta/connect").await.ok();
+        assert!(!client.closed());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_replies_are_typed_errors_and_the_client_keeps_going() {
+    within("malformed", async {
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/event/A__e").await;
+        // A wrong field type on one event: that element becomes an error on its subscription,
+        // the rest of the batch is delivered.
+        let c = server.next_on("/meta/connect").await;
+        c.reply(json!([
+            event("/event/A__e", 1),
+            {"channel": "/event/A__e", "data": {}, "successful": "yes"},
+            event("/event/A__e", 2),
+            {"channel": "/meta/connect", "id": "$id", "successful": true},
+        ]));
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(1));
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(2));
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        // A publish whose reply is an HTML page: a typed error for that call.
+        let c = client.clone();
+        let publishing = tokio::spawn(async move { c.publish("/u/X", &1).await });
+        let p = server.next_on("/u/X").await;
+        let html = sfstream::bayeux::parse_batch(bytes::Bytes::from_static(b"<html>down</html>")).unwrap_err();
+        p.fail(html);
+        let e = publishing.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        // A connect whose reply has a wrong type: the loop retries and events keep flowing.
+        let c = server.next_on("/meta/connect").await;
+        c.reply(json!([{"channel": "/meta/connect", "id": "$id", "successful": "true"}]));
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with(vec![event("/event/A__e", 3)]);
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(3));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes_and_close_disconnects() {
+    within("drop and close", async {
+        let (client, mut server) = open(0).await;
+        let sub = subscribe(&client, &mut server, "/event/A__e").await;
+        assert_eq!(client.subscriptions().into_iter().collect::<Vec<_>>(), vec!["/event/A__e"]);
+        drop(sub);
+        let u = server.next_on("/meta/unsubscribe").await;
+        assert_eq!(u.message().subscription.as_deref(), Some("/event/A__e"));
+        u.ok();
+        assert!(client.subscriptions().is_empty());
+        // The same channel can be subscribed again right away.
+        let sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let c = client.clone();
+        let closing = tokio::spawn(async move { c.close().await });
+        let d = server.next_on("/meta/disconnect").await;
+        assert_eq!(d.message().client_id.as_deref(), Some("cid-1"));
+        d.ok();
+        closing.await.unwrap().unwrap();
+        assert!(client.closed());
+        assert!(matches!(client.state(), ConnectionState::Closed));
+        let mut sub = sub;
+        assert!(sub.next().await.is_none(), "streams end on close");
+        let e = client.subscribe("/event/B__e").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidOperation);
+        // Reopen works.
+        server.clear();
+        let c = client.clone();
+        let reopening = tokio::spawn(async move { c.open().await });
+        server.accept_open().await;
+        reopening.await.unwrap().unwrap();
+        assert!(!client.closed());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_twice_duplicate_subscribe_and_bad_channels_are_invalid_operations() {
+    within("invalid operations", async {
+        let (client, mut server) = open(0).await;
+        assert_eq!(client.open().await.unwrap_err().kind(), ErrorKind::InvalidOperation);
+        let _a = subscribe(&client, &mut server, "/event/A__e").await;
+        assert_eq!(
+            client.subscribe("/event/A__e").await.unwrap_err().kind(),
+            ErrorKind::InvalidOperation
+        );
+        for bad in ["", "event", "/meta/connect", "/event/A B"] {
+            assert_eq!(client.subscribe(bad).await.unwrap_err().kind(), ErrorKind::InvalidOperation, "{bad}");
+        }
+        assert_eq!(
+            client.unsubscribe("/event/Nope").await.unwrap_err().kind(),
+            ErrorKind::InvalidOperation
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rejected_subscribe_is_a_server_error_with_advice() {
+    within("rejected subscribe", async {
+        let (client, mut server) = open(0).await;
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe("/event/Nope__e").await });
+        let s = server.next_on("/meta/subscribe").await;
+        s.reply(json!([{"channel": "/meta/subscribe", "id": "$id", "successful": false,
+            "error": "400::The channel you requested to subscribe to does not exist {/event/Nope__e}",
+            "advice": {"reconnect": "none"}}]));
+        let e = pending.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Server);
+        assert_eq!(e.server_error().unwrap().code, Some(400));
+        assert!(e.advice().is_some());
+        assert!(client.subscriptions().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn receive_merges_every_subscription_in_arrival_order() {
+    within("receive", async {
+        let (client, mut server) = open(0).await;
+        subscribe(&client, &mut server, "/event/A__e").await.detach();
+        subscribe(&client, &mut server, "/event/B__e").await.detach();
+        let mut all = client.receive().unwrap();
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with(vec![event("/event/B__e", 1), event("/event/A__e", 2), event("/event/B__e", 3)]);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = all.next().await.unwrap().unwrap();
+            got.push((e.channel().to_owned(), e.replay_id().unwrap()));
+        }
+        assert_eq!(
+            got,
+            vec![("/event/B__e".into(), 1), ("/event/A__e".into(), 2), ("/event/B__e".into(), 3)]
+        );
+        // Detached subscriptions end through the client.
+        let c = client.clone();
+        let unsub = tokio::spawn(async move { c.unsubscribe("/event/A__e").await });
+        server.next_on("/meta/unsubscribe").await.ok();
+        unsub.await.unwrap().unwrap();
+        assert_eq!(client.subscriptions().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_linearly_and_report_a_timeout() {
+    within_virtual("backoff", async {
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let mut gaps = Vec::new();
+        let mut last = tokio::time::Instant::now();
+        for _ in 0..4 {
+            let c = server.next_on("/meta/connect").await;
+            let now = tokio::time::Instant::now();
+            gaps.push((now - last).as_secs());
+            last = now;
+            c.reply(json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+                "error": "500::Internal error", "advice": {"reconnect": "retry", "interval": 0}}]));
+        }
+        assert_eq!(gaps, vec![0, 1, 2, 3]);
+        // 10 s (connection_timeout) into the outage every stream hears about it once.
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Server, "the first server rejection is reported");
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TransportTimeout);
+        // Recovery resets the backoff.
+        server.next_on("/meta/connect").await.ok();
+        let before = tokio::time::Instant::now();
+        server.next_on("/meta/connect").await;
+        assert_eq!((tokio::time::Instant::now() - before).as_secs(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_open_leaves_the_client_closed() {
+    within("failed open", async {
+        let (client, mut server) = client(0);
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        let h = server.next_on("/meta/handshake").await;
+        h.reply(json!([{"channel": "/meta/handshake", "id": "$id", "successful": false,
+            "error": "403::Handshake denied", "advice": {"reconnect": "none"},
+            "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}]));
+        // The auth layer tries once more after "refreshing"; a ready token cannot refresh.
+        let e = opening.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert!(client.closed());
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_never_answers_is_abandoned_by_the_watchdog() {
+    within_virtual("watchdog", async {
+        let (client, mut server) = open(0).await;
+        let _sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let silent = server.next_on("/meta/connect").await;
+        let started = tokio::time::Instant::now();
+        // Never answered: after advice timeout (110 s) + network delay (15 s) the client gives
+        // up on it and, after one backoff step, connects again.
+        let next = server.next_on("/meta/connect").await;
+        let waited = tokio::time::Instant::now() - started;
+        assert_eq!(waited.as_secs(), 125 + 1, "{waited:?}");
+        drop(silent);
+        next.ok();
+        assert!(!client.closed());
+    })
+    .await;
+}
