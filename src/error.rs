@@ -124,7 +124,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_source(
+        self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.map_inner(|i| i.source = Some(Box::new(source)))
     }
 
@@ -138,7 +141,10 @@ impl Error {
 
     /// An error from a failed Bayeux reply. A 401 becomes [`ErrorKind::Authentication`].
     pub(crate) fn from_reply(what: &str, reply: &crate::bayeux::Message) -> Self {
-        let text = reply.error.as_deref().unwrap_or("request failed without an error string");
+        let text = reply
+            .error
+            .as_deref()
+            .unwrap_or("request failed without an error string");
         let server = ServerError::parse(text);
         let failure_reason = reply.failure_reason().map(str::to_owned);
         let auth = server.is_authentication_failure()
@@ -231,7 +237,8 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.0.kind).field("message", &self.0.message);
+        d.field("kind", &self.0.kind)
+            .field("message", &self.0.message);
         if let Some(s) = self.0.status {
             d.field("status", &s);
         }
@@ -282,7 +289,10 @@ mod tests {
     fn reply_401_is_authentication() {
         let mut m = crate::bayeux::Message::new("/meta/connect");
         m.error = Some("401::Authentication invalid".into());
-        assert_eq!(Error::from_reply("connect", &m).kind(), ErrorKind::Authentication);
+        assert_eq!(
+            Error::from_reply("connect", &m).kind(),
+            ErrorKind::Authentication
+        );
         m.error = Some("403::Handshake denied".into());
         m.set_ext_field(
             "sfdc",

@@ -5,16 +5,16 @@
 //!
 //! ```
 //! use sfstream::Event;
-//! let ev = Event::from_json(r#"{"channel":"/event/Order__e","data":{
-//!     "schema":"x","payload":{"CreatedDate":"2026-11-28T07:00:02.114Z","Amount__c":249.5},
-//!     "event":{"EventUuid":"8d2b","replayId":17}}}"#)?;
+//! let ev = Event::from_json(r#"{"channel":"/event/Order__e","data":{"schema":"x",
+//! "payload":{"CreatedDate":"2026-11-28T07:00:02.114Z","Amount__c":249.5},
+//! "event":{"EventUuid":"8d2b","replayId":17}}}"#)?;
 //! assert_eq!(ev.channel(), "/event/Order__e");
 //! assert_eq!(ev.replay_id(), Some(17));
 //! #[derive(serde::Deserialize)]
 //! struct Order { #[serde(rename = "Amount__c")] amount: f64 }
 //! assert_eq!(ev.deserialize::<Order>()?.amount, 249.5);
-//! // One JSON line, as received:
-//! assert!(serde_json::to_string(&ev)?.starts_with(r#"{"channel":"/event/Order__e","data":{"schema""#));
+//! // The message as received, `data` byte for byte:
+//! assert!(serde_json::to_string(&ev)?.starts_with(r#"{"channel":"/event/Order__e","data":{"schema":"x","#));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -88,7 +88,9 @@ impl Event {
 
     /// The whole `data` deserialized into `T`.
     pub fn deserialize_data<T: DeserializeOwned>(&self) -> Result<T> {
-        self.data.deserialize().map_err(|e| self.shape_error("data", e))
+        self.data
+            .deserialize()
+            .map_err(|e| self.shape_error("data", e))
     }
 
     /// One field of `data` deserialized into `T`.

@@ -33,7 +33,11 @@ fn event(channel: &str, replay_id: i64) -> serde_json::Value {
     json!({"channel": channel, "data": {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}})
 }
 
-async fn subscribe(client: &Client, server: &mut MockServer, channel: &str) -> sfstream::Subscription {
+async fn subscribe(
+    client: &Client,
+    server: &mut MockServer,
+    channel: &str,
+) -> sfstream::Subscription {
     let c = client.clone();
     let ch = channel.to_owned();
     let pending = tokio::spawn(async move { c.subscribe(ch).await });
@@ -52,7 +56,10 @@ async fn handshake_and_first_connect_match_salesforce() {
         let h = server.next_on("/meta/handshake").await;
         let m = h.message().clone();
         assert_eq!(m.version.as_deref(), Some("1.0"));
-        assert_eq!(m.supported_connection_types, Some(vec!["long-polling".to_string()]));
+        assert_eq!(
+            m.supported_connection_types,
+            Some(vec!["long-polling".to_string()])
+        );
         assert_eq!(
             h.request.url.as_ref().map(|u| u.as_str()),
             Some("https://example.my.salesforce.com/cometd/66.0")
@@ -159,9 +166,15 @@ async fn backpressure_holds_the_connect_but_never_the_replies() {
         // Paused: control requests still go out and their replies are handled.
         let c2 = client.clone();
         let sub2 = tokio::spawn(async move { c2.subscribe("/event/B__e").await });
-        server.next_on("/meta/subscribe").await.ok_with(vec![event("/event/B__e", 1)]);
+        server
+            .next_on("/meta/subscribe")
+            .await
+            .ok_with(vec![event("/event/B__e", 1)]);
         let _sub2 = sub2.await.unwrap().unwrap();
-        assert!(!server.has_waiting("/meta/connect"), "connect sent while over the limit");
+        assert!(
+            !server.has_waiting("/meta/connect"),
+            "connect sent while over the limit"
+        );
         // Taking events: 6 pending (5 + 1 on B); the connect resumes only below 3.
         for want in 1..=3 {
             assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(want));
@@ -181,13 +194,24 @@ async fn unknown_client_rehandshakes_and_resubscribes_with_the_same_token() {
         let (client, mut server) = open(0).await;
         let mut a = subscribe(&client, &mut server, "/event/A__e").await;
         let _b = subscribe(&client, &mut server, "/topic/B").await;
-        for error in ["403::Unknown client", "402::Unknown client", "401:cid-1:Unknown client"] {
+        for error in [
+            "403::Unknown client",
+            "402::Unknown client",
+            "401:cid-1:Unknown client",
+        ] {
             let c = server.next_on("/meta/connect").await;
-            c.reply(json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
-                "error": error, "advice": {"reconnect": "handshake", "interval": 0}}]));
+            c.reply(
+                json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+                "error": error, "advice": {"reconnect": "handshake", "interval": 0}}]),
+            );
             let h = server.next_on("/meta/handshake").await;
             assert_eq!(
-                h.request.headers.get("authorization").unwrap().to_str().unwrap(),
+                h.request
+                    .headers
+                    .get("authorization")
+                    .unwrap()
+                    .to_str()
+                    .unwrap(),
                 "Bearer test-token"
             );
             h.ok();
@@ -205,7 +229,10 @@ async fn unknown_client_rehandshakes_and_resubscribes_with_the_same_token() {
                 s.ok();
             }
             let first = server.next_on("/meta/connect").await;
-            assert_eq!(first.message().advice.as_ref().and_then(|a| a.timeout), Some(0));
+            assert_eq!(
+                first.message().advice.as_ref().and_then(|a| a.timeout),
+                Some(0)
+            );
             first.ok_with(vec![event("/event/A__e", 7)]);
             assert_eq!(a.next().await.unwrap().unwrap().replay_id(), Some(7));
         }
@@ -252,7 +279,8 @@ async fn malformed_replies_are_typed_errors_and_the_client_keeps_going() {
         let c = client.clone();
         let publishing = tokio::spawn(async move { c.publish("/u/X", &1).await });
         let p = server.next_on("/u/X").await;
-        let html = sfstream::bayeux::parse_batch(bytes::Bytes::from_static(b"<html>down</html>")).unwrap_err();
+        let html = sfstream::bayeux::parse_batch(bytes::Bytes::from_static(b"<html>down</html>"))
+            .unwrap_err();
         p.fail(html);
         let e = publishing.await.unwrap().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
@@ -271,7 +299,10 @@ async fn dropping_a_subscription_unsubscribes_and_close_disconnects() {
     within("drop and close", async {
         let (client, mut server) = open(0).await;
         let sub = subscribe(&client, &mut server, "/event/A__e").await;
-        assert_eq!(client.subscriptions().into_iter().collect::<Vec<_>>(), vec!["/event/A__e"]);
+        assert_eq!(
+            client.subscriptions().into_iter().collect::<Vec<_>>(),
+            vec!["/event/A__e"]
+        );
         drop(sub);
         let u = server.next_on("/meta/unsubscribe").await;
         assert_eq!(u.message().subscription.as_deref(), Some("/event/A__e"));
@@ -306,14 +337,21 @@ async fn dropping_a_subscription_unsubscribes_and_close_disconnects() {
 async fn open_twice_duplicate_subscribe_and_bad_channels_are_invalid_operations() {
     within("invalid operations", async {
         let (client, mut server) = open(0).await;
-        assert_eq!(client.open().await.unwrap_err().kind(), ErrorKind::InvalidOperation);
+        assert_eq!(
+            client.open().await.unwrap_err().kind(),
+            ErrorKind::InvalidOperation
+        );
         let _a = subscribe(&client, &mut server, "/event/A__e").await;
         assert_eq!(
             client.subscribe("/event/A__e").await.unwrap_err().kind(),
             ErrorKind::InvalidOperation
         );
         for bad in ["", "event", "/meta/connect", "/event/A B"] {
-            assert_eq!(client.subscribe(bad).await.unwrap_err().kind(), ErrorKind::InvalidOperation, "{bad}");
+            assert_eq!(
+                client.subscribe(bad).await.unwrap_err().kind(),
+                ErrorKind::InvalidOperation,
+                "{bad}"
+            );
         }
         assert_eq!(
             client.unsubscribe("/event/Nope").await.unwrap_err().kind(),
@@ -346,11 +384,19 @@ async fn a_rejected_subscribe_is_a_server_error_with_advice() {
 async fn receive_merges_every_subscription_in_arrival_order() {
     within("receive", async {
         let (client, mut server) = open(0).await;
-        subscribe(&client, &mut server, "/event/A__e").await.detach();
-        subscribe(&client, &mut server, "/event/B__e").await.detach();
+        subscribe(&client, &mut server, "/event/A__e")
+            .await
+            .detach();
+        subscribe(&client, &mut server, "/event/B__e")
+            .await
+            .detach();
         let mut all = client.receive().unwrap();
         let c = server.next_on("/meta/connect").await;
-        c.ok_with(vec![event("/event/B__e", 1), event("/event/A__e", 2), event("/event/B__e", 3)]);
+        c.ok_with(vec![
+            event("/event/B__e", 1),
+            event("/event/A__e", 2),
+            event("/event/B__e", 3),
+        ]);
         let mut got = Vec::new();
         for _ in 0..3 {
             let e = all.next().await.unwrap().unwrap();
@@ -358,7 +404,11 @@ async fn receive_merges_every_subscription_in_arrival_order() {
         }
         assert_eq!(
             got,
-            vec![("/event/B__e".into(), 1), ("/event/A__e".into(), 2), ("/event/B__e".into(), 3)]
+            vec![
+                ("/event/B__e".into(), 1),
+                ("/event/A__e".into(), 2),
+                ("/event/B__e".into(), 3)
+            ]
         );
         // Detached subscriptions end through the client.
         let c = client.clone();
@@ -382,13 +432,19 @@ async fn failures_back_off_linearly_and_report_a_timeout() {
             let now = tokio::time::Instant::now();
             gaps.push((now - last).as_secs());
             last = now;
-            c.reply(json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
-                "error": "500::Internal error", "advice": {"reconnect": "retry", "interval": 0}}]));
+            c.reply(
+                json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+                "error": "500::Internal error", "advice": {"reconnect": "retry", "interval": 0}}]),
+            );
         }
         assert_eq!(gaps, vec![0, 1, 2, 3]);
         // 10 s (connection_timeout) into the outage every stream hears about it once.
         let e = sub.next().await.unwrap().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Server, "the first server rejection is reported");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Server,
+            "the first server rejection is reported"
+        );
         let e = sub.next().await.unwrap().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TransportTimeout);
         // Recovery resets the backoff.
@@ -407,9 +463,11 @@ async fn a_failed_open_leaves_the_client_closed() {
         let c = client.clone();
         let opening = tokio::spawn(async move { c.open().await });
         let h = server.next_on("/meta/handshake").await;
-        h.reply(json!([{"channel": "/meta/handshake", "id": "$id", "successful": false,
+        h.reply(
+            json!([{"channel": "/meta/handshake", "id": "$id", "successful": false,
             "error": "403::Handshake denied", "advice": {"reconnect": "none"},
-            "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}]));
+            "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}]),
+        );
         // The auth layer tries once more after "refreshing"; a ready token cannot refresh.
         let e = opening.await.unwrap().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Authentication);

@@ -3,8 +3,8 @@
 use super::{Advice, Data, Message};
 use crate::error::{Error, ErrorKind};
 use bytes::Bytes;
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -173,7 +173,9 @@ impl WireMessage<'_> {
             advice: self.advice,
             ext: self.ext,
             subscription: self.subscription,
-            data: self.data.map(|raw| Data::from_validated(slice_of(body, raw.get()))),
+            data: self
+                .data
+                .map(|raw| Data::from_validated(slice_of(body, raw.get()))),
             version: self.version,
             minimum_version: self.minimum_version,
             supported_connection_types: self.supported_connection_types,
@@ -268,7 +270,11 @@ mod tests {
             }
             let batch = parse(value);
             assert!(batch.malformed.is_empty(), "{name}: {:?}", batch.malformed);
-            assert_eq!(batch.messages.len(), value.as_array().unwrap().len(), "{name}");
+            assert_eq!(
+                batch.messages.len(),
+                value.as_array().unwrap().len(),
+                "{name}"
+            );
         }
     }
 
@@ -291,7 +297,10 @@ mod tests {
         let data = batch.messages[0].data.as_ref().unwrap();
         assert_eq!(data.get(), r#"{"a":[1,2,{"b":"\u00e9"}]}"#);
         let start = data.as_bytes().as_ptr() as usize - body.as_ptr() as usize;
-        assert!(start < body.len(), "data must be a slice of the body, not a copy");
+        assert!(
+            start < body.len(),
+            "data must be a slice of the body, not a copy"
+        );
     }
 
     #[test]
@@ -308,9 +317,18 @@ mod tests {
     #[test]
     fn html_truncated_object_and_empty_are_protocol_errors() {
         for (body, needle) in [
-            (&b"<html><body>Service Unavailable</body></html>"[..], "not JSON"),
-            (&br#"[{"channel":"/meta/connect","successful":tr"#[..], "truncated"),
-            (&br#"{"channel":"/meta/connect","successful":true}"#[..], "an object"),
+            (
+                &b"<html><body>Service Unavailable</body></html>"[..],
+                "not JSON",
+            ),
+            (
+                &br#"[{"channel":"/meta/connect","successful":tr"#[..],
+                "truncated",
+            ),
+            (
+                &br#"{"channel":"/meta/connect","successful":true}"#[..],
+                "an object",
+            ),
             (&b"   "[..], "empty body"),
             (&b"\"just a string\""[..], "a string"),
         ] {

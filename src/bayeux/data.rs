@@ -80,7 +80,10 @@ impl fmt::Debug for Data {
         if text.len() <= MAX {
             f.write_str(text)
         } else {
-            let cut = (0..=MAX).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=MAX)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
             write!(f, "{}... ({} bytes)", &text[..cut], text.len())
         }
     }

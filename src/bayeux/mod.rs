@@ -26,8 +26,8 @@ mod message;
 mod server_error;
 
 pub use advice::{Advice, Reconnect};
-pub use batch::{Batch, MalformedMessage, parse_batch};
 pub(crate) use batch::excerpt as batch_excerpt;
+pub use batch::{Batch, MalformedMessage, parse_batch};
 pub use data::Data;
 pub use message::{Message, channels};
 pub use server_error::ServerError;

@@ -117,7 +117,10 @@ mod tests {
 
         let e = ServerError::parse("403::Organization total events daily limit exceeded");
         assert!(!e.is_unknown_client() && !e.is_invalid_replay_id());
-        assert_eq!(e.to_string(), "403::Organization total events daily limit exceeded");
+        assert_eq!(
+            e.to_string(),
+            "403::Organization total events daily limit exceeded"
+        );
     }
 
     #[test]

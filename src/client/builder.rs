@@ -191,8 +191,9 @@ impl ClientBuilder {
     where
         L: Layer<BoxTransport> + Send + 'static,
     {
-        self.layers
-            .push(Box::new(move |inner| Arc::new(layer.layer(inner)) as BoxTransport));
+        self.layers.push(Box::new(move |inner| {
+            Arc::new(layer.layer(inner)) as BoxTransport
+        }));
         self
     }
 

@@ -84,7 +84,10 @@ impl Client {
         let ready = {
             let mut slot = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|s| s.is_open()) {
-                return Err(Error::new(ErrorKind::InvalidOperation, "the client is already open"));
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "the client is already open",
+                ));
             }
             let shared = Arc::new(Shared::new(self.inner.max_pending));
             let (commands, ready) = spawn(
@@ -178,7 +181,13 @@ impl Client {
     /// The channels with a confirmed subscription.
     pub fn subscriptions(&self) -> BTreeSet<String> {
         self.session()
-            .map(|s| s.shared.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|s| {
+                s.shared
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
             .unwrap_or_default()
     }
 

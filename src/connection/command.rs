@@ -12,7 +12,9 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     /// A `Subscription` was dropped: unsubscribe without waiting.
-    Drop { sub: SubId },
+    Drop {
+        sub: SubId,
+    },
     /// `Client::unsubscribe(channel)`.
     Unsubscribe {
         channel: String,
@@ -23,5 +25,7 @@ pub(crate) enum Command {
         data: Data,
         reply: oneshot::Sender<Result<Message>>,
     },
-    Close { reply: oneshot::Sender<()> },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }

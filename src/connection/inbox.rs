@@ -214,7 +214,11 @@ impl Inbox {
     }
 
     /// Take the next item of `sub`.
-    pub(crate) fn poll_sub(&self, sub: SubId, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+    pub(crate) fn poll_sub(
+        &self,
+        sub: SubId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event, Error>>> {
         let mut s = self.lock();
         let Some(q) = s.queues.get_mut(&sub) else {
             return Poll::Ready(None);
@@ -252,7 +256,11 @@ impl Inbox {
     }
 
     /// Take the oldest item across every subscription.
-    pub(crate) fn poll_any(&self, receiver: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+    pub(crate) fn poll_any(
+        &self,
+        receiver: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event, Error>>> {
         let mut s = self.lock();
         let oldest = s
             .queues

@@ -29,7 +29,10 @@ pub enum ConnectionState {
 impl ConnectionState {
     /// Whether the long-poll loop is up (connected or paused by backpressure).
     pub fn is_connected(&self) -> bool {
-        matches!(self, ConnectionState::Connected | ConnectionState::Paused { .. })
+        matches!(
+            self,
+            ConnectionState::Connected | ConnectionState::Paused { .. }
+        )
     }
 
     /// Equal for watchers: same variant and counters (errors are not compared).

@@ -62,7 +62,10 @@ pub(crate) fn spawn(
     transport: BoxTransport,
     settings: Settings,
     shared: Arc<Shared>,
-) -> (mpsc::UnboundedSender<Command>, oneshot::Receiver<Result<()>>) {
+) -> (
+    mpsc::UnboundedSender<Command>,
+    oneshot::Receiver<Result<()>>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (open_tx, open_rx) = oneshot::channel();
     let backoff = Backoff::new(settings.backoff_step, settings.backoff_max);
@@ -96,8 +99,13 @@ pub(crate) fn spawn(
 type Flight = BoxFuture<'static, Result<Response>>;
 
 enum Next {
-    Handshake { at: Instant },
-    Connect { at: Instant, first: bool },
+    Handshake {
+        at: Instant,
+    },
+    Connect {
+        at: Instant,
+        first: bool,
+    },
     /// A request is in flight or the task is finishing.
     Idle,
 }
@@ -118,8 +126,13 @@ enum SubState {
 }
 
 enum Pending {
-    Subscribe { sub: SubId, session: u64 },
-    Unsubscribe { reply: Option<oneshot::Sender<Result<()>>> },
+    Subscribe {
+        sub: SubId,
+        session: u64,
+    },
+    Unsubscribe {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
     Publish {
         channel: String,
         data: Data,
@@ -257,12 +270,14 @@ impl Task {
         let transport = self.transport.clone();
         Box::pin(async move {
             let request = transport.send(Request::new(messages, timeout));
-            tokio::time::timeout(timeout, request).await.unwrap_or_else(|_| {
-                Err(Error::new(
-                    ErrorKind::TransportTimeout,
-                    format!("no answer within {timeout:?}"),
-                ))
-            })
+            tokio::time::timeout(timeout, request)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::TransportTimeout,
+                        format!("no answer within {timeout:?}"),
+                    ))
+                })
         })
     }
 
@@ -300,10 +315,17 @@ impl Task {
         let malformed = self.dispatch(response);
         let reply = match reply {
             Some(r) if r.is_successful() => r,
-            Some(r) => return self.handshake_failed(Error::from_reply("handshake", &r)).await,
+            Some(r) => {
+                return self
+                    .handshake_failed(Error::from_reply("handshake", &r))
+                    .await;
+            }
             None => {
                 let e = malformed.unwrap_or_else(|| {
-                    Error::new(ErrorKind::Protocol, "the handshake response has no /meta/handshake reply")
+                    Error::new(
+                        ErrorKind::Protocol,
+                        "the handshake response has no /meta/handshake reply",
+                    )
                 });
                 return self.handshake_failed(e).await;
             }
@@ -312,7 +334,9 @@ impl Task {
             if !types.iter().any(|t| t == channels::LONG_POLLING) {
                 let e = Error::new(
                     ErrorKind::Client,
-                    format!("the server offers none of the supported connection types (long-polling); it offers {types:?}"),
+                    format!(
+                        "the server offers none of the supported connection types (long-polling); it offers {types:?}"
+                    ),
                 );
                 return self.handshake_failed(e).await;
             }
@@ -411,7 +435,10 @@ impl Task {
                     let _ = open.send(Ok(()));
                 }
                 self.sweep_subscriptions();
-                if matches!(r.advice.as_ref().and_then(|a| a.reconnect), Some(Reconnect::Handshake)) {
+                if matches!(
+                    r.advice.as_ref().and_then(|a| a.reconnect),
+                    Some(Reconnect::Handshake)
+                ) {
                     self.rehandshake(self.advice_interval);
                 } else {
                     self.next = Next::Connect {
@@ -427,7 +454,10 @@ impl Task {
             }
             None => {
                 let e = malformed.unwrap_or_else(|| {
-                    Error::new(ErrorKind::Protocol, "the connect response has no /meta/connect reply")
+                    Error::new(
+                        ErrorKind::Protocol,
+                        "the connect response has no /meta/connect reply",
+                    )
                 });
                 self.connect_failed(e, None).await
             }
@@ -527,7 +557,9 @@ impl Task {
         };
         let error = Error::new(
             ErrorKind::TransportTimeout,
-            format!("the connection was not re-established within {timeout:?}{last}; still retrying"),
+            format!(
+                "the connection was not re-established within {timeout:?}{last}; still retrying"
+            ),
         );
         tracing::warn!(%error);
         self.shared.inbox.broadcast_error(error);
@@ -556,7 +588,11 @@ impl Task {
                 }
                 continue;
             }
-            if m.data.is_none() || m.id.as_ref().is_some_and(|id| self.pending.contains_key(id)) {
+            if m.data.is_none()
+                || m.id
+                    .as_ref()
+                    .is_some_and(|id| self.pending.contains_key(id))
+            {
                 replies.push(m);
                 continue;
             }
@@ -588,7 +624,11 @@ impl Task {
         let mut meta_error = None;
         for bad in response.malformed {
             tracing::warn!(error = %bad.error, "malformed message");
-            if bad.channel.as_deref().is_some_and(|c| c.starts_with("/meta/")) {
+            if bad
+                .channel
+                .as_deref()
+                .is_some_and(|c| c.starts_with("/meta/"))
+            {
                 // A broken reply: the request it answers fails with this error.
                 meta_error.get_or_insert(bad.error);
                 continue;
@@ -661,7 +701,10 @@ impl Task {
                 for id in ids {
                     if let Some(p) = self.pending.remove(&id) {
                         let e = malformed.clone().unwrap_or_else(|| {
-                            Error::new(ErrorKind::Protocol, "the response has no reply to the request")
+                            Error::new(
+                                ErrorKind::Protocol,
+                                "the response has no reply to the request",
+                            )
                         });
                         self.fail_pending(p, e);
                     }
@@ -679,7 +722,9 @@ impl Task {
 
     fn fail_pending(&mut self, pending: Pending, error: Error) {
         match pending {
-            Pending::Subscribe { sub, session } => self.on_subscribe_reply(sub, session, Err(error)),
+            Pending::Subscribe { sub, session } => {
+                self.on_subscribe_reply(sub, session, Err(error))
+            }
             Pending::Unsubscribe { reply } => {
                 if let Some(r) = reply {
                     let _ = r.send(Err(error));
@@ -884,7 +929,13 @@ impl Task {
         self.send_control(m, Pending::Unsubscribe { reply });
     }
 
-    fn publish(&mut self, channel: String, data: Data, reply: oneshot::Sender<Result<Message>>, retried: bool) {
+    fn publish(
+        &mut self,
+        channel: String,
+        data: Data,
+        reply: oneshot::Sender<Result<Message>>,
+        retried: bool,
+    ) {
         let Some(client_id) = self.client_id.clone() else {
             self.deferred.push((channel, data, reply, retried));
             return;
@@ -929,7 +980,10 @@ impl Task {
         self.transport.reset();
         self.control = FuturesUnordered::new();
         for (_, p) in std::mem::take(&mut self.pending) {
-            self.fail_pending(p, Error::new(ErrorKind::ConnectionClosed, "the client was closed"));
+            self.fail_pending(
+                p,
+                Error::new(ErrorKind::ConnectionClosed, "the client was closed"),
+            );
         }
         for (_, _, reply, _) in self.deferred.drain(..) {
             let _ = reply.send(Err(Error::closed()));

@@ -109,7 +109,10 @@ impl State {
         let endpoint = token.cometd_endpoint(&self.api_version).map_err(|e| {
             Error::new(
                 ErrorKind::Authentication,
-                format!("the token's instance URL {} is not usable", token.instance_url),
+                format!(
+                    "the token's instance URL {} is not usable",
+                    token.instance_url
+                ),
             )
             .with_source(e)
         })?;
@@ -174,8 +177,7 @@ fn is_token_rejection(m: &Message) -> bool {
         return false;
     }
     err.is_authentication_failure()
-        || m
-            .failure_reason()
+        || m.failure_reason()
             .is_some_and(|r| crate::bayeux::ServerError::parse(r).is_authentication_failure())
 }
 
@@ -197,10 +199,7 @@ fn authorize(mut request: Request, session: &Session) -> Request {
 impl<T: Transport> Auth<T> {
     async fn call(&self, request: Request) -> Result<Response> {
         let (generation, session) = self.state.session().await?;
-        let first = self
-            .inner
-            .send(authorize(request.clone(), &session))
-            .await;
+        let first = self.inner.send(authorize(request.clone(), &session)).await;
         if !rejected(&first) {
             return first;
         }

@@ -1,9 +1,9 @@
 //! One RFC 6265 cookie jar per client (BAYEUX_BROWSER, load-balancer cookies).
 
 use cookie_store::CookieStore;
-use http::header::SET_COOKIE;
 #[cfg(test)]
 use http::header::COOKIE;
+use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
 use std::sync::Mutex;
 use url::Url;
@@ -91,7 +91,8 @@ mod tests {
     #[test]
     fn salesforce_cookie_shapes_round_trip_byte_exact() {
         let vectors: serde_json::Value =
-            serde_json::from_str(include_str!("../../tests/data/salesforce-messages.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/salesforce-messages.json"))
+                .unwrap();
         let shapes: Vec<&str> = vectors["set_cookie_headers_seen"]
             .as_array()
             .unwrap()
@@ -104,15 +105,34 @@ mod tests {
         let got = sent(&jar, "https://na1.my.salesforce.com/cometd/62.0");
         // sfdc-stream expires in 2026-11-28 10:00 GMT in the vectors; compare the names that must
         // always be there and the exact bytes of the odd values.
-        assert!(got.iter().any(|c| c == "BAYEUX_BROWSER=3b2ej9tvm3hd1ov1hv0w8ikabg4"), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|c| c == "BAYEUX_BROWSER=3b2ej9tvm3hd1ov1hv0w8ikabg4"),
+            "{got:?}"
+        );
         assert!(got.iter().any(|c| c.starts_with("t=!sYwYY3bRx2qJgKgaLU1rWTxpXRHtpiqoIF9ui9X7Nh+dNBYyyrwn/5TDAYNbR0iJ6UrsTAj39vWCG1vRDrslPR5M8nYGhh1bW9Q34xSfc=")), "{got:?}");
-        assert!(got.iter().any(|c| c == "sfproxy-id=8a1d2f3e4b5c6d7e8f90"), "{got:?}");
-        assert!(got.iter().any(|c| c == "BrowserId=_0PRe7vYEe-bQ2kd8xQ3_Q"), "{got:?}");
+        assert!(
+            got.iter().any(|c| c == "sfproxy-id=8a1d2f3e4b5c6d7e8f90"),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|c| c == "BrowserId=_0PRe7vYEe-bQ2kd8xQ3_Q"),
+            "{got:?}"
+        );
         // Path=/cometd/ cookies stay off other paths; the Path-less one defaults to /cometd.
         let other = sent(&jar, "https://na1.my.salesforce.com/services/data");
-        assert!(!other.iter().any(|c| c.starts_with("BAYEUX_BROWSER")), "{other:?}");
-        assert!(!other.iter().any(|c| c.starts_with("sfproxy-id")), "{other:?}");
-        assert!(other.iter().any(|c| c.starts_with("BrowserId")), "{other:?}");
+        assert!(
+            !other.iter().any(|c| c.starts_with("BAYEUX_BROWSER")),
+            "{other:?}"
+        );
+        assert!(
+            !other.iter().any(|c| c.starts_with("sfproxy-id")),
+            "{other:?}"
+        );
+        assert!(
+            other.iter().any(|c| c.starts_with("BrowserId")),
+            "{other:?}"
+        );
         // Secure cookies never go over plain http to a non-loopback host.
         assert!(sent(&jar, "http://na1.my.salesforce.com/cometd/62.0").is_empty());
     }
@@ -123,11 +143,17 @@ mod tests {
         let url = Url::parse("http://127.0.0.1:8080/cometd/62.0").unwrap();
         jar.store_from(
             &url,
-            &set_cookies(&["sfdc-stream=!7rmPK3HS/c1o0+/BN6vXoqTQ==; Path=/", "BAYEUX_BROWSER=a1; Path=/cometd/"]),
+            &set_cookies(&[
+                "sfdc-stream=!7rmPK3HS/c1o0+/BN6vXoqTQ==; Path=/",
+                "BAYEUX_BROWSER=a1; Path=/cometd/",
+            ]),
         );
         assert_eq!(
             sent(&jar, "http://127.0.0.1:8080/cometd/62.0"),
-            vec!["BAYEUX_BROWSER=a1", "sfdc-stream=!7rmPK3HS/c1o0+/BN6vXoqTQ=="]
+            vec![
+                "BAYEUX_BROWSER=a1",
+                "sfdc-stream=!7rmPK3HS/c1o0+/BN6vXoqTQ=="
+            ]
         );
         jar.store_from(&url, &set_cookies(&["sfdc-stream=!new/value+=; Path=/"]));
         assert_eq!(
@@ -135,7 +161,10 @@ mod tests {
             vec!["BAYEUX_BROWSER=a1", "sfdc-stream=!new/value+="]
         );
         // Host-only: another loopback port is the same host for cookies (RFC 6265 ignores ports).
-        assert_eq!(sent(&jar, "http://127.0.0.2:8080/cometd/62.0"), Vec::<String>::new());
+        assert_eq!(
+            sent(&jar, "http://127.0.0.2:8080/cometd/62.0"),
+            Vec::<String>::new()
+        );
         jar.clear();
         assert!(sent(&jar, "http://127.0.0.1:8080/cometd/62.0").is_empty());
     }

@@ -67,15 +67,21 @@ pub(crate) struct RawResponse {
 }
 
 impl HttpClient {
-    pub(crate) fn new(tls: Option<rustls::ClientConfig>, max_response_bytes: usize) -> Result<Self> {
+    pub(crate) fn new(
+        tls: Option<rustls::ClientConfig>,
+        max_response_bytes: usize,
+    ) -> Result<Self> {
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match tls {
             Some(config) => builder.with_tls_config(config),
             None => builder
                 .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
                 .map_err(|e| {
-                    Error::new(ErrorKind::Client, "cannot set up TLS with the ring provider")
-                        .with_source(e)
+                    Error::new(
+                        ErrorKind::Client,
+                        "cannot set up TLS with the ring provider",
+                    )
+                    .with_source(e)
                 })?,
         };
         let mut http = HttpConnector::new();
@@ -103,15 +109,21 @@ impl HttpClient {
         check_scheme(url)?;
         let mut request = http::Request::post(url.as_str())
             .body(Full::new(body))
-            .map_err(|e| Error::new(ErrorKind::Client, format!("invalid URL {url}")).with_source(e))?;
-        *request.headers_mut() = headers;
-        let work = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                Error::new(ErrorKind::Transport, format!("request to {url} failed: {}", chain(&e)))
-                    .with_source(e)
+            .map_err(|e| {
+                Error::new(ErrorKind::Client, format!("invalid URL {url}")).with_source(e)
             })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_response_bytes)
+        *request.headers_mut() = headers;
+        let work =
+            async {
+                let response = self.client.request(request).await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Transport,
+                        format!("request to {url} failed: {}", chain(&e)),
+                    )
+                    .with_source(e)
+                })?;
+                let (parts, body) = response.into_parts();
+                let body = Limited::new(body, self.max_response_bytes)
                 .collect()
                 .await
                 .map_err(|e| {
@@ -131,12 +143,12 @@ impl HttpClient {
                     }
                 })?
                 .to_bytes();
-            Ok(RawResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
+                Ok(RawResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            };
         tokio::time::timeout(timeout, work).await.map_err(|_| {
             Error::new(
                 ErrorKind::TransportTimeout,
@@ -247,7 +259,8 @@ impl HttpTransportBuilder {
         Ok(HttpTransport {
             http: HttpClient::new(
                 self.tls,
-                self.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+                self.max_response_bytes
+                    .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             )?,
             cookies: CookieJar::default(),
             endpoint: self.endpoint,
@@ -326,7 +339,11 @@ mod tests {
         ] {
             assert!(check_scheme(&ok.parse().unwrap()).is_ok(), "{ok}");
         }
-        for bad in ["http://na1.salesforce.com/cometd", "http://10.0.0.1/x", "ftp://127.0.0.1/x"] {
+        for bad in [
+            "http://na1.salesforce.com/cometd",
+            "http://10.0.0.1/x",
+            "ftp://127.0.0.1/x",
+        ] {
             let e = check_scheme(&bad.parse().unwrap()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Client, "{bad}");
         }

@@ -26,8 +26,8 @@
 mod cookies;
 mod http_transport;
 
-pub(crate) use http_transport::{HttpClient, check_scheme};
 pub use http_transport::{DEFAULT_MAX_RESPONSE_BYTES, HttpTransport, HttpTransportBuilder};
+pub(crate) use http_transport::{HttpClient, check_scheme};
 
 use crate::bayeux::{Batch, MalformedMessage, Message};
 use crate::error::Result;

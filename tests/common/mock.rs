@@ -29,7 +29,9 @@ impl Exchange {
 
     /// Answer with a JSON array (any `"id":"$id"` is replaced by the request's id).
     pub fn reply(self, body: Value) {
-        let text = body.to_string().replace("\"$id\"", &format!("\"{}\"", self.id()));
+        let text = body
+            .to_string()
+            .replace("\"$id\"", &format!("\"{}\"", self.id()));
         let response = parse_batch(bytes::Bytes::from(text)).map(Response::from);
         let _ = self.reply.send(response);
     }
@@ -52,7 +54,8 @@ impl Exchange {
             reply["subscription"] = s.clone().into();
         }
         if m.channel == "/meta/connect" {
-            reply["advice"] = serde_json::json!({"reconnect": "retry", "interval": 0, "timeout": 110000});
+            reply["advice"] =
+                serde_json::json!({"reconnect": "retry", "interval": 0, "timeout": 110000});
         }
         let mut all = extra;
         all.push(reply);
@@ -73,9 +76,8 @@ impl Transport for MockTransport {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(Exchange { request, reply });
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(sfstream_error("the mock server dropped the request"))
-            })
+            rx.await
+                .unwrap_or_else(|_| Err(sfstream_error("the mock server dropped the request")))
         })
     }
 }

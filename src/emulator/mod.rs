@@ -1,0 +1,574 @@
+//! An in-process Salesforce Streaming API emulator (cargo feature `emulator`).
+//!
+//! [`Emulator`] serves, on `127.0.0.1` and an ephemeral port, the OAuth token endpoint
+//! (`/services/oauth2/token`) and the CometD endpoint (`/cometd/<version>`) the way Salesforce
+//! does on the wire: the same reply shapes and error strings, the `BAYEUX_BROWSER`,
+//! `sfdc-stream` and `sfproxy-id` cookies, long-polling with `advice`, the replay extension with
+//! per-channel retention, and Salesforce-shaped events for PushTopics, platform events, change
+//! data capture and generic streaming. On top of that it injects faults ([`Fault`]), runs a
+//! virtual clock ([`Emulator::advance_clock`]) and counts everything ([`Stats`]), so tests can
+//! wait for a state instead of sleeping ([`Emulator::wait_until`]).
+//!
+//! Many emulators can run in one process; each is independent. Events are serialized once when
+//! published and shared by every subscriber, so it also serves benchmarks.
+//!
+//! Not emulated: PushTopic filters are accepted (`/topic/Foo?Status__c=Open` subscribes to
+//! `/topic/Foo`) but not evaluated; `/data/ChangeEvents` receives only what is published on it,
+//! not the events of the per-entity channels; any non-meta channel can be subscribed (Salesforce
+//! rejects unknown ones); no WebSocket transport, org limits or JWT bearer grant.
+//!
+//! ```
+//! use sfstream::emulator::{Emulator, Fault, Target};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let emu = Emulator::builder()
+//!     .advice_timeout(Duration::from_secs(5))
+//!     .start()
+//!     .await?;
+//! // Point a client at emu.cometd_url() with this token, or log in at emu.login_url() with
+//! // emu.client_id(), emu.client_secret(), emu.username() and emu.password().
+//! let _token = emu.issue_token();
+//! let replay_id = emu.publish("/event/Order_Placed__e", serde_json::json!({"Amount__c": 249.5}));
+//! assert_eq!(replay_id, 1);
+//! emu.inject(Fault::on(Target::Connect).status(503, "Service Unavailable"));
+//! assert_eq!(emu.stats().events_published, 1);
+//! emu.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod cometd;
+mod events;
+mod faults;
+mod ids;
+mod oauth;
+mod retention;
+mod server;
+mod state;
+mod stats;
+
+pub use events::PreparedBatch;
+pub use faults::{Fault, FaultBuilder, Target};
+pub use oauth::TokenRequest;
+pub use stats::Stats;
+
+use state::{Config, Shared, Wake, base_channel};
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running emulator. Cheap to clone; every clone controls the same server.
+///
+/// All methods take `&self`, are synchronous unless marked `async`, and can be called from any
+/// thread or runtime. The server stops when [`shutdown`](Emulator::shutdown) is called or the
+/// last clone is dropped; either way its connections are closed and its port released.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The accept loop also stops when this sender is dropped; saying so is clearer.
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("instance_url", &self.inner.shared.base_url)
+            .field("api_version", &self.inner.shared.config.api_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// A builder with Salesforce's defaults.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// Start an emulator with the defaults. Must be called within a Tokio runtime, which then
+    /// runs the server.
+    pub async fn start() -> io::Result<Emulator> {
+        Emulator::builder().start().await
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    pub fn instance_url(&self) -> String {
+        self.shared().base_url.clone()
+    }
+
+    /// The login URL (same server as [`instance_url`](Emulator::instance_url)); the token
+    /// endpoint is at `/services/oauth2/token`.
+    pub fn login_url(&self) -> String {
+        self.shared().base_url.clone()
+    }
+
+    /// `instance_url + "/cometd/" + api_version`.
+    pub fn cometd_url(&self) -> String {
+        format!("{}{}", self.shared().base_url, self.shared().cometd_path)
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The API version served (default [`DEFAULT_API_VERSION`](crate::DEFAULT_API_VERSION)).
+    pub fn api_version(&self) -> String {
+        self.shared().config.api_version.clone()
+    }
+
+    /// The connected app's consumer key.
+    pub fn client_id(&self) -> String {
+        self.shared().config.client_id.clone()
+    }
+
+    /// The connected app's consumer secret.
+    pub fn client_secret(&self) -> String {
+        self.shared().config.client_secret.clone()
+    }
+
+    /// The user of the password flow.
+    pub fn username(&self) -> String {
+        self.shared().config.username.clone()
+    }
+
+    /// The password of the password flow.
+    pub fn password(&self) -> String {
+        self.shared().config.password.clone()
+    }
+
+    /// Mint a valid access token, as if obtained with the Salesforce CLI.
+    pub fn issue_token(&self) -> String {
+        let token = ids::access_token();
+        self.shared().lock().access_tokens.insert(token.clone());
+        token
+    }
+
+    /// Mint a refresh token valid for the configured client.
+    pub fn issue_refresh_token(&self) -> String {
+        let token = ids::refresh_token();
+        self.shared().lock().refresh_tokens.insert(token.clone());
+        token
+    }
+
+    /// Invalidate every access token issued so far. Held connects are answered at once with
+    /// `401::Authentication invalid` (advice `reconnect: none`); later requests with those tokens
+    /// get the same error, or `403::Handshake denied` on a handshake. Refresh tokens stay valid,
+    /// and sessions survive for requests carrying a new token.
+    pub fn revoke_tokens(&self) {
+        self.shared().lock().access_tokens.clear();
+        self.shared().wake_all(Wake::Revoked);
+    }
+
+    /// Publish a Salesforce-shaped event built from `fields`, by channel family, and return its
+    /// replay id:
+    ///
+    /// - `/topic/Name`: `{"event":{"createdDate","replayId","type"},"sobject":{"Id",..}}`, with
+    ///   `type` taken from `fields["type"]` (default `created`) and `Id` generated if absent;
+    /// - `/event/Name__e`, `/event/Name__chn`: `{"schema","payload":{"CreatedDate","CreatedById",..},
+    ///   "event":{"EventUuid","replayId"}}`;
+    /// - `/data/<Entity>ChangeEvent`, `/data/ChangeEvents`: `{"schema","payload":{"ChangeEventHeader":
+    ///   {..},..},"event":{"replayId"}}`; `fields["changeType"]` (default `UPDATE`),
+    ///   `fields["entityName"]` and `fields["Id"]` go into the header, the other fields into the
+    ///   payload and `changedFields`;
+    /// - `/u/Name`: `{"event":{"createdDate","replayId"},"payload":<string>}` (a non-string
+    ///   `fields` is sent as its JSON text);
+    /// - anything else, or `fields` that is not an object: as [`publish_data`](Emulator::publish_data).
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// let id = emu.publish("/topic/InvoiceStatementUpdates", serde_json::json!({"type": "updated", "Name": "INV-1"}));
+    /// # }
+    /// ```
+    pub fn publish(&self, channel: &str, fields: serde_json::Value) -> i64 {
+        let base = base_channel(channel);
+        self.shared().publish_with(channel, |id, now| {
+            events::salesforce_data(base, fields, id, now)
+        })
+    }
+
+    /// Publish `data` as given, except that `data.event.replayId` and `data.event.createdDate`
+    /// are set (non-object data becomes `{"event":{..},"payload":data}`). Returns the replay id.
+    pub fn publish_data(&self, channel: &str, data: serde_json::Value) -> i64 {
+        self.shared()
+            .publish_with(channel, |id, now| events::custom_data(data, id, now))
+    }
+
+    /// Build and serialize Salesforce-shaped events now (assigning their replay ids and dates),
+    /// for [`push_prepared`](Emulator::push_prepared) to deliver later.
+    pub fn prepare(&self, channel: &str, fields: &[serde_json::Value]) -> PreparedBatch {
+        let base = base_channel(channel);
+        let shared = self.shared();
+        let now = shared.wall();
+        let mut st = shared.lock();
+        let ch = st.channel(&shared.config, base);
+        let events: Vec<(i64, bytes::Bytes)> = fields
+            .iter()
+            .map(|f| {
+                let id = ch.assign_id();
+                let data = events::salesforce_data(base, f.clone(), id, now);
+                (id, events::frame(base, &data))
+            })
+            .collect();
+        PreparedBatch {
+            channel: ch.name.clone(),
+            events: events.into(),
+        }
+    }
+
+    /// Retain and deliver a prepared batch. Cheap (reference-count clones); pushing the same batch
+    /// again repeats its replay ids, which is fine for benchmarks.
+    pub fn push_prepared(&self, batch: &PreparedBatch) {
+        let shared = self.shared();
+        let mut st = shared.lock();
+        shared.deliver(&mut st, &batch.channel, &batch.events);
+    }
+
+    /// Drop every session silently: the next request of each gets `403::Unknown client`, and a
+    /// held connect is answered with it at once (advice `reconnect: handshake`).
+    pub fn forget_sessions(&self) {
+        self.shared().remove_all_sessions(Wake::Gone);
+    }
+
+    /// Drop every session the way Salesforce did in EMP-Connector#15: each held connect is answered
+    /// with `[{"channel":"/meta/disconnect"}, {"channel":"/meta/connect","successful":false,
+    /// "error":"403::Unknown client","advice":{"reconnect":"none"},..}]`.
+    pub fn disconnect_sessions(&self) {
+        self.shared().remove_all_sessions(Wake::ServerDisconnect);
+    }
+
+    /// Drop the events of `channel` retained with a replay id up to `through_replay_id`
+    /// (a retention gap). Events already queued for a session are still delivered.
+    pub fn expire_events(&self, channel: &str, through_replay_id: i64) {
+        if let Some(ch) = self.shared().lock().channels.get_mut(base_channel(channel)) {
+            ch.expire_through(through_replay_id);
+        }
+    }
+
+    /// The number of events currently retained on `channel`.
+    pub fn retained(&self, channel: &str) -> usize {
+        let shared = self.shared();
+        let mut st = shared.lock();
+        match st.channels.get_mut(base_channel(channel)) {
+            Some(ch) => {
+                ch.trim(shared.now(), shared.config.retention_age);
+                ch.retained()
+            }
+            None => 0,
+        }
+    }
+
+    /// Move the virtual clock forward: it dates events (`createdDate`), ages retained events,
+    /// expires sessions past the reconnect window and times out held connects.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared().advance_clock(by);
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared().stats()
+    }
+
+    /// Resolve as soon as `f(&stats)` holds; re-checked on every counter change, never by
+    /// polling. `f` must not call back into the emulator.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// emu.wait_until(|s| s.held_connects == 1).await;
+    /// # }
+    /// ```
+    pub async fn wait_until(&self, f: impl Fn(&Stats) -> bool) {
+        let mut changes = self.shared().stats_changes();
+        // The sender lives as long as `self`, so this only returns once `f` holds.
+        let _ = changes.wait_for(|s| f(s)).await;
+    }
+
+    /// Inject a one-shot fault for the next matching request; see [`Fault`].
+    pub fn inject(&self, fault: Fault) {
+        self.shared().lock().faults.push_back(fault);
+    }
+
+    /// Every Bayeux message received from clients, in order (the last 100,000). Requests
+    /// swallowed by a [`Fault`] never reached the emulated server and are not listed.
+    pub fn received(&self) -> Vec<crate::bayeux::Message> {
+        self.shared().received()
+    }
+
+    /// The messages clients published to non-meta channels, in order (the last 100,000).
+    pub fn published(&self) -> Vec<crate::bayeux::Message> {
+        self.shared().published()
+    }
+
+    /// The requests made to the token endpoint, in order (the last 100,000), without secrets.
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.shared().token_requests()
+    }
+
+    /// Stop the server, even if other clones exist, and wait until its connections are closed
+    /// and its port is free.
+    pub async fn shutdown(self) {
+        let _ = self.inner.shutdown.send(true);
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Configures and starts an [`Emulator`]. Defaults follow Salesforce.
+#[derive(Clone, Default)]
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct EmulatorBuilder {
+    config: Config,
+}
+
+impl fmt::Debug for EmulatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("EmulatorBuilder")
+            .field("api_version", &c.api_version)
+            .field("advice_timeout", &c.advice_timeout)
+            .field("reconnect_window", &c.reconnect_window)
+            .field("client_id", &c.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("username", &c.username)
+            .field("password", &"<redacted>")
+            .field("retention_count", &c.retention_count)
+            .field("retention_age", &c.retention_age)
+            .field("replay_id_start", &c.replay_id_start)
+            .field("replay_id_step", &c.replay_id_step)
+            .field("backlog_in_subscribe_reply", &c.backlog_in_subscribe_reply)
+            .field("connect_reply_first", &c.connect_reply_first)
+            .field("max_batch", &c.max_batch)
+            .field("require_cookies", &c.require_cookies)
+            .field("port", &c.port)
+            .finish()
+    }
+}
+
+impl EmulatorBuilder {
+    /// The API version in the CometD path (default [`DEFAULT_API_VERSION`](crate::DEFAULT_API_VERSION)).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().api_version("45.0");
+    /// ```
+    pub fn api_version(mut self, version: &str) -> Self {
+        self.config.api_version = version.to_owned();
+        self
+    }
+
+    /// How long a connect is held when no event arrives, sent as `advice.timeout` (default 110 s,
+    /// as Salesforce).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().advice_timeout(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn advice_timeout(mut self, timeout: Duration) -> Self {
+        self.config.advice_timeout = timeout;
+        self
+    }
+
+    /// How long a session lives with no connect held and no request (default 40 s, as
+    /// Salesforce); measured on the virtual clock.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().reconnect_window(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn reconnect_window(mut self, window: Duration) -> Self {
+        self.config.reconnect_window = window;
+        self
+    }
+
+    /// The connected app's consumer key and secret.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().client_credentials("my-key", "my-secret");
+    /// ```
+    pub fn client_credentials(mut self, id: &str, secret: &str) -> Self {
+        self.config.client_id = id.to_owned();
+        self.config.client_secret = secret.to_owned();
+        self
+    }
+
+    /// The user of the password flow.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().user("ada@example.com", "hunter2");
+    /// ```
+    pub fn user(mut self, username: &str, password: &str) -> Self {
+        self.config.username = username.to_owned();
+        self.config.password = password.to_owned();
+        self
+    }
+
+    /// How many events each channel retains, oldest dropped first (default 100,000).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().retention_count(10);
+    /// ```
+    pub fn retention_count(mut self, count: usize) -> Self {
+        self.config.retention_count = count;
+        self
+    }
+
+    /// How long events are retained, on the virtual clock (default 24 h).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().retention_age(std::time::Duration::from_secs(72 * 3600));
+    /// ```
+    pub fn retention_age(mut self, age: Duration) -> Self {
+        self.config.retention_age = age;
+        self
+    }
+
+    /// The first replay id of each channel (default 1; any `i64`, e.g. above 2^32).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().replay_id_start(5_000_000_000);
+    /// ```
+    pub fn replay_id_start(mut self, start: i64) -> Self {
+        self.config.replay_id_start = start;
+        self
+    }
+
+    /// The gap between consecutive replay ids (default 1; values below 1 count as 1). Replay ids
+    /// are opaque: clients must not assume they are contiguous.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().replay_id_step(7);
+    /// ```
+    pub fn replay_id_step(mut self, step: i64) -> Self {
+        self.config.replay_id_step = step.max(1);
+        self
+    }
+
+    /// Where replayed events (`-2` or `N`) go: `false` (default) with the next connect, `true` in
+    /// the subscribe response itself, before the subscribe reply, as some servers do.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().backlog_in_subscribe_reply(true);
+    /// ```
+    pub fn backlog_in_subscribe_reply(mut self, on: bool) -> Self {
+        self.config.backlog_in_subscribe_reply = on;
+        self
+    }
+
+    /// Order of a connect response: `false` (default) events then the `/meta/connect` reply,
+    /// `true` the reply first.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().connect_reply_first(true);
+    /// ```
+    pub fn connect_reply_first(mut self, on: bool) -> Self {
+        self.config.connect_reply_first = on;
+        self
+    }
+
+    /// The most events in one connect response (default `None`: all queued). `Some(0)` counts
+    /// as `Some(1)`.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().max_batch(Some(100));
+    /// ```
+    pub fn max_batch(mut self, max: Option<usize>) -> Self {
+        self.config.max_batch = max.map(|m| m.max(1));
+        self
+    }
+
+    /// Whether requests after the handshake must carry the handshake's cookies, byte-exact
+    /// (default `true`, as Salesforce).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().require_cookies(false);
+    /// ```
+    pub fn require_cookies(mut self, on: bool) -> Self {
+        self.config.require_cookies = on;
+        self
+    }
+
+    /// The port to listen on, on 127.0.0.1 (default 0: an ephemeral port).
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().port(8443);
+    /// ```
+    pub fn port(mut self, port: u16) -> Self {
+        self.config.port = port;
+        self
+    }
+
+    /// Bind the port and start serving on the current Tokio runtime.
+    ///
+    /// Fails if the port cannot be bound or no Tokio runtime is running.
+    pub async fn start(self) -> io::Result<Emulator> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("the emulator must be started within a Tokio runtime"))?;
+        let listener =
+            tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, self.config.port)).await?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://127.0.0.1:{}", addr.port());
+        tracing::info!(url = %base_url, "emulator started");
+        let shared = Arc::new(Shared::new(self.config, base_url));
+        let (shutdown, stop) = watch::channel(false);
+        let task = runtime.spawn(server::serve(listener, shared.clone(), stop));
+        Ok(Emulator {
+            inner: Arc::new(Inner {
+                shared,
+                addr,
+                shutdown,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn handle_is_send_sync() {
+        assert_send_sync::<Emulator>();
+        assert_send_sync::<PreparedBatch>();
+        assert_send_sync::<Fault>();
+    }
+
+    #[test]
+    fn builder_debug_redacts_secrets() {
+        let b = Emulator::builder()
+            .user("u", "pw-secret")
+            .client_credentials("id", "cs-secret");
+        let text = format!("{b:?}");
+        assert!(
+            !text.contains("pw-secret") && !text.contains("cs-secret"),
+            "{text}"
+        );
+    }
+}
