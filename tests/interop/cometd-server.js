@@ -25,7 +25,17 @@ const expired = new Set();
 // for them and lets us put the clientId back into the reply.
 let currentMessages = null;
 
-server.addListener('sessionAdded', session => sessions.set(session.id, session));
+// INTEROP_META_CONNECT_DELIVERY_ONLY=1: deliver events only in /meta/connect replies (what the
+// server's own ack extension switches on per session; there is no server option). By default
+// the server drains a session's queue into every reply, subscribe and publish replies included.
+const META_CONNECT_DELIVERY_ONLY = process.env.INTEROP_META_CONNECT_DELIVERY_ONLY === '1';
+
+server.addListener('sessionAdded', session => {
+    sessions.set(session.id, session);
+    if (META_CONNECT_DELIVERY_ONLY) {
+        session._metaConnectDeliveryOnly = true;
+    }
+});
 server.addListener('sessionRemoved', session => sessions.delete(session.id));
 
 function unknownClient(reply, clientId) {
