@@ -5,13 +5,19 @@
 //! ```
 //!
 //! With no credentials in the environment it starts the built-in emulator, publishes sample
-//! events on a timer and streams them (no Salesforce account needed). With `SF_INSTANCE_URL` and
-//! `SF_ACCESS_TOKEN` set it streams from that org instead (`SF_API_VERSION` overrides the API
-//! version). `--count N` exits after N events. Ctrl-C closes cleanly (a `/meta/disconnect` is
+//! events on a timer and streams them (no Salesforce account needed). With credentials it
+//! streams from that org instead, logging in with the OAuth flow the set variables select
+//! (`SF_CLIENT_ID`, `SF_CLIENT_SECRET`, `SF_USERNAME` + `SF_PASSWORD`, `SF_REFRESH_TOKEN`,
+//! `SF_USERNAME` + `SF_PRIVATE_KEY_FILE`, or `SF_INSTANCE_URL` + `SF_ACCESS_TOKEN`; `SF_LOGIN_URL`
+//! or `SF_SANDBOX=1` for the login URL): see the README's Authentication table. `SF_API_VERSION`
+//! overrides the API version. `--count N` exits after N events. Ctrl-C closes cleanly (a `/meta/disconnect` is
 //! sent). Errors print one line to stderr and exit non-zero. `SF_LOG=debug` logs to stderr.
 
 use futures::StreamExt;
-use sfstream::auth::AccessToken;
+use sfstream::auth::{
+    AccessToken, ClientCredentialsAuthenticator, LoginUrl, PasswordAuthenticator,
+    RefreshTokenAuthenticator,
+};
 use sfstream::emulator::Emulator;
 use sfstream::{Client, ClientBuilder, ErrorKind};
 use std::io::Write;
@@ -59,14 +65,12 @@ fn parse_args() -> Result<Args, String> {
 
 /// Where to stream from: a real org when credentials are set, else the emulator.
 async fn source(args: &mut Args) -> Result<(ClientBuilder, Option<Emulator>), String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let version = env("SF_API_VERSION");
-    if let (Some(url), Some(token)) = (env("SF_INSTANCE_URL"), env("SF_ACCESS_TOKEN")) {
-        let url = url.parse().map_err(|e| format!("SF_INSTANCE_URL: {e}"))?;
+    if let Some((mut builder, flow)) = org_credentials()? {
         if args.channels.is_empty() {
             return Err("name at least one channel, e.g. /event/Order_Placed__e".into());
         }
-        let mut builder = Client::builder(AccessToken::new(token, url));
+        eprintln!("tail: logging in with {flow}");
         if let Some(v) = version {
             builder = builder.api_version(v);
         }
@@ -81,19 +85,141 @@ async fn source(args: &mut Args) -> Result<(ClientBuilder, Option<Emulator>), St
         .await
         .map_err(|e| format!("cannot start the emulator: {e}"))?;
     eprintln!(
-        "tail: no SF_INSTANCE_URL/SF_ACCESS_TOKEN set; streaming sample events from the built-in emulator at {}",
+        "tail: no Salesforce credentials set; streaming sample events from the built-in emulator at {}",
         emulator.instance_url()
     );
     if args.channels.is_empty() {
         args.channels = SAMPLE_CHANNELS.iter().map(|c| c.to_string()).collect();
     }
-    let url = emulator
-        .instance_url()
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let builder = Client::builder(AccessToken::new(emulator.issue_token(), url))
-        .api_version(emulator.api_version());
+    // The emulator's token endpoint, through the same password flow a real org would use.
+    let login: url::Url = emulator.login_url().parse().map_err(|e| format!("{e}"))?;
+    let auth = PasswordAuthenticator::new(
+        emulator.client_id(),
+        emulator.client_secret(),
+        emulator.username(),
+        emulator.password(),
+    )
+    .login_url(login);
+    let builder = Client::builder(auth).api_version(emulator.api_version());
     Ok((builder, Some(emulator)))
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `SF_LOGIN_URL` if set, else `https://test.salesforce.com` if `SF_SANDBOX` is `1`/`true`, else
+/// `https://login.salesforce.com`.
+fn login_url() -> Result<LoginUrl, String> {
+    if let Some(url) = env("SF_LOGIN_URL") {
+        return url.parse().map_err(|e| format!("SF_LOGIN_URL: {e}"));
+    }
+    let sandbox = env("SF_SANDBOX").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+    Ok(LoginUrl::for_sandbox(sandbox))
+}
+
+/// The client for a real org, by which variables are set (the README's table), and a
+/// description of the flow; `None` when no credential is set at all.
+fn org_credentials() -> Result<Option<(ClientBuilder, String)>, String> {
+    let instance_url = env("SF_INSTANCE_URL");
+    let access_token = env("SF_ACCESS_TOKEN");
+    match (instance_url, access_token) {
+        (Some(url), Some(token)) => {
+            let url = url.parse().map_err(|e| format!("SF_INSTANCE_URL: {e}"))?;
+            let builder = Client::builder(AccessToken::new(token, url));
+            return Ok(Some((builder, "a ready access token".into())));
+        }
+        (Some(_), None) => return Err("SF_INSTANCE_URL is set: set SF_ACCESS_TOKEN too".into()),
+        (None, Some(_)) => return Err("SF_ACCESS_TOKEN is set: set SF_INSTANCE_URL too".into()),
+        (None, None) => {}
+    }
+    let username = env("SF_USERNAME");
+    let password = env("SF_PASSWORD");
+    let refresh_token = env("SF_REFRESH_TOKEN");
+    let key_file = env("SF_PRIVATE_KEY_FILE");
+    let secret = env("SF_CLIENT_SECRET");
+    let Some(client_id) = env("SF_CLIENT_ID") else {
+        let any = [&username, &password, &refresh_token, &key_file, &secret]
+            .iter()
+            .any(|v| v.is_some());
+        return if any {
+            Err("set SF_CLIENT_ID, the connected app's consumer key".into())
+        } else {
+            Ok(None)
+        };
+    };
+    let login = login_url()?;
+    let need_secret = |flow: &str| {
+        secret
+            .clone()
+            .ok_or_else(|| format!("the {flow} flow needs SF_CLIENT_SECRET"))
+    };
+    let (builder, flow) = match (username, password, refresh_token, key_file) {
+        (Some(user), Some(password), None, None) => {
+            let auth =
+                PasswordAuthenticator::new(client_id, need_secret("password")?, user, password)
+                    .login_url(login.clone());
+            (Client::builder(auth), "the username-password flow")
+        }
+        (None, None, Some(refresh), None) => {
+            let auth = match secret {
+                Some(secret) => RefreshTokenAuthenticator::new(client_id, secret, refresh),
+                None => RefreshTokenAuthenticator::without_client_secret(client_id, refresh),
+            }
+            .login_url(login.clone());
+            (Client::builder(auth), "the refresh token flow")
+        }
+        (Some(user), None, None, Some(key_file)) => (
+            jwt(client_id, user, &key_file, &login)?,
+            "the JWT bearer flow",
+        ),
+        (None, None, None, None) => {
+            if !login.is_my_domain() {
+                return Err(
+                    "the client credentials flow (SF_CLIENT_ID + SF_CLIENT_SECRET alone) needs \
+                     SF_LOGIN_URL set to your My Domain URL, e.g. https://acme.my.salesforce.com"
+                        .into(),
+                );
+            }
+            let auth = ClientCredentialsAuthenticator::new(
+                login.clone(),
+                client_id,
+                need_secret("client credentials")?,
+            );
+            (Client::builder(auth), "the client credentials flow")
+        }
+        _ => {
+            return Err(
+                "with SF_CLIENT_ID set exactly one of: SF_USERNAME + SF_PASSWORD, \
+                 SF_REFRESH_TOKEN, SF_USERNAME + SF_PRIVATE_KEY_FILE, or none of them \
+                 (client credentials)"
+                    .into(),
+            );
+        }
+    };
+    Ok(Some((builder, format!("{flow} at {login}"))))
+}
+
+#[cfg(feature = "jwt")]
+fn jwt(
+    client_id: String,
+    user: String,
+    key_file: &str,
+    login: &LoginUrl,
+) -> Result<ClientBuilder, String> {
+    let auth = sfstream::auth::JwtBearerAuthenticator::from_key_file(client_id, user, key_file)
+        .map_err(|e| format!("SF_PRIVATE_KEY_FILE: {e}"))?
+        .login_url(login.clone());
+    Ok(Client::builder(auth))
+}
+
+#[cfg(not(feature = "jwt"))]
+fn jwt(_: String, _: String, _: &str, _: &LoginUrl) -> Result<ClientBuilder, String> {
+    Err(
+        "the JWT bearer flow needs the `jwt` feature: cargo run --features jwt --example tail"
+            .into(),
+    )
 }
 
 /// Publish a sample event on each channel in turn, forever.

@@ -48,7 +48,7 @@ pub enum ErrorKind {
     Replay,
     /// Not an error but a notice that cannot be skipped: the stored replay id had left the
     /// retention window and the subscription restarted from the configured fallback, so events
-    /// between the two may have been missed. The stream goes on. See [`Error::replay_gap`].
+    /// between the two may have been missed. The stream goes on. See [`Error::replay_gap_info`].
     ReplayGap,
 }
 
@@ -81,6 +81,49 @@ pub struct ReplayGap {
     pub fallback_id: i64,
 }
 
+/// The error pair of a token request the OAuth server refused, e.g. HTTP 400
+/// `{"error":"invalid_grant","error_description":"authentication failure"}`; see
+/// [`Error::oauth_error`].
+///
+/// ```
+/// # fn f(e: sfstream::Error) {
+/// if let Some(oauth) = e.oauth_error() {
+///     if oauth.error == "invalid_grant" {
+///         eprintln!("wrong credentials: {}", oauth.error_description.as_deref().unwrap_or(""));
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OAuthError {
+    /// The OAuth error code: `invalid_grant`, `invalid_client_id`, `invalid_client`,
+    /// `unsupported_grant_type`, `invalid_request`, ...
+    pub error: String,
+    /// Salesforce's explanation, e.g. `authentication failure` or
+    /// `user hasn't approved this consumer`.
+    pub error_description: Option<String>,
+}
+
+impl OAuthError {
+    pub(crate) fn new(error: impl Into<String>, error_description: Option<String>) -> Self {
+        OAuthError {
+            error: error.into(),
+            error_description,
+        }
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        match &self.error_description {
+            Some(d) if !d.is_empty() => write!(f, ": {d}"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The error type of every fallible operation in this crate.
 #[derive(Clone)]
 pub struct Error(Arc<Inner>);
@@ -93,6 +136,7 @@ struct Inner {
     advice: Option<Advice>,
     failure_reason: Option<String>,
     replay_gap: Option<ReplayGap>,
+    oauth: Option<OAuthError>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -109,6 +153,7 @@ impl Error {
             advice: None,
             failure_reason: None,
             replay_gap: None,
+            oauth: None,
             source: None,
         }))
     }
@@ -133,6 +178,10 @@ impl Error {
 
     pub(crate) fn with_status(self, status: u16) -> Self {
         self.map_inner(|i| i.status = Some(status))
+    }
+
+    pub(crate) fn with_oauth(self, oauth: OAuthError) -> Self {
+        self.map_inner(|i| i.oauth = Some(oauth))
     }
 
     pub(crate) fn with_kind(self, kind: ErrorKind) -> Self {
@@ -216,6 +265,13 @@ impl Error {
         self.0.replay_gap.as_ref()
     }
 
+    /// For a refused token request: the OAuth `error` and `error_description` of the reply
+    /// (the kind is then [`ErrorKind::Authentication`] and [`status`](Error::status) the HTTP
+    /// status).
+    pub fn oauth_error(&self) -> Option<&OAuthError> {
+        self.0.oauth.as_ref()
+    }
+
     /// The error message, without the kind prefix.
     pub fn message(&self) -> &str {
         &self.0.message
@@ -253,6 +309,9 @@ impl fmt::Debug for Error {
         }
         if let Some(g) = &self.0.replay_gap {
             d.field("replay_gap", g);
+        }
+        if let Some(o) = &self.0.oauth {
+            d.field("oauth", o);
         }
         if let Some(s) = &self.0.source {
             d.field("source", &s.to_string());

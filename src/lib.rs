@@ -15,7 +15,7 @@ pub mod transport;
 
 pub use client::{Client, ClientBuilder, Events, Subscription};
 pub use connection::ConnectionState;
-pub use error::{Error, ErrorKind, ReplayGap, Result};
+pub use error::{Error, ErrorKind, OAuthError, ReplayGap, Result};
 pub use event::Event;
 
 /// The Streaming API version used unless [`ClientBuilder::api_version`] says otherwise

@@ -1,5 +1,23 @@
-//! Layer 6: authentication. An [`Authenticator`] yields a [`Token`] (access token + instance
-//! URL) and can be asked for a fresh one; the [auth layer](crate::middleware::AuthLayer) calls it.
+//! Layer 6: authentication. An [`Authenticator`] yields a [`Token`] (access token, token type
+//! and instance URL) and can be asked for a fresh one; the [auth layer](crate::middleware::AuthLayer)
+//! calls it before the first request and once more whenever the server rejects the token.
+//!
+//! The flows, each posting a form to `<login url>/services/oauth2/token` ([`LoginUrl`]:
+//! production, sandbox or My Domain):
+//!
+//! | flow | type | refreshes by |
+//! |---|---|---|
+//! | username-password (`grant_type=password`) | [`PasswordAuthenticator`] | logging in again |
+//! | refresh token (`grant_type=refresh_token`) | [`RefreshTokenAuthenticator`] | the refresh token (rotations followed) |
+//! | JWT bearer (feature `jwt`) | `JwtBearerAuthenticator` | a new signed assertion |
+//! | client credentials (My Domain only) | [`ClientCredentialsAuthenticator`] | logging in again |
+//! | a ready access token + instance URL | [`AccessToken`] | cannot refresh |
+//!
+//! Failed logins are [`ErrorKind::Authentication`](crate::ErrorKind::Authentication) errors
+//! carrying the OAuth pair ([`Error::oauth_error`](crate::Error::oauth_error)) and the HTTP status;
+//! network failures are transport errors. Secrets (passwords, consumer secrets, refresh and access
+//! tokens, private keys) are held as [`Secret`]s and appear in no `Debug` output, error or log
+//! line.
 //!
 //! ```
 //! use sfstream::auth::{AccessToken, Authenticator};
@@ -9,22 +27,53 @@
 //! ```
 
 mod access_token;
+mod client_credentials;
+#[cfg(feature = "jwt")]
+mod jwt;
+mod login;
+mod password;
+mod refresh;
 mod secret;
 mod token;
+mod token_endpoint;
 
 pub use access_token::AccessToken;
+pub use client_credentials::ClientCredentialsAuthenticator;
+#[cfg(feature = "jwt")]
+pub use jwt::JwtBearerAuthenticator;
+pub use login::LoginUrl;
+pub use password::PasswordAuthenticator;
+pub use refresh::RefreshTokenAuthenticator;
 pub use secret::Secret;
 pub use token::Token;
 
 use crate::error::Result;
 use futures::future::BoxFuture;
+use std::sync::Arc;
 
 /// Something that can log in to Salesforce.
 ///
 /// Implement it to plug in your own token source (a vault, another OAuth library). The auth
 /// layer calls [`authenticate`](Authenticator::authenticate) before the first request and
 /// [`refresh`](Authenticator::refresh) once when the server rejects the token (HTTP 401 or a
-/// Bayeux `401::` error); concurrent rejections share one refresh.
+/// Bayeux `401::` error); concurrent rejections share one refresh. It is implemented for
+/// `Arc<A>` and `Box<A>` too, so one authenticator can serve several clients.
+///
+/// ```
+/// use futures::future::BoxFuture;
+/// use sfstream::auth::{Authenticator, Token};
+///
+/// /// Reads the token another process keeps fresh.
+/// struct FromVault;
+/// impl Authenticator for FromVault {
+///     fn authenticate(&self) -> BoxFuture<'_, sfstream::Result<Token>> {
+///         Box::pin(async {
+///             let url = "https://acme.my.salesforce.com".parse().unwrap();
+///             Ok(Token::bearer("00Dxx!from-the-vault", url))
+///         })
+///     }
+/// }
+/// ```
 pub trait Authenticator: Send + Sync + 'static {
     /// Log in and return a token.
     fn authenticate(&self) -> BoxFuture<'_, Result<Token>>;
@@ -39,5 +88,33 @@ pub trait Authenticator: Send + Sync + 'static {
     /// token cannot.
     fn can_refresh(&self) -> bool {
         true
+    }
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
+    fn authenticate(&self) -> BoxFuture<'_, Result<Token>> {
+        (**self).authenticate()
+    }
+
+    fn refresh<'a>(&'a self, rejected: &'a Token) -> BoxFuture<'a, Result<Token>> {
+        (**self).refresh(rejected)
+    }
+
+    fn can_refresh(&self) -> bool {
+        (**self).can_refresh()
+    }
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for Box<A> {
+    fn authenticate(&self) -> BoxFuture<'_, Result<Token>> {
+        (**self).authenticate()
+    }
+
+    fn refresh<'a>(&'a self, rejected: &'a Token) -> BoxFuture<'a, Result<Token>> {
+        (**self).refresh(rejected)
+    }
+
+    fn can_refresh(&self) -> bool {
+        (**self).can_refresh()
     }
 }

@@ -21,6 +21,7 @@
 
 mod builder;
 mod events;
+mod flows;
 mod session;
 mod subscription;
 

@@ -15,7 +15,8 @@
 //! Not emulated: PushTopic filters are accepted (`/topic/Foo?Status__c=Open` subscribes to
 //! `/topic/Foo`) but not evaluated; `/data/ChangeEvents` receives only what is published on it,
 //! not the events of the per-entity channels; any non-meta channel can be subscribed (Salesforce
-//! rejects unknown ones); no WebSocket transport, org limits or JWT bearer grant.
+//! rejects unknown ones); no WebSocket transport or org limits. The JWT bearer grant needs the
+//! `jwt` feature and a public key ([`EmulatorBuilder::jwt_public_key`]).
 //!
 //! ```
 //! use sfstream::emulator::{Emulator, Fault, Target};
@@ -179,6 +180,22 @@ impl Emulator {
     pub fn revoke_tokens(&self) {
         self.shared().lock().access_tokens.clear();
         self.shared().wake_all(Wake::Revoked);
+    }
+
+    /// Revoke every access token *and* drop every CometD session, as when an administrator ends
+    /// the user's sessions or the OAuth session times out: held connects are answered with
+    /// `401::Authentication invalid` (advice `reconnect: none`), and the old client ids are
+    /// unknown afterwards (`403::Unknown client`), even with a new token. A client recovers with
+    /// a new token, a handshake and its subscriptions again. Refresh tokens stay valid.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// emu.revoke_sessions();
+    /// emu.wait_until(|s| s.handshakes >= 2).await;
+    /// # }
+    /// ```
+    pub fn revoke_sessions(&self) {
+        self.shared().revoke_sessions();
     }
 
     /// Publish a Salesforce-shaped event built from `fields`, by channel family, and return its
@@ -368,7 +385,8 @@ impl fmt::Debug for EmulatorBuilder {
             .field("max_batch", &c.max_batch)
             .field("require_cookies", &c.require_cookies)
             .field("port", &c.port)
-            .finish()
+            .field("rotate_refresh_tokens", &c.rotate_refresh_tokens)
+            .finish_non_exhaustive()
     }
 }
 
@@ -512,6 +530,39 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Whether the refresh token grant rotates refresh tokens (default `false`): each use spends
+    /// the refresh token and the reply carries a new `refresh_token`, as with Salesforce's
+    /// refresh token rotation.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().rotate_refresh_tokens(true);
+    /// ```
+    pub fn rotate_refresh_tokens(mut self, on: bool) -> Self {
+        self.config.rotate_refresh_tokens = on;
+        self
+    }
+
+    /// Accept JWT bearer assertions (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`)
+    /// signed with the private key of this RSA public key (PEM, `BEGIN PUBLIC KEY` or
+    /// `BEGIN RSA PUBLIC KEY`), as the certificate uploaded to a connected app. The emulator
+    /// checks the RS256 signature, `iss` = [`client_id`](Emulator::client_id), `sub` =
+    /// [`username`](Emulator::username), `aud` = [`login_url`](Emulator::login_url) (or
+    /// `https://login.salesforce.com` / `https://test.salesforce.com`), and `exp` in the future
+    /// but at most five minutes ahead, answering Salesforce's errors otherwise. Without a key,
+    /// every assertion is an `invalid_grant`. [`start`](EmulatorBuilder::start) fails if the key
+    /// does not parse.
+    ///
+    /// ```no_run
+    /// let pem = std::fs::read_to_string("server.pub").unwrap();
+    /// let b = sfstream::emulator::Emulator::builder().jwt_public_key(&pem);
+    /// ```
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn jwt_public_key(mut self, pem: &str) -> Self {
+        self.config.jwt_public_key = Some(pem.to_owned());
+        self
+    }
+
     /// The port to listen on, on 127.0.0.1 (default 0: an ephemeral port).
     ///
     /// ```no_run
@@ -528,6 +579,9 @@ impl EmulatorBuilder {
     pub async fn start(self) -> io::Result<Emulator> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("the emulator must be started within a Tokio runtime"))?;
+        #[cfg(feature = "jwt")]
+        oauth::jwt_public_key(self.config.jwt_public_key.as_deref())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener =
             tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, self.config.port)).await?;
         let addr = listener.local_addr()?;

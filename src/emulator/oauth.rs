@@ -1,5 +1,6 @@
 //! The OAuth token endpoint, `POST /services/oauth2/token`, with Salesforce's reply and error
-//! shapes. Each grant is one function and one arm of [`grant`].
+//! shapes. Each grant is one function and one arm of [`grant`]: password, refresh token (with
+//! optional rotation), client credentials, and the JWT bearer grant (feature `jwt`).
 
 use super::events::{ORG_ID, USER_ID, epoch_ms};
 use super::ids;
@@ -16,9 +17,10 @@ use serde_json::{Value, json};
 pub struct TokenRequest {
     /// The `grant_type` field (empty if absent).
     pub grant_type: String,
-    /// The `client_id` field.
+    /// The `client_id` field (for the JWT bearer grant: the assertion's `iss`).
     pub client_id: Option<String>,
-    /// The `username` field (password flow).
+    /// The `username` field of the password flow (for the JWT bearer grant: the assertion's
+    /// `sub`).
     pub username: Option<String>,
     /// `Ok` if a token was issued, else the OAuth error code (`invalid_grant`, ...).
     pub outcome: Result<(), String>,
@@ -98,6 +100,10 @@ pub(crate) fn handle(
 ) -> (StatusCode, Bytes) {
     let form = parse_form(content_type, body);
     let (grant_type, client_id, username) = match &form {
+        Ok(f) if f.get("grant_type") == Some(JWT_BEARER) => {
+            let (iss, sub) = jwt_parties(f);
+            (JWT_BEARER.to_owned(), iss, sub)
+        }
         Ok(f) => (
             f.get("grant_type").unwrap_or_default().to_owned(),
             f.get("client_id").map(str::to_owned),
@@ -107,10 +113,10 @@ pub(crate) fn handle(
     };
     let result = form.and_then(|f| {
         let mut st = shared.lock();
-        grant(&shared.config, &mut st, &f)?;
+        let refresh_token = grant(shared, &mut st, &f)?;
         let token = ids::access_token();
         st.access_tokens.insert(token.clone());
-        Ok(token)
+        Ok((token, refresh_token))
     });
     shared.record_token_request(TokenRequest {
         grant_type,
@@ -119,7 +125,11 @@ pub(crate) fn handle(
         outcome: result.as_ref().map(|_| ()).map_err(|e| e.code().to_owned()),
     });
     match result {
-        Ok(token) => (StatusCode::OK, to_bytes(&reply(shared, &token))),
+        Ok((token, refresh_token)) => {
+            let mut reply = reply(shared, &token);
+            reply.refresh_token = refresh_token.as_deref();
+            (StatusCode::OK, to_bytes(&reply))
+        }
         Err(e) => (
             StatusCode::BAD_REQUEST,
             to_bytes(&json!({"error": e.code(), "error_description": e.description()})),
@@ -127,13 +137,19 @@ pub(crate) fn handle(
     }
 }
 
-/// Check the grant's credentials. Adding a grant (e.g. the JWT bearer flow) is one arm here and
-/// one function below.
-fn grant(config: &Config, st: &mut State, form: &Form) -> Result<(), OAuthError> {
+/// The JWT bearer grant type.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Check the grant's credentials; returns a new refresh token when one is issued. Adding a grant
+/// is one arm here and one function below.
+fn grant(shared: &Shared, st: &mut State, form: &Form) -> Result<Option<String>, OAuthError> {
+    let config = &shared.config;
     match form.get("grant_type").unwrap_or_default() {
-        "password" => password(config, form),
+        "password" => password(config, form).map(|()| None),
         "refresh_token" => refresh_token(config, st, form),
-        "client_credentials" => client_credentials(config, form),
+        "client_credentials" => client_credentials(config, form).map(|()| None),
+        #[cfg(feature = "jwt")]
+        JWT_BEARER => jwt::bearer(shared, form).map(|()| None),
         _ => Err(OAuthError::UnsupportedGrantType),
     }
 }
@@ -160,10 +176,23 @@ fn password(config: &Config, form: &Form) -> Result<(), OAuthError> {
     }
 }
 
-fn refresh_token(config: &Config, st: &State, form: &Form) -> Result<(), OAuthError> {
+fn refresh_token(
+    config: &Config,
+    st: &mut State,
+    form: &Form,
+) -> Result<Option<String>, OAuthError> {
     check_client(config, form, false)?;
     match form.get("refresh_token") {
-        Some(t) if st.refresh_tokens.contains(t) => Ok(()),
+        Some(t) if st.refresh_tokens.contains(t) => {
+            if !config.rotate_refresh_tokens {
+                return Ok(None);
+            }
+            // Rotation: the old refresh token is spent, the reply carries its successor.
+            st.refresh_tokens.remove(t);
+            let next = ids::refresh_token();
+            st.refresh_tokens.insert(next.clone());
+            Ok(Some(next))
+        }
         _ => Err(OAuthError::InvalidGrant("expired access/refresh token")),
     }
 }
@@ -171,6 +200,128 @@ fn refresh_token(config: &Config, st: &State, form: &Form) -> Result<(), OAuthEr
 fn client_credentials(config: &Config, form: &Form) -> Result<(), OAuthError> {
     check_client(config, form, true)
 }
+
+/// `iss` and `sub` of a JWT bearer assertion, unverified, for the request log.
+#[cfg(feature = "jwt")]
+fn jwt_parties(form: &Form) -> (Option<String>, Option<String>) {
+    jwt::parties(form)
+}
+
+#[cfg(not(feature = "jwt"))]
+fn jwt_parties(_form: &Form) -> (Option<String>, Option<String>) {
+    (None, None)
+}
+
+#[cfg(feature = "jwt")]
+mod jwt {
+    use super::{Form, OAuthError};
+    use crate::emulator::state::Shared;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use serde::Deserialize;
+    use serde_json::Value;
+    use std::time::UNIX_EPOCH;
+
+    /// How far ahead `exp` may be. Salesforce documents three minutes; a little slack for clocks.
+    const MAX_AHEAD_SECS: u64 = 5 * 60;
+
+    #[derive(Deserialize)]
+    struct Claims {
+        iss: Option<String>,
+        sub: Option<String>,
+        aud: Option<Value>,
+        exp: Option<Value>,
+    }
+
+    fn validation(verify: bool) -> Validation {
+        let mut v = Validation::new(Algorithm::RS256);
+        // Checked by hand below, with Salesforce's error for each.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        if !verify {
+            v.insecure_disable_signature_validation();
+        }
+        v
+    }
+
+    pub(super) fn parties(form: &Form) -> (Option<String>, Option<String>) {
+        let key = DecodingKey::from_secret(&[]);
+        form.get("assertion")
+            .and_then(|a| jsonwebtoken::decode::<Claims>(a, &key, &validation(false)).ok())
+            .map_or((None, None), |d| (d.claims.iss, d.claims.sub))
+    }
+
+    /// Parse the configured public key (PEM). `None` when unset.
+    pub(crate) fn public_key(pem: Option<&str>) -> Result<Option<DecodingKey>, String> {
+        pem.map(|pem| {
+            DecodingKey::from_rsa_pem(pem.as_bytes())
+                .map_err(|e| format!("the JWT public key is not an RSA public key in PEM: {e}"))
+        })
+        .transpose()
+    }
+
+    /// The RS256 signature against the configured public key, then `iss` (the consumer key),
+    /// `aud` (this server's URL, or the production or sandbox login URL), `exp` (in the future,
+    /// at most a few minutes ahead) and `sub` (the configured user).
+    pub(super) fn bearer(shared: &Shared, form: &Form) -> Result<(), OAuthError> {
+        let config = &shared.config;
+        let assertion = form
+            .get("assertion")
+            .ok_or(OAuthError::InvalidRequest("assertion is missing"))?;
+        let key = public_key(config.jwt_public_key.as_deref())
+            .ok()
+            .flatten()
+            .ok_or(OAuthError::InvalidGrant("invalid assertion"))?;
+        let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation(true))
+            .map_err(|_| OAuthError::InvalidGrant("invalid assertion"))?
+            .claims;
+        if claims.iss.as_deref() != Some(config.client_id.as_str()) {
+            return Err(OAuthError::InvalidClientId);
+        }
+        let audiences = [
+            shared.base_url.as_str(),
+            crate::auth::LoginUrl::PRODUCTION_URL,
+            crate::auth::LoginUrl::SANDBOX_URL,
+        ];
+        let accepted = |aud: &Value| {
+            aud.as_str()
+                .is_some_and(|a| audiences.contains(&a.trim_end_matches('/')))
+        };
+        let aud_ok = match &claims.aud {
+            Some(Value::Array(all)) => all.iter().any(accepted),
+            Some(aud) => accepted(aud),
+            None => false,
+        };
+        if !aud_ok {
+            return Err(OAuthError::InvalidGrant("audience is invalid"));
+        }
+        let now = shared
+            .wall()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let exp = claims
+            .exp
+            .as_ref()
+            .and_then(|e| e.as_u64().or_else(|| e.as_f64().map(|f| f as u64)))
+            .ok_or(OAuthError::InvalidGrant("invalid assertion"))?;
+        if exp <= now {
+            return Err(OAuthError::InvalidGrant("expired authorization code"));
+        }
+        if exp > now + MAX_AHEAD_SECS {
+            return Err(OAuthError::InvalidGrant("invalid assertion"));
+        }
+        if claims.sub.as_deref() != Some(config.username.as_str()) {
+            return Err(OAuthError::InvalidGrant(
+                "user hasn't approved this consumer",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "jwt")]
+pub(crate) use jwt::public_key as jwt_public_key;
 
 #[derive(Serialize)]
 struct TokenReply<'a> {
@@ -180,6 +331,8 @@ struct TokenReply<'a> {
     token_type: &'static str,
     issued_at: String,
     signature: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
 }
 
 fn reply<'a>(shared: &'a Shared, token: &'a str) -> TokenReply<'a> {
@@ -198,6 +351,7 @@ fn reply<'a>(shared: &'a Shared, token: &'a str) -> TokenReply<'a> {
         token_type: "Bearer",
         issued_at,
         signature: ids::base64(&sig),
+        refresh_token: None,
     }
 }
 

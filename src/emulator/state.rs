@@ -42,6 +42,11 @@ pub(crate) struct Config {
     pub(crate) max_batch: Option<usize>,
     pub(crate) require_cookies: bool,
     pub(crate) port: u16,
+    /// Whether a refresh token grant spends the refresh token and returns a new one.
+    pub(crate) rotate_refresh_tokens: bool,
+    /// The PEM public key that JWT bearer assertions must be signed for.
+    #[cfg(feature = "jwt")]
+    pub(crate) jwt_public_key: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +68,9 @@ impl Default for Config {
             max_batch: None,
             require_cookies: true,
             port: 0,
+            rotate_refresh_tokens: false,
+            #[cfg(feature = "jwt")]
+            jwt_public_key: None,
         }
     }
 }
@@ -329,6 +337,17 @@ impl Shared {
                 s.unsubscribed(base);
             }
         });
+    }
+
+    /// Invalidate every access token and drop every session under one lock: held connects are
+    /// answered as revoked, and no request can slip in between with an old session.
+    pub(crate) fn revoke_sessions(&self) {
+        let mut st = self.lock();
+        st.access_tokens.clear();
+        let ids: Vec<String> = st.sessions.keys().cloned().collect();
+        for id in ids {
+            self.remove_session(&mut st, &id, Wake::Revoked);
+        }
     }
 
     /// Drop every session, waking held connects with `why`.

@@ -19,6 +19,7 @@ use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Mutex;
 use url::Url;
 
@@ -29,7 +30,12 @@ use url::Url;
 /// `401:<id>:Unknown client`), or `403::Handshake denied` whose `ext.sfdc.failureReason` is a
 /// 401. `403::Unknown client` is *not* a rejection: it means the session is gone, and the
 /// connection task rehandshakes with the same token (logging in again on every 403 locks users
-/// out, EMP-Connector #95). Concurrent rejections of the same token cause one refresh.
+/// out, EMP-Connector #95). Concurrent rejections of the same token cause one refresh, and
+/// requests waiting on a login that fails share its error instead of each trying again; the next
+/// request after that tries again.
+///
+/// A request is retried at most once: if the server also rejects the fresh token, the request
+/// fails with [`ErrorKind::Authentication`]. The token never appears in a log line or an error.
 #[derive(Clone)]
 pub struct AuthLayer {
     state: Arc<State>,
@@ -45,12 +51,17 @@ struct State {
     authenticator: Box<dyn Authenticator>,
     api_version: String,
     current: Mutex<Current>,
+    /// `Current::generation`, readable without waiting for the lock.
+    generation: AtomicU64,
 }
 
+/// The outcome of the latest login. `generation` counts finished login attempts, successful or
+/// not; a session is tagged with the generation that produced it.
 #[derive(Default)]
 struct Current {
     generation: u64,
     session: Option<Session>,
+    failure: Option<Error>,
 }
 
 #[derive(Clone)]
@@ -89,6 +100,7 @@ impl AuthLayer {
                 authenticator,
                 api_version,
                 current: Mutex::new(Current::default()),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -131,41 +143,68 @@ impl State {
         })
     }
 
-    /// The current session, logging in first if there is none.
+    /// The current session, logging in first if there is none. Callers that waited for a
+    /// login that failed get its error.
     async fn session(&self) -> Result<(u64, Session)> {
+        let seen = self.generation.load(Ordering::Acquire);
         let mut current = self.current.lock().await;
         if let Some(s) = &current.session {
             return Ok((current.generation, s.clone()));
         }
+        if current.generation > seen {
+            if let Some(e) = &current.failure {
+                return Err(e.clone());
+            }
+        }
         tracing::info!("logging in");
-        let token = self.authenticator.authenticate().await?;
-        let session = self.session_from(token)?;
-        current.generation += 1;
-        current.session = Some(session.clone());
-        Ok((current.generation, session))
+        self.login(&mut current, None).await
     }
 
-    /// A fresh session after the one of `generation` was rejected. Callers that were rejected
-    /// together share the first caller's refresh.
+    /// A fresh session after the one of `generation` was rejected. Callers rejected together
+    /// share the first caller's refresh, and its error if it failed.
     async fn refresh(&self, generation: u64) -> Result<(u64, Session)> {
         let mut current = self.current.lock().await;
         if current.generation != generation {
+            // Someone logged in after the rejected token was issued.
             if let Some(s) = &current.session {
                 return Ok((current.generation, s.clone()));
             }
-        }
-        let rejected = current.session.take();
-        current.generation += 1;
-        let token = match &rejected {
-            Some(s) => {
-                tracing::info!("the server rejected the token; refreshing it");
-                self.authenticator.refresh(&s.token).await?
+            if let Some(e) = &current.failure {
+                return Err(e.clone());
             }
-            None => self.authenticator.authenticate().await?,
-        };
-        let session = self.session_from(token)?;
-        current.session = Some(session.clone());
-        Ok((current.generation, session))
+        }
+        let rejected = current.session.take().map(|s| s.token);
+        if rejected.is_some() {
+            tracing::info!("the server rejected the access token; refreshing it");
+        }
+        self.login(&mut current, rejected).await
+    }
+
+    async fn login(
+        &self,
+        current: &mut Current,
+        rejected: Option<Token>,
+    ) -> Result<(u64, Session)> {
+        let result = match &rejected {
+            Some(token) => self.authenticator.refresh(token).await,
+            None => self.authenticator.authenticate().await,
+        }
+        .and_then(|token| self.session_from(token));
+        current.generation += 1;
+        self.generation.store(current.generation, Ordering::Release);
+        match result {
+            Ok(session) => {
+                current.session = Some(session.clone());
+                current.failure = None;
+                Ok((current.generation, session))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "login failed");
+                current.session = None;
+                current.failure = Some(e.clone());
+                Err(e)
+            }
+        }
     }
 }
 

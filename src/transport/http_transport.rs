@@ -274,10 +274,6 @@ impl HttpTransport {
         HttpTransportBuilder::default()
     }
 
-    pub(crate) fn http_client(&self) -> HttpClient {
-        self.http.clone()
-    }
-
     async fn round_trip(&self, request: Request) -> Result<Response> {
         let url = request
             .url

@@ -1,0 +1,213 @@
+use super::token_endpoint::{TokenEndpoint, endpoint_setters, sandbox_setter};
+use super::{Authenticator, LoginUrl, Secret, Token};
+use crate::error::{Error, ErrorKind, Result};
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long an assertion is valid unless [`JwtBearerAuthenticator::assertion_lifetime`] says
+/// otherwise. Salesforce wants `exp` within a few minutes of its clock.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(120);
+
+/// The OAuth 2.0 JWT bearer flow (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`,
+/// cargo feature `jwt`): log in as `username` with an RS256 assertion signed by the private key
+/// whose certificate is uploaded to the connected app. No password or consumer secret is sent.
+///
+/// Each login signs a fresh assertion with `iss` = consumer key, `sub` = username, `aud` = the
+/// login URL (override with [`audience`](Self::audience)) and `exp` two minutes ahead. The user
+/// must be pre-authorized for the connected app, else Salesforce answers `invalid_grant` /
+/// `user hasn't approved this consumer`.
+///
+/// Signing uses the `jsonwebtoken` crate with ring, the crypto backend rustls uses here. The key
+/// is parsed and checked when the authenticator is built; `Debug` never shows it.
+///
+/// ```no_run
+/// # async fn f() -> sfstream::Result<()> {
+/// use sfstream::{Client, auth::JwtBearerAuthenticator};
+/// let auth = JwtBearerAuthenticator::from_key_file("3MVG9...", "ada@example.com", "server.key")?;
+/// let client = Client::builder(auth).connect().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub struct JwtBearerAuthenticator {
+    client_id: String,
+    username: String,
+    key: EncodingKey,
+    audience: Option<String>,
+    lifetime: Duration,
+    endpoint: TokenEndpoint,
+}
+
+impl fmt::Debug for JwtBearerAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtBearerAuthenticator")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("private_key", &Secret::new(""))
+            .field("audience", &self.audience_value())
+            .field("assertion_lifetime", &self.lifetime)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: u64,
+}
+
+fn key_error() -> Error {
+    // Deliberately says nothing about the key's content.
+    Error::new(
+        ErrorKind::Client,
+        "the private key is not a usable RSA private key (expected PEM: PKCS#1 \
+         `BEGIN RSA PRIVATE KEY` or PKCS#8 `BEGIN PRIVATE KEY`)",
+    )
+}
+
+impl JwtBearerAuthenticator {
+    /// Log in as `username` through the connected app `consumer_key`, signing with the RSA
+    /// private key `private_key_pem` (PKCS#1 or PKCS#8 PEM). Fails with [`ErrorKind::Client`]
+    /// if the key cannot sign.
+    ///
+    /// ```no_run
+    /// # fn f(pem: String) -> sfstream::Result<()> {
+    /// let auth = sfstream::auth::JwtBearerAuthenticator::new("3MVG9...", "ada@example.com", pem)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(
+        consumer_key: impl Into<String>,
+        username: impl Into<String>,
+        private_key_pem: impl AsRef<[u8]>,
+    ) -> Result<Self> {
+        let key = EncodingKey::from_rsa_pem(private_key_pem.as_ref()).map_err(|_| key_error())?;
+        let auth = JwtBearerAuthenticator {
+            client_id: consumer_key.into(),
+            username: username.into(),
+            key,
+            audience: None,
+            lifetime: DEFAULT_LIFETIME,
+            endpoint: TokenEndpoint::new(LoginUrl::Production),
+        };
+        // The PEM parser accepts keys ring later refuses; find out now, not at the first login.
+        auth.assertion()?;
+        Ok(auth)
+    }
+
+    /// As [`new`](Self::new), reading the PEM from `path` (e.g. the `server.key` made for the
+    /// connected app's certificate).
+    ///
+    /// ```no_run
+    /// # fn f() -> sfstream::Result<()> {
+    /// let auth = sfstream::auth::JwtBearerAuthenticator::from_key_file("3MVG9...", "ada@example.com", "server.key")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_key_file(
+        consumer_key: impl Into<String>,
+        username: impl Into<String>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Client,
+                format!("cannot read the private key file {}", path.display()),
+            )
+            .with_source(e)
+        })?;
+        Self::new(consumer_key, username, pem)
+    }
+
+    /// The `aud` claim (default: the login URL, e.g. `https://login.salesforce.com`, or
+    /// `https://test.salesforce.com` after [`sandbox`](Self::sandbox)). Salesforce may expect
+    /// `https://login.salesforce.com` even when you log in at a My Domain URL.
+    ///
+    /// ```no_run
+    /// # fn f(auth: sfstream::auth::JwtBearerAuthenticator) {
+    /// let auth = auth.audience("https://login.salesforce.com");
+    /// # }
+    /// ```
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// How far ahead `exp` is set (default 2 minutes; Salesforce refuses assertions valid for
+    /// longer than a few minutes).
+    ///
+    /// ```no_run
+    /// # fn f(auth: sfstream::auth::JwtBearerAuthenticator) {
+    /// let auth = auth.assertion_lifetime(std::time::Duration::from_secs(60));
+    /// # }
+    /// ```
+    pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// The connected app's consumer key (OAuth client id), the assertion's `iss`.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The Salesforce username, the assertion's `sub`.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    fn audience_value(&self) -> String {
+        self.audience
+            .clone()
+            .unwrap_or_else(|| self.endpoint.login.to_string())
+    }
+
+    /// A freshly signed assertion.
+    fn assertion(&self) -> Result<Secret> {
+        let exp = SystemTime::now()
+            .checked_add(self.lifetime)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let audience = self.audience_value();
+        let claims = Claims {
+            iss: &self.client_id,
+            sub: &self.username,
+            aud: &audience,
+            exp,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
+            .map(Secret::new)
+            .map_err(|_| key_error())
+    }
+}
+
+sandbox_setter!(
+    JwtBearerAuthenticator,
+    "JwtBearerAuthenticator::from_key_file(\"3MVG9...\", \"ada@example.com\", \"server.key\")?"
+);
+endpoint_setters!(
+    JwtBearerAuthenticator,
+    "JwtBearerAuthenticator::from_key_file(\"3MVG9...\", \"ada@example.com\", \"server.key\")?"
+);
+
+impl Authenticator for JwtBearerAuthenticator {
+    fn authenticate(&self) -> BoxFuture<'_, Result<Token>> {
+        Box::pin(async move {
+            let assertion = self.assertion()?;
+            let reply = self
+                .endpoint
+                .request(
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                    &[("assertion", assertion.expose())],
+                )
+                .await?;
+            Ok(reply.token)
+        })
+    }
+}
