@@ -134,6 +134,7 @@ impl JwtBearerAuthenticator {
     /// let auth = auth.audience("https://login.salesforce.com");
     /// # }
     /// ```
+    #[must_use]
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
         self
@@ -147,6 +148,7 @@ impl JwtBearerAuthenticator {
     /// let auth = auth.assertion_lifetime(std::time::Duration::from_secs(60));
     /// # }
     /// ```
+    #[must_use]
     pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = lifetime;
         self

@@ -230,6 +230,7 @@ macro_rules! endpoint_setters {
             #[doc = concat!("let auth = ", $example, ".login_url(url);")]
             /// # Ok(()) }
             /// ```
+            #[must_use]
             pub fn login_url(mut self, url: impl Into<LoginUrl>) -> Self {
                 self.endpoint.login = url.into();
                 self
@@ -244,6 +245,7 @@ macro_rules! endpoint_setters {
             #[doc = concat!("let auth = ", $example, ".timeout(std::time::Duration::from_secs(10));")]
             /// # Ok(()) }
             /// ```
+            #[must_use]
             pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
                 self.endpoint.timeout = timeout;
                 self
@@ -258,6 +260,7 @@ macro_rules! endpoint_setters {
             #[doc = concat!("let auth = ", $example, ".tls_config(config);")]
             /// # Ok(()) }
             /// ```
+            #[must_use]
             pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
                 self.endpoint.set_tls(config);
                 self
@@ -279,6 +282,7 @@ macro_rules! sandbox_setter {
             #[doc = concat!("let auth = ", $example, ".sandbox();")]
             /// # Ok(()) }
             /// ```
+            #[must_use]
             pub fn sandbox(mut self) -> Self {
                 self.endpoint.login = LoginUrl::Sandbox;
                 self
