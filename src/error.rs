@@ -137,6 +137,8 @@ struct Inner {
     failure_reason: Option<String>,
     replay_gap: Option<ReplayGap>,
     oauth: Option<OAuthError>,
+    /// The request never left: no connection could be made.
+    connect_failure: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -154,6 +156,7 @@ impl Error {
             failure_reason: None,
             replay_gap: None,
             oauth: None,
+            connect_failure: false,
             source: None,
         }))
     }
@@ -184,6 +187,15 @@ impl Error {
         self.map_inner(|i| i.oauth = Some(oauth))
     }
 
+    /// Mark a transport error that happened before the request was sent.
+    pub(crate) fn connect_failure(self) -> Self {
+        self.map_inner(|i| i.connect_failure = true)
+    }
+
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        self.0.connect_failure
+    }
+
     pub(crate) fn with_kind(self, kind: ErrorKind) -> Self {
         self.map_inner(|i| i.kind = kind)
     }
@@ -202,6 +214,8 @@ impl Error {
                 .is_some_and(|r| ServerError::parse(r).is_authentication_failure());
         let kind = if auth {
             ErrorKind::Authentication
+        } else if server.is_invalid_replay_id() {
+            ErrorKind::Replay
         } else {
             ErrorKind::Server
         };
@@ -281,10 +295,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.0.kind.describe(), self.0.message)?;
-        if let Some(status) = self.0.status {
-            if !self.0.message.contains(&status.to_string()) {
-                write!(f, " (HTTP {status})")?;
-            }
+        if let Some(status) = self.0.status
+            && !self.0.message.contains(&status.to_string())
+        {
+            write!(f, " (HTTP {status})")?;
         }
         Ok(())
     }

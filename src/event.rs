@@ -20,21 +20,65 @@
 
 use crate::bayeux::{Data, Message};
 use crate::error::{Error, ErrorKind, Result};
+use crate::replay::ReplayMarker;
+use crate::replay::tracker::ReplayState;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
+use std::sync::Arc;
 
 /// One event delivered on a subscribed channel.
+///
+/// Cloning is cheap: the channel name and the raw JSON are shared.
 #[derive(Clone)]
 pub struct Event {
-    channel: String,
+    channel: Arc<str>,
     data: Data,
+    /// Set under [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual) with a storage.
+    ack: Option<Arc<ReplayState>>,
 }
 
 impl Event {
-    pub(crate) fn new(channel: String, data: Data) -> Self {
-        Event { channel, data }
+    pub(crate) fn new(channel: Arc<str>, data: Data) -> Self {
+        Event {
+            channel,
+            data,
+            ack: None,
+        }
+    }
+
+    pub(crate) fn with_ack(mut self, state: Arc<ReplayState>) -> Self {
+        self.ack = Some(state);
+        self
+    }
+
+    /// Mark the event processed under
+    /// [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual): its replay marker is
+    /// stored (in the background, never backwards). Does nothing under the other policies or
+    /// without a replay storage.
+    ///
+    /// ```no_run
+    /// # async fn f(mut sub: sfstream::Subscription) -> sfstream::Result<()> {
+    /// use futures::StreamExt;
+    /// while let Some(event) = sub.next().await {
+    ///     let event = event?;
+    ///     // ... write it to the database ...
+    ///     event.ack();
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ack(&self) {
+        if let Some(state) = &self.ack {
+            state.commit(&self.channel, &self.data);
+        }
+    }
+
+    /// The event's replay marker: `data.event.replayId` with the creation date (from
+    /// `event.createdDate`, `payload.ChangeEventHeader.commitTimestamp` or
+    /// `payload.CreatedDate`). `None` if the event has no replay id.
+    pub fn replay_marker(&self) -> Option<ReplayMarker> {
+        ReplayMarker::of(&self.data)
     }
 
     /// Read an event from its JSON form `{"channel": ..., "data": ...}` (tests, replays from a
@@ -47,7 +91,7 @@ impl Event {
                 channel,
                 data: Some(data),
                 ..
-            }) => Ok(Event { channel, data }),
+            }) => Ok(Event::new(channel.into(), data)),
             _ => Err(Error::new(
                 ErrorKind::Protocol,
                 "an event needs a channel and data",
@@ -110,7 +154,7 @@ impl Event {
 
     /// The event as a `{channel, data}` message.
     pub fn into_message(self) -> Message {
-        let mut m = Message::new(self.channel);
+        let mut m = Message::new(self.channel.as_ref());
         m.data = Some(self.data);
         m
     }
@@ -157,7 +201,7 @@ impl fmt::Debug for Event {
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Event", 2)?;
-        st.serialize_field("channel", &self.channel)?;
+        st.serialize_field("channel", &*self.channel)?;
         st.serialize_field("data", &self.data)?;
         st.end()
     }

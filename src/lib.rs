@@ -11,6 +11,7 @@ pub mod emulator;
 mod error;
 mod event;
 pub mod middleware;
+pub mod replay;
 pub mod transport;
 
 pub use client::{Client, ClientBuilder, Events, Subscription};

@@ -69,16 +69,23 @@ async fn every_operation_end_to_end() {
         }
 
         // Publish from the client to a generic channel we are subscribed to.
-        let reply = client.publish("/u/Notifications", &json!("from the client")).await.unwrap();
+        let reply = client
+            .publish("/u/Notifications", &json!("from the client"))
+            .await
+            .unwrap();
         assert!(reply.is_successful());
         let echoed = subs[3].next().await.unwrap().unwrap();
-        assert_eq!(echoed.data_field::<String>("payload").unwrap(), "from the client");
+        assert_eq!(
+            echoed.data_field::<String>("payload").unwrap(),
+            "from the client"
+        );
         assert_eq!(emu.published().len(), 1);
 
         // Explicit unsubscribe ends that stream.
         client.unsubscribe("/u/Notifications").await.unwrap();
         assert!(subs[3].next().await.is_none());
-        emu.wait_until(|s| !s.subscriptions.contains_key("/u/Notifications")).await;
+        emu.wait_until(|s| !s.subscriptions.contains_key("/u/Notifications"))
+            .await;
         assert_eq!(client.subscriptions().len(), 3);
 
         // Close sends /meta/disconnect and ends every stream.
@@ -89,7 +96,11 @@ async fn every_operation_end_to_end() {
             assert!(sub.next().await.is_none());
         }
         assert!(client.closed());
-        assert_eq!(emu.stats().cookie_failures, 0, "cookies must round-trip byte-exact");
+        assert_eq!(
+            emu.stats().cookie_failures,
+            0,
+            "cookies must round-trip byte-exact"
+        );
     })
     .await;
 }
@@ -100,9 +111,11 @@ async fn dropping_a_subscription_unsubscribes_on_the_server() {
         let emu = emulator(Emulator::builder()).await;
         let client = builder(&emu).connect().await.unwrap();
         let sub = client.subscribe("/event/A__e").await.unwrap();
-        emu.wait_until(|s| s.subscriptions.get("/event/A__e") == Some(&1)).await;
+        emu.wait_until(|s| s.subscriptions.get("/event/A__e") == Some(&1))
+            .await;
         drop(sub);
-        emu.wait_until(|s| s.unsubscribes == 1 && s.subscriptions.is_empty()).await;
+        emu.wait_until(|s| s.unsubscribes == 1 && s.subscriptions.is_empty())
+            .await;
         assert!(client.subscriptions().is_empty());
     })
     .await;
@@ -117,7 +130,11 @@ async fn dropping_every_handle_disconnects() {
         drop(client);
         emu.publish("/event/A__e", json!({}));
         let mut sub = sub;
-        assert_eq!(next_id(&mut sub).await, 1, "a subscription keeps the connection alive");
+        assert_eq!(
+            next_id(&mut sub).await,
+            1,
+            "a subscription keeps the connection alive"
+        );
         drop(sub);
         emu.wait_until(|s| s.disconnects == 1).await;
     })
@@ -135,13 +152,21 @@ async fn a_stalled_consumer_stops_the_connect_loop_until_it_polls() {
         }
         wait_state(&client, |s| matches!(s, ConnectionState::Paused { .. })).await;
         let connects = emu.stats().connects;
-        assert_eq!(emu.stats().held_connects, 0, "no connect may be waiting at the server");
+        assert_eq!(
+            emu.stats().held_connects,
+            0,
+            "no connect may be waiting at the server"
+        );
         assert!(client.pending_count() >= 5);
         // The task still handles control traffic while paused.
         let reply = client.publish("/u/Other", &json!("ping")).await.unwrap();
         assert!(reply.is_successful());
         let _second = client.subscribe("/event/B__e").await.unwrap();
-        assert_eq!(emu.stats().connects, connects, "a connect went out while paused");
+        assert_eq!(
+            emu.stats().connects,
+            connects,
+            "a connect went out while paused"
+        );
         // Consuming resumes the loop; nothing was lost.
         let mut got = Vec::new();
         for _ in 0..8 {
@@ -168,7 +193,8 @@ async fn a_pause_longer_than_the_reconnect_window_ends_in_a_resubscribe() {
         for want in 1..=3 {
             assert_eq!(next_id(&mut sub).await, want);
         }
-        emu.wait_until(|s| s.handshakes == 2 && s.subscribes == 2).await;
+        emu.wait_until(|s| s.handshakes == 2 && s.subscribes == 2)
+            .await;
         emu.publish("/event/A__e", json!({"n": 3}));
         assert_eq!(next_id(&mut sub).await, 4);
         assert_eq!(emu.stats().unknown_client_replies, 1);
@@ -185,16 +211,22 @@ async fn forgotten_session_rehandshakes_and_resubscribes_without_login() {
         let mut b = client.subscribe("/topic/B").await.unwrap();
         emu.wait_until(|s| s.held_connects == 1).await;
         emu.forget_sessions();
-        emu.wait_until(|s| s.handshakes == 2 && s.subscriptions.len() == 2).await;
+        emu.wait_until(|s| s.handshakes == 2 && s.subscriptions.len() == 2)
+            .await;
         emu.publish("/event/A__e", json!({}));
         emu.publish("/topic/B", json!({"Name": "x"}));
         assert_eq!(next_id(&mut a).await, 1);
         assert_eq!(next_id(&mut b).await, 1);
-        assert_eq!(emu.stats().token_requests, 0, "Unknown client must not log in again");
+        assert_eq!(
+            emu.stats().token_requests,
+            0,
+            "Unknown client must not log in again"
+        );
         // Salesforce's EMP#15 shape: /meta/disconnect, then 403 with reconnect none.
         emu.wait_until(|s| s.held_connects == 1).await;
         emu.disconnect_sessions();
-        emu.wait_until(|s| s.handshakes == 3 && s.subscriptions.len() == 2).await;
+        emu.wait_until(|s| s.handshakes == 3 && s.subscriptions.len() == 2)
+            .await;
         emu.publish("/event/A__e", json!({}));
         assert_eq!(next_id(&mut a).await, 2);
     })
@@ -287,8 +319,14 @@ async fn an_oversized_response_is_a_protocol_error_not_a_crash() {
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
         let mut updates = client.state_updates();
         emu.wait_until(|s| s.held_connects == 1).await;
-        let big = "x".repeat(32 * 1024);
-        emu.publish("/event/A__e", json!({ "Body__c": big }));
+        let pad = "x".repeat(32 * 1024);
+        emu.inject(
+            Fault::on(Target::Connect).body(
+                json!([{"channel": "/meta/connect", "successful": true, "ext": {"pad": pad}}]),
+            ),
+        );
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 1);
         let error = loop {
             if let Some(ConnectionState::Reconnecting { error, .. }) = updates.next().await {
                 break error;
@@ -296,10 +334,50 @@ async fn an_oversized_response_is_a_protocol_error_not_a_crash() {
         };
         assert_eq!(error.kind(), ErrorKind::Protocol);
         assert!(error.to_string().contains("16384 byte cap"), "{error}");
-        // Event 1 was in the response that could not be read. Without replay storage it is gone;
-        // the replay tests show the resubscribe from the last delivered replay id recovering it.
-        emu.publish("/event/A__e", json!({"small": true}));
+        emu.publish("/event/A__e", json!({}));
         assert_eq!(next_id(&mut sub).await, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_of_a_lost_connect_response_are_replayed() {
+    within("lost response", async {
+        let emu = emulator(Emulator::builder()).await;
+        let client = builder(&emu)
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .connect()
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("/event/A__e").await.unwrap();
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 1);
+        emu.wait_until(|s| s.held_connects == 1).await;
+        emu.inject(Fault::on(Target::Connect).lose_response());
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 2);
+        // The next connect takes events 3 and 4 from the server, then the response is lost.
+        emu.wait_until(|s| s.held_connects == 1 && s.faults_triggered == 1)
+            .await;
+        emu.publish("/event/A__e", json!({}));
+        emu.publish("/event/A__e", json!({}));
+        // A resubscribe from the last delivered replay id (2) brings them back.
+        assert_eq!(next_id(&mut sub).await, 3);
+        assert_eq!(next_id(&mut sub).await, 4);
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 5, "no duplicates, nothing skipped");
+        let stats = emu.stats();
+        assert_eq!((stats.handshakes, stats.token_requests), (2, 0));
+        let resubscribe = emu
+            .received()
+            .into_iter()
+            .filter(|m| m.channel == "/meta/subscribe")
+            .last()
+            .unwrap();
+        assert_eq!(
+            resubscribe.ext_field("replay"),
+            Some(&json!({"/event/A__e": 2}))
+        );
     })
     .await;
 }
@@ -310,6 +388,7 @@ async fn a_hanging_connect_is_abandoned_and_the_stream_reports_the_outage() {
         let emu = emulator(Emulator::builder().advice_timeout(Duration::from_millis(200))).await;
         let client = builder(&emu)
             .max_network_delay(Duration::from_millis(200))
+            .request_timeout(Duration::from_millis(400))
             .backoff(Duration::from_millis(10), Duration::from_millis(20))
             .connection_timeout(Some(Duration::from_millis(300)))
             .connect()
@@ -321,7 +400,8 @@ async fn a_hanging_connect_is_abandoned_and_the_stream_reports_the_outage() {
         }
         let e = sub.next().await.unwrap().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TransportTimeout, "{e}");
-        emu.wait_until(|s| s.faults_triggered == 3 && s.held_connects == 1).await;
+        emu.wait_until(|s| s.faults_triggered == 3 && s.held_connects == 1)
+            .await;
         emu.publish("/event/A__e", json!({}));
         assert_eq!(next_id(&mut sub).await, 1);
     })
@@ -331,7 +411,12 @@ async fn a_hanging_connect_is_abandoned_and_the_stream_reports_the_outage() {
 #[tokio::test]
 async fn connect_reply_first_ordering_is_handled() {
     within("reply first", async {
-        let emu = emulator(Emulator::builder().connect_reply_first(true).max_batch(Some(7))).await;
+        let emu = emulator(
+            Emulator::builder()
+                .connect_reply_first(true)
+                .max_batch(Some(7)),
+        )
+        .await;
         let client = builder(&emu).connect().await.unwrap();
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
         for i in 0..50 {
@@ -383,11 +468,17 @@ async fn open_fails_cleanly_on_a_bad_token_and_unreachable_server() {
         let port = emu.local_addr().port();
         emu.shutdown().await;
         let url = format!("http://127.0.0.1:{port}").parse().unwrap();
-        let e = Client::builder(AccessToken::new("t", url)).connect().await.unwrap_err();
+        let e = Client::builder(AccessToken::new("t", url))
+            .connect()
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
         // Plain http to a non-loopback host is refused before anything is sent.
         let url = "http://example.com".parse().unwrap();
-        let e = Client::builder(AccessToken::new("t", url)).connect().await.unwrap_err();
+        let e = Client::builder(AccessToken::new("t", url))
+            .connect()
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Client, "{e}");
     })
     .await;

@@ -942,8 +942,6 @@ async fn cometd_meta_connect_delivery_only_keeps_order_under_publishes() {
 }
 
 #[tokio::test]
-#[ignore = "client bug: a response over max_response_bytes is dropped with only a Reconnecting \
-            state; the events the server put into it are lost without an error on any stream"]
 async fn cometd_oversized_batch_is_reported() {
     oversized_batch(Kind::Cometd).await;
 }
@@ -981,9 +979,6 @@ async fn faye_publish_is_recorded_and_delivered_back() {
 }
 
 #[tokio::test]
-#[ignore = "client bug: Faye echoes the publisher's message id in the delivered event, and the \
-            connection task takes an event whose id matches a pending request for that \
-            request's reply (publish fails, event lost); see dispatch() in src/connection/task.rs"]
 async fn faye_publish_to_own_subscription_comes_back() {
     publish_to_own_subscription(Kind::Faye).await;
 }

@@ -494,3 +494,83 @@ async fn a_connect_that_never_answers_is_abandoned_by_the_watchdog() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_missing_replay_map_entry_is_a_replay_error_or_falls_back() {
+    within("replay map", async {
+        let missing = "400::The replayId for channel {/data/ChangeEvents} wasn't found using the provided replay ID map {{}}.";
+        // Without a fallback: a typed Replay error.
+        let (client, mut server) = open(0).await;
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe("/data/ChangeEvents").await });
+        let s = server.next_on("/meta/subscribe").await;
+        assert_eq!(s.message().ext_field("replay"), Some(&json!({"/data/ChangeEvents": -1})));
+        s.reply(json!([{"channel": "/meta/subscribe", "id": "$id", "successful": false, "error": missing}]));
+        let e = pending.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Replay, "{e}");
+
+        // With a fallback: subscribed again with it, and the stream says so first.
+        let (transport, mut server) = mock();
+        let client = Client::builder(token_for("https://example.my.salesforce.com"))
+            .transport(transport)
+            .replay_fallback(sfstream::replay::ReplayOption::AllEvents)
+            .build()
+            .unwrap();
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        server.accept_open().await;
+        opening.await.unwrap().unwrap();
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe_from("/data/ChangeEvents", 42).await });
+        let s = server.next_on("/meta/subscribe").await;
+        assert_eq!(s.message().ext_field("replay"), Some(&json!({"/data/ChangeEvents": 42})));
+        s.reply(json!([{"channel": "/meta/subscribe", "id": "$id", "successful": false, "error": missing}]));
+        let retry = server.next_on("/meta/subscribe").await;
+        assert_eq!(retry.message().ext_field("replay"), Some(&json!({"/data/ChangeEvents": -2})));
+        retry.ok_with(vec![event("/data/ChangeEvents", 50)]);
+        let mut sub = pending.await.unwrap().unwrap();
+        let notice = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(notice.kind(), ErrorKind::ReplayGap);
+        assert_eq!(notice.replay_gap_info().unwrap().rejected_id, Some(42));
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(50));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_without_replay_ids_are_delivered_not_lost() {
+    within("no replay id", async {
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/u/Custom").await;
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with(vec![
+            json!({"channel": "/u/Custom", "data": {"anything": true}}),
+            json!({"channel": "/u/Custom", "data": "text"}),
+        ]);
+        let a = sub.next().await.unwrap().unwrap();
+        assert_eq!(a.replay_id(), None);
+        assert_eq!(sub.next().await.unwrap().unwrap().data().get(), "\"text\"");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_echoing_a_pending_request_id_is_still_an_event() {
+    within("echoed id", async {
+        // Faye delivers a published message with the publisher's id; ids of different clients
+        // collide too. Only `successful` marks a reply.
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/u/Chat").await;
+        let c = client.clone();
+        let publishing = tokio::spawn(async move { c.publish("/u/Chat", &json!("hi")).await });
+        let p = server.next_on("/u/Chat").await;
+        let id = p.id();
+        let connect = server.next_on("/meta/connect").await;
+        connect.ok_with(vec![json!({"channel": "/u/Chat", "id": id, "data": "hi"})]);
+        let echoed = sub.next().await.unwrap().unwrap();
+        assert_eq!(echoed.data().get(), "\"hi\"");
+        p.ok();
+        assert!(publishing.await.unwrap().unwrap().is_successful());
+    })
+    .await;
+}

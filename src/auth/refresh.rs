@@ -126,14 +126,14 @@ impl Authenticator for RefreshTokenAuthenticator {
                 fields.push(("client_secret", secret.expose()));
             }
             let reply = self.endpoint.request("refresh_token", &fields).await?;
-            if let Some(rotated) = reply.refresh_token {
-                if rotated != refresh_token {
-                    tracing::info!("the refresh token was rotated; using the new one");
-                    *self
-                        .refresh_token
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = rotated;
-                }
+            if let Some(rotated) = reply.refresh_token
+                && rotated != refresh_token
+            {
+                tracing::info!("the refresh token was rotated; using the new one");
+                *self
+                    .refresh_token
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = rotated;
             }
             Ok(reply.token)
         })

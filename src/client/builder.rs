@@ -4,6 +4,9 @@ use crate::auth::Authenticator;
 use crate::connection::Settings;
 use crate::error::Result;
 use crate::middleware::AuthLayer;
+use crate::middleware::replay::ReplayLayer;
+use crate::replay::tracker::ReplayState;
+use crate::replay::{CommitPolicy, ReplayOption, ReplayStorage};
 use crate::transport::{BoxTransport, HttpTransport, Layer, Transport};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,10 @@ pub struct ClientBuilder {
     max_response_bytes: Option<usize>,
     transport: Option<BoxTransport>,
     layers: Vec<LayerFn>,
+    replay: ReplayOption,
+    replay_storage: Option<Arc<dyn ReplayStorage>>,
+    replay_fallback: Option<ReplayOption>,
+    commit_policy: CommitPolicy,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -49,6 +56,10 @@ impl fmt::Debug for ClientBuilder {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("custom_transport", &self.transport.is_some())
             .field("layers", &self.layers.len())
+            .field("replay", &self.replay)
+            .field("replay_storage", &self.replay_storage.is_some())
+            .field("replay_fallback", &self.replay_fallback)
+            .field("commit_policy", &self.commit_policy)
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +82,61 @@ impl ClientBuilder {
             max_response_bytes: None,
             transport: None,
             layers: Vec::new(),
+            replay: ReplayOption::NewEvents,
+            replay_storage: None,
+            replay_fallback: None,
+            commit_policy: CommitPolicy::default(),
         }
+    }
+
+    /// Where a subscription starts when nothing is stored for its channel (default
+    /// [`ReplayOption::NewEvents`]). After a reconnect the client always continues from the
+    /// last event it delivered, whatever this says. To start one channel after a specific
+    /// replay id, use [`Client::subscribe_from`].
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.replay(sfstream::replay::ReplayOption::AllEvents); }
+    /// ```
+    pub fn replay(mut self, option: ReplayOption) -> Self {
+        self.replay = option;
+        self
+    }
+
+    /// Store replay markers here and start subscriptions from them (see
+    /// [`crate::replay`] and [`CommitPolicy`] for when markers are stored).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) -> sfstream::Result<()> {
+    /// let b = b.replay_storage(sfstream::replay::FileStorage::open("replay.json")?);
+    /// # Ok(()) }
+    /// ```
+    pub fn replay_storage(mut self, storage: impl ReplayStorage) -> Self {
+        self.replay_storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// What to do when the server rejects a replay id (outside the retention window): subscribe
+    /// again from all retained events or new events only, and yield a
+    /// [`ErrorKind::ReplayGap`](crate::ErrorKind::ReplayGap) notice first. Without a fallback
+    /// such a subscribe fails with [`ErrorKind::Replay`](crate::ErrorKind::Replay). Applies to
+    /// the automatic resubscribes after a reconnect too.
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.replay_fallback(sfstream::replay::ReplayOption::AllEvents); }
+    /// ```
+    pub fn replay_fallback(mut self, fallback: ReplayOption) -> Self {
+        self.replay_fallback = Some(fallback);
+        self
+    }
+
+    /// When markers are stored (default [`CommitPolicy::AfterProcessed`]).
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.commit_policy(sfstream::replay::CommitPolicy::Manual); }
+    /// ```
+    pub fn commit_policy(mut self, policy: CommitPolicy) -> Self {
+        self.commit_policy = policy;
+        self
     }
 
     /// Streaming API version, e.g. `"66.0"` (default [`DEFAULT_API_VERSION`]; replay needs
@@ -212,8 +277,15 @@ impl ClientBuilder {
                 Arc::new(http.build()?)
             }
         };
+        let replay = Arc::new(ReplayState::new(
+            self.replay_storage,
+            self.replay,
+            self.replay_fallback,
+            self.commit_policy,
+        ));
         let auth = AuthLayer::from_boxed(self.authenticator, self.api_version);
         let mut transport: BoxTransport = Arc::new(auth.layer(base));
+        transport = Arc::new(ReplayLayer::new(replay.clone()).layer(transport));
         for layer in self.layers {
             transport = layer(transport);
         }
@@ -223,6 +295,7 @@ impl ClientBuilder {
                 settings: self.settings,
                 max_pending: self.max_pending,
                 session: Mutex::new(None),
+                replay,
             }),
         })
     }

@@ -39,7 +39,15 @@ impl Stream for Events {
         if self.done {
             return Poll::Ready(None);
         }
-        let polled = self.session.shared.inbox.poll_any(self.id, cx);
+        let shared = &self.session.shared;
+        let (polled, done) = shared
+            .inbox
+            .poll_any(self.id, cx, shared.tracks_processing());
+        let taken = match &polled {
+            Poll::Ready(Some(Ok(event))) => Some(event),
+            _ => None,
+        };
+        shared.after_poll(taken, done);
         if let Poll::Ready(None) = polled {
             self.done = true;
         }

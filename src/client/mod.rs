@@ -33,6 +33,7 @@ use crate::auth::Authenticator;
 use crate::bayeux::{Data, Message};
 use crate::connection::{Command, ConnectionState, Settings, Shared, spawn};
 use crate::error::{Error, ErrorKind, Result};
+use crate::replay::tracker::ReplayState;
 use crate::transport::BoxTransport;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -40,6 +41,7 @@ use session::Session;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// A Salesforce Streaming API client: a cheap, cloneable handle to one connection task.
 ///
@@ -57,6 +59,7 @@ struct ClientInner {
     settings: Settings,
     max_pending: usize,
     session: Mutex<Option<Arc<Session>>>,
+    replay: Arc<ReplayState>,
 }
 
 impl Client {
@@ -90,7 +93,16 @@ impl Client {
                     "the client is already open",
                 ));
             }
-            let shared = Arc::new(Shared::new(self.inner.max_pending));
+            let shared = Arc::new(Shared::new(
+                self.inner.max_pending,
+                self.inner.replay.clone(),
+            ));
+            let weak = Arc::downgrade(&shared);
+            self.inner.replay.set_error_sink(Arc::new(move |error| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.inbox.broadcast_error(error);
+                }
+            }));
             let (commands, ready) = spawn(
                 self.inner.transport.clone(),
                 self.inner.settings.clone(),
@@ -136,6 +148,28 @@ impl Client {
             })
             .await?;
         Ok(subscription)
+    }
+
+    /// Subscribe to `channel` starting after the event with `replay_id` (or from
+    /// [`ReplayOption::AllEvents`](crate::replay::ReplayOption::AllEvents)`.id()` = -2, or
+    /// `NewEvents.id()` = -1), whatever the storage says. Later resubscribes continue from the
+    /// last delivered event.
+    ///
+    /// ```no_run
+    /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
+    /// // Everything after replay id 1234, e.g. the last id your database has:
+    /// let sub = client.subscribe_from("/data/AccountChangeEvent", 1234).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_from(
+        &self,
+        channel: impl Into<String>,
+        replay_id: i64,
+    ) -> Result<Subscription> {
+        let channel = channel.into();
+        validate_channel(&channel)?;
+        self.inner.replay.start_from(&channel, replay_id);
+        self.subscribe(channel).await
     }
 
     /// Unsubscribe from `channel` and wait for the server's confirmation; its stream ends after
@@ -226,19 +260,29 @@ impl Client {
     /// # }
     /// ```
     pub fn state_updates(&self) -> impl Stream<Item = ConnectionState> + Send + Unpin + 'static {
-        let rx = self.session().map(|s| {
-            let mut rx = s.shared.state.subscribe();
-            rx.mark_changed();
-            rx
-        });
-        futures::stream::unfold(rx, |rx| async move {
+        let Some(session) = self.session() else {
+            return futures::stream::iter([ConnectionState::Closed]).boxed();
+        };
+        // Subscribe before reading the current state so that no change falls in between.
+        let rx = session.shared.changes.subscribe();
+        let current = session.shared.state.borrow().clone();
+        let done = matches!(current, ConnectionState::Closed);
+        let changes = futures::stream::unfold((!done).then_some(rx), |rx| async move {
             let mut rx = rx?;
-            rx.changed().await.ok()?;
-            let state = rx.borrow_and_update().clone();
-            let next = (!matches!(state, ConnectionState::Closed)).then_some(rx);
-            Some((state, next))
-        })
-        .boxed()
+            loop {
+                match rx.recv().await {
+                    Ok(state) => {
+                        let next = (!matches!(state, ConnectionState::Closed)).then_some(rx);
+                        return Some((state, next));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        futures::stream::once(std::future::ready(current))
+            .chain(changes)
+            .boxed()
     }
 }
 

@@ -63,6 +63,9 @@ impl Subscription {
     /// ```
     pub async fn unsubscribe(mut self) -> Result<()> {
         self.detached = true;
+        // Unsubscribing is a clean stop: the last event handed out was processed.
+        let shared = &self.session.shared;
+        shared.after_poll(None, shared.inbox.take_last(self.sub));
         let channel = self.channel.clone();
         self.session
             .request(|reply| Command::Unsubscribe { channel, reply })
@@ -97,7 +100,15 @@ impl Stream for Subscription {
         if self.done {
             return Poll::Ready(None);
         }
-        let polled = self.session.shared.inbox.poll_sub(self.sub, cx);
+        let shared = &self.session.shared;
+        let (polled, done) = shared
+            .inbox
+            .poll_sub(self.sub, cx, shared.tracks_processing());
+        let taken = match &polled {
+            Poll::Ready(Some(Ok(event))) => Some(event),
+            _ => None,
+        };
+        shared.after_poll(taken, done);
         if let Poll::Ready(None) = polled {
             self.done = true;
         }

@@ -30,13 +30,20 @@ struct State {
     closed: bool,
     receivers: HashMap<u64, Waker>,
     next_receiver: u64,
+    /// The event each `receive()` stream handed out last (for at-least-once commits).
+    receiver_last: HashMap<u64, Event>,
 }
 
 struct Queue {
     items: VecDeque<Item>,
     waker: Option<Waker>,
     ended: bool,
+    /// The event this subscription's stream handed out last: processed once it polls again.
+    last_taken: Option<Event>,
 }
+
+/// The result of a poll, plus the event the poll showed to be processed.
+pub(crate) type Polled = (Poll<Option<Result<Event, Error>>>, Option<Event>);
 
 struct Item {
     seq: u64,
@@ -96,6 +103,7 @@ impl Inbox {
                 items: VecDeque::new(),
                 waker: None,
                 ended,
+                last_taken: None,
             },
         );
         id
@@ -213,18 +221,19 @@ impl Inbox {
         }
     }
 
-    /// Take the next item of `sub`.
-    pub(crate) fn poll_sub(
-        &self,
-        sub: SubId,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Event, Error>>> {
+    /// Take the next item of `sub`. With `track`, the event taken last time is returned as
+    /// processed and the one taken now is remembered.
+    pub(crate) fn poll_sub(&self, sub: SubId, cx: &mut Context<'_>, track: bool) -> Polled {
         let mut s = self.lock();
         let Some(q) = s.queues.get_mut(&sub) else {
-            return Poll::Ready(None);
+            return (Poll::Ready(None), None);
         };
+        let done = q.last_taken.take();
         match q.items.pop_front() {
             Some(item) => {
+                if track && let Ok(event) = &item.value {
+                    q.last_taken = Some(event.clone());
+                }
                 let is_event = item.value.is_ok();
                 let before = s.pending;
                 if is_event {
@@ -233,16 +242,33 @@ impl Inbox {
                 let after = s.pending;
                 drop(s);
                 self.after_take(before, after);
-                Poll::Ready(Some(item.value))
+                (Poll::Ready(Some(item.value)), done)
             }
-            None if q.ended => Poll::Ready(None),
+            None if q.ended => (Poll::Ready(None), done),
             None => {
                 if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     q.waker = Some(cx.waker().clone());
                 }
-                Poll::Pending
+                (Poll::Pending, done)
             }
         }
+    }
+
+    /// The event `sub` handed out last, now to be counted as processed.
+    pub(crate) fn take_last(&self, sub: SubId) -> Option<Event> {
+        self.lock().queues.get_mut(&sub)?.last_taken.take()
+    }
+
+    /// Every stream's last handed-out event (closing counts them as processed).
+    pub(crate) fn take_all_last(&self) -> Vec<Event> {
+        let mut s = self.lock();
+        let mut out: Vec<Event> = s
+            .queues
+            .values_mut()
+            .filter_map(|q| q.last_taken.take())
+            .collect();
+        out.extend(s.receiver_last.drain().map(|(_, e)| e));
+        out
     }
 
     pub(crate) fn new_receiver(&self) -> u64 {
@@ -252,50 +278,52 @@ impl Inbox {
     }
 
     pub(crate) fn drop_receiver(&self, id: u64) {
-        self.lock().receivers.remove(&id);
+        let mut s = self.lock();
+        s.receivers.remove(&id);
+        s.receiver_last.remove(&id);
     }
 
-    /// Take the oldest item across every subscription.
-    pub(crate) fn poll_any(
-        &self,
-        receiver: u64,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Event, Error>>> {
+    /// Take the oldest item across every subscription (`track` as in [`Inbox::poll_sub`]).
+    pub(crate) fn poll_any(&self, receiver: u64, cx: &mut Context<'_>, track: bool) -> Polled {
         let mut s = self.lock();
+        let done = s.receiver_last.remove(&receiver);
         let oldest = s
             .queues
             .iter()
             .filter_map(|(id, q)| q.items.front().map(|i| (i.seq, *id)))
             .min();
-        match oldest {
-            Some((seq, sub)) => {
-                let item = s.queues.get_mut(&sub).and_then(|q| q.items.pop_front());
-                let Some(item) = item else {
-                    return Poll::Pending; // unreachable: the front was just seen
-                };
-                if item.value.is_err() {
-                    // A broadcast error sits at the front of every queue that got it.
-                    for q in s.queues.values_mut() {
-                        if q.items.front().is_some_and(|i| i.seq == seq) {
-                            q.items.pop_front();
-                        }
+        let Some((seq, sub)) = oldest else {
+            if s.closed {
+                return (Poll::Ready(None), done);
+            }
+            s.receivers.insert(receiver, cx.waker().clone());
+            return (Poll::Pending, done);
+        };
+        let Some(item) = s.queues.get_mut(&sub).and_then(|q| q.items.pop_front()) else {
+            return (Poll::Pending, done); // unreachable: the front was just seen
+        };
+        match &item.value {
+            Ok(event) if track => {
+                s.receiver_last.insert(receiver, event.clone());
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // A broadcast error sits at the front of every queue that got it.
+                for q in s.queues.values_mut() {
+                    if q.items.front().is_some_and(|i| i.seq == seq) {
+                        q.items.pop_front();
                     }
                 }
-                let before = s.pending;
-                if item.value.is_ok() {
-                    s.pending -= 1;
-                }
-                let after = s.pending;
-                drop(s);
-                self.after_take(before, after);
-                Poll::Ready(Some(item.value))
-            }
-            None if s.closed => Poll::Ready(None),
-            None => {
-                s.receivers.insert(receiver, cx.waker().clone());
-                Poll::Pending
             }
         }
+        let before = s.pending;
+        if item.value.is_ok() {
+            s.pending -= 1;
+        }
+        let after = s.pending;
+        drop(s);
+        self.after_take(before, after);
+        (Poll::Ready(Some(item.value)), done)
     }
 
     pub(crate) fn pending(&self) -> usize {

@@ -11,7 +11,7 @@ mod state;
 mod task;
 
 pub(crate) use command::Command;
-pub(crate) use inbox::{Inbox, SubId};
+pub(crate) use inbox::SubId;
 pub(crate) use router::base_channel;
 pub use state::ConnectionState;
 pub(crate) use task::{Settings, Shared, spawn};

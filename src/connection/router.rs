@@ -50,10 +50,12 @@ impl Router {
             }
         }
         for (prefix, deep, sub) in &self.wildcards {
-            if let Some(rest) = channel.strip_prefix(prefix.as_str()) {
-                if !rest.is_empty() && (*deep || !rest.contains('/')) && seen != Some(*sub) {
-                    f(*sub);
-                }
+            if let Some(rest) = channel.strip_prefix(prefix.as_str())
+                && !rest.is_empty()
+                && (*deep || !rest.contains('/'))
+                && seen != Some(*sub)
+            {
+                f(*sub);
             }
         }
     }

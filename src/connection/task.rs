@@ -6,14 +6,16 @@ use super::state::ConnectionState;
 use crate::bayeux::{Advice, Data, Message, Reconnect, channels};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
+use crate::replay::CommitPolicy;
+use crate::replay::tracker::ReplayState;
 use crate::transport::{BoxTransport, Request, Response};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// Timing knobs of the connection task.
@@ -35,15 +37,37 @@ pub(crate) struct Settings {
 pub(crate) struct Shared {
     pub(crate) inbox: Inbox,
     pub(crate) state: watch::Sender<ConnectionState>,
+    /// Every state change, for `state_updates()` (a watch would skip intermediate states).
+    pub(crate) changes: broadcast::Sender<ConnectionState>,
     pub(crate) subscriptions: Mutex<BTreeSet<String>>,
+    pub(crate) replay: Arc<ReplayState>,
 }
 
 impl Shared {
-    pub(crate) fn new(max_pending: usize) -> Self {
+    pub(crate) fn new(max_pending: usize, replay: Arc<ReplayState>) -> Self {
         Shared {
             inbox: Inbox::new(max_pending),
             state: watch::Sender::new(ConnectionState::Handshaking),
+            changes: broadcast::Sender::new(256),
             subscriptions: Mutex::new(BTreeSet::new()),
+            replay,
+        }
+    }
+
+    /// Whether streams remember their last event to count it processed later.
+    pub(crate) fn tracks_processing(&self) -> bool {
+        self.replay.stores() && self.replay.policy() == CommitPolicy::AfterProcessed
+    }
+
+    /// A stream handed out `taken` and showed `done` processed: store markers per the policy.
+    pub(crate) fn after_poll(&self, taken: Option<&Event>, done: Option<Event>) {
+        if let Some(done) = done {
+            self.replay.commit(done.channel(), done.data());
+        }
+        if self.replay.policy() == CommitPolicy::OnReceive
+            && let Some(event) = taken
+        {
+            self.replay.commit(event.channel(), event.data());
         }
     }
 
@@ -91,6 +115,8 @@ pub(crate) fn spawn(
         next: Next::Handshake { at: Instant::now() },
         open_reply: Some(open_tx),
         server_disconnected: false,
+        replay_supported: false,
+        interned: HashSet::new(),
     };
     tokio::spawn(task.run());
     (tx, open_rx)
@@ -172,6 +198,10 @@ struct Task {
     next: Next,
     open_reply: Option<oneshot::Sender<Result<()>>>,
     server_disconnected: bool,
+    /// The handshake reply said `ext.replay: true`: a resubscribe can recover lost events.
+    replay_supported: bool,
+    /// Channel names shared by every event of a channel.
+    interned: HashSet<Arc<str>>,
 }
 
 async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
@@ -250,10 +280,12 @@ impl Task {
     }
 
     fn set_state(&self, state: ConnectionState) {
+        let changes = &self.shared.changes;
         self.shared.state.send_if_modified(|current| {
             if current.same_as(&state) {
                 return false;
             }
+            let _ = changes.send(state.clone());
             *current = state;
             true
         });
@@ -330,16 +362,16 @@ impl Task {
                 return self.handshake_failed(e).await;
             }
         };
-        if let Some(types) = &reply.supported_connection_types {
-            if !types.iter().any(|t| t == channels::LONG_POLLING) {
-                let e = Error::new(
-                    ErrorKind::Client,
-                    format!(
-                        "the server offers none of the supported connection types (long-polling); it offers {types:?}"
-                    ),
-                );
-                return self.handshake_failed(e).await;
-            }
+        if let Some(types) = &reply.supported_connection_types
+            && !types.iter().any(|t| t == channels::LONG_POLLING)
+        {
+            let e = Error::new(
+                ErrorKind::Client,
+                format!(
+                    "the server offers none of the supported connection types (long-polling); it offers {types:?}"
+                ),
+            );
+            return self.handshake_failed(e).await;
         }
         let Some(client_id) = reply.client_id.clone() else {
             let e = Error::new(ErrorKind::Protocol, "the handshake reply has no clientId");
@@ -348,6 +380,7 @@ impl Task {
         tracing::info!("handshake successful");
         self.client_id = Some(client_id);
         self.session_gen += 1;
+        self.replay_supported = reply.ext_field("replay") == Some(&serde_json::Value::Bool(true));
         self.server_disconnected = false;
         self.apply_advice(reply.advice.as_ref());
         self.resubscribe();
@@ -420,7 +453,7 @@ impl Task {
     async fn on_connect(&mut self, id: &str, result: Result<Response>) -> bool {
         let response = match result {
             Ok(r) => r,
-            Err(e) => return self.connect_failed(e, None).await,
+            Err(e) => return self.connect_failed(e, None, true).await,
         };
         let reply = response.reply(channels::CONNECT, id).cloned();
         let malformed = self.dispatch(response);
@@ -450,7 +483,7 @@ impl Task {
             }
             Some(r) => {
                 let error = Error::from_reply("connect", &r);
-                self.connect_failed(error, Some(&r)).await
+                self.connect_failed(error, Some(&r), false).await
             }
             None => {
                 let e = malformed.unwrap_or_else(|| {
@@ -459,12 +492,18 @@ impl Task {
                         "the connect response has no /meta/connect reply",
                     )
                 });
-                self.connect_failed(e, None).await
+                self.connect_failed(e, None, false).await
             }
         }
     }
 
-    async fn connect_failed(&mut self, error: Error, reply: Option<&Message>) -> bool {
+    /// `unread`: the response body never arrived whole, so events it carried are gone.
+    async fn connect_failed(
+        &mut self,
+        error: Error,
+        reply: Option<&Message>,
+        unread: bool,
+    ) -> bool {
         if let Some(open) = self.open_reply.take() {
             let _ = open.send(Err(error));
             self.shutdown().await;
@@ -479,10 +518,34 @@ impl Task {
         let reconnect = advice.as_ref().and_then(|a| a.reconnect);
         // Salesforce answers `none` after revoking a token, after its own /meta/disconnect, or
         // when the session's user changed: a new handshake recovers from each.
+        // A connect that failed after it was sent may have carried events nobody will see; a
+        // resubscribe from the last delivered replay id gets them again.
+        // (Not when the server answered with an error status: such a body carries no events.)
+        let events_at_risk = unread
+            && !error.is_connect_failure()
+            && error.status().is_none()
+            && !self.subs.is_empty();
+        let maybe_lost = self.replay_supported && events_at_risk;
+        if events_at_risk && !self.replay_supported && error.kind() != ErrorKind::TransportTimeout {
+            // Nothing can bring them back: say so rather than lose them silently.
+            let lost = Error::new(
+                error.kind(),
+                format!(
+                    "{}; events in that response, if any, are lost (the server offers no replay)",
+                    error.message()
+                ),
+            );
+            self.shared.inbox.broadcast_error(lost);
+        }
         let must_handshake = unknown_client
+            || maybe_lost
             || self.server_disconnected
             || error.kind() == ErrorKind::Authentication
             || matches!(reconnect, Some(Reconnect::Handshake | Reconnect::None));
+        if maybe_lost && !unknown_client {
+            tracing::info!(error = %error, "connect lost; resubscribing from the last delivered events");
+            self.abandon_session();
+        }
         if must_handshake {
             let delay = if unknown_client && self.backoff.failures() == 0 {
                 self.backoff.failure();
@@ -576,6 +639,8 @@ impl Task {
     fn dispatch(&mut self, response: Response) -> Option<Error> {
         let mut deliveries: Vec<(SubId, Event)> = Vec::new();
         let mut replies = Vec::new();
+        let manual_ack =
+            self.shared.replay.stores() && self.shared.replay.policy() == CommitPolicy::Manual;
         for m in response.messages {
             if m.is_meta() {
                 match m.channel.as_str() {
@@ -588,11 +653,9 @@ impl Task {
                 }
                 continue;
             }
-            if m.data.is_none()
-                || m.id
-                    .as_ref()
-                    .is_some_and(|id| self.pending.contains_key(id))
-            {
+            // Replies always carry `successful`, events never do (Faye echoes the publisher's id
+            // on the delivered event, so the id alone cannot tell them apart).
+            if m.successful.is_some() || m.data.is_none() {
                 replies.push(m);
                 continue;
             }
@@ -606,16 +669,27 @@ impl Task {
             };
             let mut targets = Vec::new();
             self.router.route(&channel, |s| targets.push(s));
-            match targets.len() {
-                0 => tracing::debug!(%channel, "event for no live subscription"),
-                1 => deliveries.push((targets[0], Event::new(channel, data))),
-                _ => {
-                    let event = Event::new(channel, data);
-                    deliveries.extend(targets.into_iter().map(|s| (s, event.clone())));
-                }
+            if targets.is_empty() {
+                tracing::debug!(%channel, "event for no live subscription");
+                continue;
             }
+            if let Some(gap) = self.shared.replay.take_gap(&channel) {
+                self.announce_gap(&targets, gap);
+            }
+            let mut event = Event::new(self.intern(channel), data);
+            if manual_ack {
+                event = event.with_ack(self.shared.replay.clone());
+            }
+            let (last, others) = targets.split_last().unwrap_or((&0, &[]));
+            for s in others {
+                deliveries.push((*s, event.clone()));
+            }
+            deliveries.push((*last, event));
         }
         if !deliveries.is_empty() {
+            self.shared
+                .replay
+                .delivered(deliveries.iter().map(|(_, e)| (e.channel(), e.data())));
             self.shared.inbox.deliver(deliveries);
         }
         for m in replies {
@@ -646,6 +720,37 @@ impl Task {
             }
         }
         meta_error
+    }
+
+    fn intern(&mut self, channel: String) -> Arc<str> {
+        if let Some(c) = self.interned.get(channel.as_str()) {
+            return c.clone();
+        }
+        let c: Arc<str> = channel.into();
+        self.interned.insert(c.clone());
+        c
+    }
+
+    /// Tell the streams that a replay id expired, before any event the fallback brings.
+    fn announce_gap(&self, subs: &[SubId], gap: crate::error::ReplayGap) {
+        tracing::warn!(?gap, "replay gap");
+        let error = Error::replay_gap(gap);
+        for sub in subs {
+            self.shared.inbox.push_error(*sub, error.clone());
+        }
+    }
+
+    /// Leave the current session behind (a best-effort disconnect, not awaited).
+    fn abandon_session(&mut self) {
+        let Some(client_id) = self.client_id.take() else {
+            return;
+        };
+        let mut m = Message::new(channels::DISCONNECT);
+        m.id = Some(self.id());
+        m.client_id = Some(client_id);
+        let flight = self.flight(vec![m], self.settings.request_timeout);
+        self.control
+            .push(Box::pin(async move { (Vec::new(), flight.await) }));
     }
 
     fn on_reply(&mut self, m: Message) {
@@ -827,12 +932,11 @@ impl Task {
         }
         let Some(s) = self.subs.get_mut(&sub) else {
             // Dropped while subscribing: undo on the server.
-            if let Ok(m) = &reply {
-                if m.is_successful() {
-                    if let Some(channel) = m.subscription.clone() {
-                        self.send_unsubscribe(channel, None);
-                    }
-                }
+            if let Ok(m) = &reply
+                && m.is_successful()
+                && let Some(channel) = m.subscription.clone()
+            {
+                self.send_unsubscribe(channel, None);
             }
             return;
         };
@@ -840,14 +944,17 @@ impl Task {
             Ok(m) if m.is_successful() => {
                 s.state = SubState::Active;
                 let channel = s.channel.clone();
-                if let Some(w) = s.waiter.take() {
-                    if w.send(Ok(())).is_err() {
-                        // The subscribe() future was cancelled: nobody holds the stream.
-                        self.drop_sub(sub, None);
-                        return;
-                    }
+                if let Some(w) = s.waiter.take()
+                    && w.send(Ok(())).is_err()
+                {
+                    // The subscribe() future was cancelled: nobody holds the stream.
+                    self.drop_sub(sub, None);
+                    return;
                 }
                 tracing::info!(%channel, "subscribed");
+                if let Some(gap) = self.shared.replay.take_gap(&channel) {
+                    self.announce_gap(&[sub], gap);
+                }
                 self.shared.set_subscribed(&channel, true);
                 return;
             }
@@ -973,6 +1080,11 @@ impl Task {
             }
         }
         self.finish();
+        // Closing counts what the streams handed out as processed; wait until it is stored.
+        for event in self.shared.inbox.take_all_last() {
+            self.shared.replay.commit(event.channel(), event.data());
+        }
+        self.shared.replay.flush().await;
     }
 
     /// End everything: pending requests fail, streams end once drained.

@@ -247,6 +247,21 @@ impl PreparedBatch {
     pub fn byte_len(&self) -> usize {
         self.events.iter().map(|(_, b)| b.len()).sum()
     }
+
+    /// The body of a connect response carrying this batch, byte for byte as the emulator
+    /// serves it: the events, then a successful `/meta/connect` reply. For parser benchmarks.
+    pub fn connect_response(&self) -> Bytes {
+        let reply = br#"{"channel":"/meta/connect","id":"2","clientId":"emulator","successful":true,"advice":{"interval":0,"timeout":110000,"reconnect":"retry"}}"#;
+        let mut out = Vec::with_capacity(self.byte_len() + self.events.len() + reply.len() + 2);
+        out.push(b'[');
+        for (_, event) in self.events.iter() {
+            out.extend_from_slice(event);
+            out.push(b',');
+        }
+        out.extend_from_slice(reply);
+        out.push(b']');
+        Bytes::from(out)
+    }
 }
 
 impl std::fmt::Debug for PreparedBatch {

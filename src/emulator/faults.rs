@@ -40,6 +40,7 @@ pub(crate) enum Action {
     Hang,
     Close,
     Delay(Duration),
+    LoseResponse,
 }
 
 /// A one-shot fault for the next request matching its [`Target`]; see
@@ -185,6 +186,18 @@ impl FaultBuilder {
     /// ```
     pub fn delay(self, delay: std::time::Duration) -> Fault {
         self.with(Action::Delay(delay))
+    }
+
+    /// Process the request normally, then drop the connection instead of answering: the
+    /// network failing mid-response. A connect hit by it has taken its events from the session's
+    /// queue, so they are lost unless the client replays them.
+    ///
+    /// ```no_run
+    /// # use sfstream::emulator::{Fault, Target};
+    /// let f = Fault::on(Target::Connect).lose_response();
+    /// ```
+    pub fn lose_response(self) -> Fault {
+        self.with(Action::LoseResponse)
     }
 }
 

@@ -147,6 +147,11 @@ async fn token(shared: Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Reply {
     if let Some(action) = take_fault(&shared, &[Target::Token]) {
         match action {
             Action::Delay(d) => tokio::time::sleep(d).await,
+            Action::LoseResponse => {
+                let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                let _ = oauth::handle(&shared, content_type, &body);
+                return Err(CloseConnection);
+            }
             other => {
                 let real = oauth::synthetic_reply(&shared);
                 let mut mistyped = real.clone();
@@ -169,9 +174,11 @@ async fn token(shared: Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Reply {
 async fn cometd(shared: Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Reply {
     let request = cometd::parse(body);
     let targets = request.as_ref().map(|r| r.targets()).unwrap_or_default();
+    let mut lose = false;
     if let Some(action) = take_fault(&shared, &targets) {
         match action {
             Action::Delay(d) => tokio::time::sleep(d).await,
+            Action::LoseResponse => lose = true,
             other => {
                 let real = match &request {
                     Ok(r) => Value::Array(r.synthetic_replies(&shared)),
@@ -210,6 +217,9 @@ async fn cometd(shared: Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Reply 
         tracing::debug!(?channels, "emulator: cometd request");
     }
     let answer = cometd::handle(shared, headers, request).await;
+    if lose {
+        return Err(CloseConnection);
+    }
     let mut resp = bytes_response(answer.status, JSON, answer.body);
     if let Some(cookies) = answer.cookies {
         for cookie in cookies {
@@ -259,7 +269,9 @@ async fn fault_response(action: Action, real: Value, object: Value, mistyped: Va
         Action::WrongTypes => bytes_response(StatusCode::OK, JSON, json_bytes(&mistyped)),
         Action::Body(v) => bytes_response(StatusCode::OK, JSON, json_bytes(&v)),
         // Handled by the caller before processing.
-        Action::Delay(_) => bytes_response(StatusCode::OK, JSON, json_bytes(&real)),
+        Action::Delay(_) | Action::LoseResponse => {
+            bytes_response(StatusCode::OK, JSON, json_bytes(&real))
+        }
     })
 }
 

@@ -151,10 +151,10 @@ impl State {
         if let Some(s) = &current.session {
             return Ok((current.generation, s.clone()));
         }
-        if current.generation > seen {
-            if let Some(e) = &current.failure {
-                return Err(e.clone());
-            }
+        if current.generation > seen
+            && let Some(e) = &current.failure
+        {
+            return Err(e.clone());
         }
         tracing::info!("logging in");
         self.login(&mut current, None).await

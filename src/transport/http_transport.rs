@@ -116,11 +116,17 @@ impl HttpClient {
         let work =
             async {
                 let response = self.client.request(request).await.map_err(|e| {
-                    Error::new(
+                    let connect = e.is_connect();
+                    let error = Error::new(
                         ErrorKind::Transport,
                         format!("request to {url} failed: {}", chain(&e)),
                     )
-                    .with_source(e)
+                    .with_source(e);
+                    if connect {
+                        error.connect_failure()
+                    } else {
+                        error
+                    }
                 })?;
                 let (parts, body) = response.into_parts();
                 let body = Limited::new(body, self.max_response_bytes)

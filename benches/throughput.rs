@@ -1,0 +1,202 @@
+//! Events per second through one `Subscription`, emulator on loopback serving pre-serialised
+//! batches, next to the single-thread parse rate of the same response bodies.
+//!
+//! ```text
+//! cargo bench --bench throughput            # full run (~1 min)
+//! cargo bench --bench throughput -- --quick # smaller counts
+//! ```
+//!
+//! The client runs on a current-thread Tokio runtime on the main thread (its connection task,
+//! hyper's connection tasks and the consumer all share that thread), the emulator on its own
+//! thread and runtime. "client CPU" is the CPU time of the main thread only
+//! (`/proc/thread-self/schedstat`, Linux), divided by the number of events: it includes HTTP,
+//! parsing, routing, the queue and the consumer, and excludes the emulator.
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sfstream::Client;
+use sfstream::auth::AccessToken;
+use sfstream::emulator::{Emulator, PreparedBatch};
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 1000;
+
+/// Nanoseconds this thread has spent on a CPU.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn small_fields(i: usize) -> Value {
+    json!({"Order_Number__c": format!("ORD-{i:06}"), "Amount__c": 249.5})
+}
+
+fn large_fields(i: usize) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("Order_Number__c".into(), json!(format!("ORD-{i:06}")));
+    m.insert("Amount__c".into(), json!(249.5));
+    for f in 0..9 {
+        m.insert(
+            format!("Description_{f}__c"),
+            json!(format!(
+                "Line item {f} of order {i}: widgets, gadgets and assorted parts x{f}"
+            )),
+        );
+    }
+    m.insert("Status__c".into(), json!("Placed"));
+    Value::Object(m)
+}
+
+struct Shape {
+    label: &'static str,
+    fields: fn(usize) -> Value,
+    events: usize,
+}
+
+fn parse_rates(batch: &PreparedBatch) -> (f64, f64) {
+    let body = batch.connect_response();
+    let n = batch.len() as f64;
+    let time = |f: &mut dyn FnMut()| {
+        for _ in 0..5 {
+            f();
+        }
+        let start = Instant::now();
+        let mut rounds = 0u32;
+        while start.elapsed() < Duration::from_secs(2) {
+            f();
+            rounds += 1;
+        }
+        start.elapsed().as_secs_f64() * 1e9 / (rounds as f64 * n)
+    };
+    let full = time(&mut || {
+        let v: Vec<Value> = serde_json::from_slice(&body).unwrap();
+        std::hint::black_box(v);
+    });
+    let ours = time(&mut || {
+        let b = sfstream::bayeux::parse_batch(body.clone()).unwrap();
+        std::hint::black_box(b);
+    });
+    (full, ours)
+}
+
+/// The emulator on its own thread and runtime.
+fn start_emulator() -> Emulator {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let emu = Emulator::builder()
+                .max_batch(Some(BATCH))
+                .start()
+                .await
+                .unwrap();
+            tx.send(emu).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+struct Run {
+    events_per_sec: f64,
+    client_cpu_ns_per_event: f64,
+}
+
+async fn end_to_end(emu: &Emulator, batches: &[PreparedBatch], max_pending: usize) -> Run {
+    let url = emu.instance_url().parse().unwrap();
+    let client = Client::builder(AccessToken::new(emu.issue_token(), url))
+        .api_version(emu.api_version())
+        .max_pending_count(max_pending)
+        .connect()
+        .await
+        .unwrap();
+    let channel = batches[0].channel().to_owned();
+    let mut sub = client.subscribe(channel).await.unwrap();
+    emu.wait_until(|s| s.held_connects == 1).await;
+    let total: usize = batches.iter().map(PreparedBatch::len).sum();
+    let last_id = batches.last().unwrap().replay_ids().last().unwrap();
+
+    let cpu0 = thread_cpu_ns();
+    let t0 = Instant::now();
+    for b in batches {
+        emu.push_prepared(b);
+    }
+    let mut last = None;
+    for _ in 0..total {
+        last = Some(sub.next().await.unwrap().unwrap());
+    }
+    let wall = t0.elapsed();
+    let cpu = thread_cpu_ns() - cpu0;
+    assert_eq!(
+        last.unwrap().replay_id(),
+        Some(last_id),
+        "events lost or reordered"
+    );
+    drop(sub);
+    client.close().await.unwrap();
+    Run {
+        events_per_sec: total as f64 / wall.as_secs_f64(),
+        client_cpu_ns_per_event: cpu as f64 / total as f64,
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let shapes = [
+        Shape {
+            label: "platform event ~280 B",
+            fields: small_fields,
+            events: if quick { 50_000 } else { 300_000 },
+        },
+        Shape {
+            label: "platform event ~1.2 KB",
+            fields: large_fields,
+            events: if quick { 20_000 } else { 100_000 },
+        },
+    ];
+    let emu = start_emulator();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("sfstream throughput (client: one current-thread runtime; emulator: own thread)\n");
+    for (n, shape) in shapes.iter().enumerate() {
+        let channel = format!("/event/Bench{n}__e");
+        let batches: Vec<PreparedBatch> = (0..shape.events / BATCH)
+            .map(|b| {
+                let fields: Vec<Value> =
+                    (0..BATCH).map(|i| (shape.fields)(b * BATCH + i)).collect();
+                emu.prepare(&channel, &fields)
+            })
+            .collect();
+        let size = batches[0].byte_len() / batches[0].len();
+        let (full, ours) = parse_rates(&batches[0]);
+        println!(
+            "{} (measured {size} B per event message, {BATCH} events per response)",
+            shape.label
+        );
+        println!(
+            "  serde_json::from_slice::<Vec<Value>>   {:>8.0} ns/event  {:>10.0} events/s (1 thread)",
+            full,
+            1e9 / full
+        );
+        println!(
+            "  sfstream::bayeux::parse_batch          {:>8.0} ns/event  {:>10.0} events/s (1 thread)",
+            ours,
+            1e9 / ours
+        );
+        for max_pending in [100, 10_000] {
+            let run = rt.block_on(end_to_end(&emu, &batches, max_pending));
+            println!(
+                "  end to end, max_pending_count {:>6}   {:>8.0} ns client CPU/event  {:>10.0} events/s",
+                max_pending, run.client_cpu_ns_per_event, run.events_per_sec
+            );
+        }
+        println!();
+    }
+}

@@ -1,0 +1,113 @@
+//! The replay extension as a layer: `ext.replay` on handshake and subscribe, and the fallback
+//! when the server rejects a replay id.
+
+use crate::bayeux::{Message, channels};
+use crate::connection::base_channel;
+use crate::error::Result;
+use crate::replay::tracker::ReplayState;
+use crate::transport::{Layer, Request, Response, Transport};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Adds the replay extension to every request (see [`crate::replay`]).
+pub(crate) struct ReplayLayer {
+    state: Arc<ReplayState>,
+}
+
+pub(crate) struct Replay<T> {
+    inner: T,
+    state: Arc<ReplayState>,
+}
+
+impl ReplayLayer {
+    pub(crate) fn new(state: Arc<ReplayState>) -> Self {
+        ReplayLayer { state }
+    }
+}
+
+impl<T: Transport> Layer<T> for ReplayLayer {
+    type Transport = Replay<T>;
+    fn layer(&self, inner: T) -> Replay<T> {
+        Replay {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+struct Sent {
+    id: Option<String>,
+    channel: String,
+    replay_id: i64,
+    message: Message,
+}
+
+impl<T: Transport> Replay<T> {
+    async fn call(&self, mut request: Request) -> Result<Response> {
+        let mut subscribes = Vec::new();
+        for m in &mut request.messages {
+            match m.channel.as_str() {
+                channels::HANDSHAKE => m.set_ext_field("replay", Value::Bool(true)),
+                channels::SUBSCRIBE => {
+                    let Some(subscription) = &m.subscription else {
+                        continue;
+                    };
+                    // Keyed by the channel without a PushTopic filter, as Salesforce expects.
+                    let channel = base_channel(subscription).to_owned();
+                    let replay_id = self.state.start_id(&channel).await?;
+                    m.set_ext_field("replay", json!({ channel.as_str(): replay_id }));
+                    tracing::debug!(%channel, replay_id, "subscribe with replay id");
+                    subscribes.push(Sent {
+                        id: m.id.clone(),
+                        channel,
+                        replay_id,
+                        message: m.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let timeout = request.timeout;
+        let mut response = self.inner.send(request).await?;
+        let Some(fallback) = self.state.fallback() else {
+            return Ok(response);
+        };
+        for sent in subscribes {
+            let Some(pos) = response.messages.iter().position(|r| {
+                r.channel == channels::SUBSCRIBE && r.id == sent.id && !r.is_successful()
+            }) else {
+                continue;
+            };
+            let Some(error) = response.messages[pos].server_error() else {
+                continue;
+            };
+            if !error.is_invalid_replay_id() {
+                continue;
+            }
+            let rejected = error
+                .replay_id()
+                .or((sent.replay_id >= 0).then_some(sent.replay_id));
+            tracing::warn!(channel = %sent.channel, ?rejected, fallback = fallback.id(),
+                "replay id rejected (outside the retention window?); falling back");
+            // Recorded before the retry: its events may overtake its reply on the long poll.
+            self.state.fell_back(&sent.channel, rejected, fallback.id());
+            let mut retry = sent.message;
+            retry.set_ext_field("replay", json!({ sent.channel.as_str(): fallback.id() }));
+            let retried = self.inner.send(Request::new(vec![retry], timeout)).await?;
+            response.messages.splice(pos..=pos, retried.messages);
+            response.malformed.extend(retried.malformed);
+        }
+        Ok(response)
+    }
+}
+
+impl<T: Transport> Transport for Replay<T> {
+    fn send(&self, request: Request) -> BoxFuture<'_, Result<Response>> {
+        Box::pin(self.call(request))
+    }
+
+    fn reset(&self) {
+        self.inner.reset()
+    }
+}

@@ -1,0 +1,94 @@
+//! Layer 7: replay. Salesforce keeps events for 24 h (72 h for high-volume platform events and
+//! Change Data Capture) and replays them when a subscribe names a replay id; this module decides
+//! which id that is and remembers how far each channel got.
+//!
+//! - Where a **fresh** subscription starts: [`ReplayOption`] (`NewEvents` by default, or
+//!   `AllEvents`), a stored marker in a [`ReplayStorage`], or an explicit id with
+//!   [`Client::subscribe_from`](crate::Client::subscribe_from).
+//! - After a reconnect the client **always** resubscribes from the last event it delivered on
+//!   that channel (kept in memory even with no storage), so a reconnect loses nothing the server
+//!   still retains.
+//! - What is **stored** and when: [`CommitPolicy`]. The default stores an event's marker only
+//!   after the consumer is done with it (at-least-once across restarts).
+//! - When the stored id has left the retention window, [`replay_fallback`] restarts the
+//!   subscription from all retained or new events and the stream yields a
+//!   [`ErrorKind::ReplayGap`](crate::ErrorKind::ReplayGap) notice first.
+//!
+//! [`replay_fallback`]: crate::ClientBuilder::replay_fallback
+//!
+//! ```no_run
+//! # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
+//! use futures::StreamExt;
+//! use sfstream::replay::{FileStorage, ReplayOption};
+//! use sfstream::{Client, ErrorKind};
+//!
+//! let client = Client::builder(auth)
+//!     .replay(ReplayOption::AllEvents)          // first run: everything retained
+//!     .replay_storage(FileStorage::open("replay.json")?) // later runs: resume
+//!     .replay_fallback(ReplayOption::AllEvents) // stored id expired: all retained, and tell me
+//!     .connect()
+//!     .await?;
+//! let mut changes = client.subscribe("/data/AccountChangeEvent").await?;
+//! while let Some(item) = changes.next().await {
+//!     match item {
+//!         Ok(event) => { /* process; its marker is stored once you ask for the next one */ }
+//!         Err(e) if e.kind() == ErrorKind::ReplayGap => eprintln!("possible loss: {e}"),
+//!         Err(e) => return Err(e),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod file;
+mod mapping;
+mod marker;
+mod storage;
+pub(crate) mod tracker;
+
+pub use file::FileStorage;
+pub use mapping::{ConstantReplayId, DefaultMappingStorage, MappingStorage, MarkerMap};
+pub use marker::ReplayMarker;
+pub use storage::ReplayStorage;
+
+/// The replay ids Salesforce gives a meaning to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplayOption {
+    /// `-2`: every event still retained (24 h, or 72 h for high-volume events), then new ones.
+    AllEvents,
+    /// `-1`: only events published after the subscribe.
+    NewEvents,
+}
+
+impl ReplayOption {
+    /// The wire value: -2 or -1.
+    pub fn id(self) -> i64 {
+        match self {
+            ReplayOption::AllEvents => -2,
+            ReplayOption::NewEvents => -1,
+        }
+    }
+}
+
+/// When an event's replay marker is stored in the [`ReplayStorage`].
+///
+/// In every mode the stored marker only moves forward, and writes are coalesced: a slow storage
+/// (an fsync, a database round trip) never slows the stream; it just stores the newest marker
+/// less often. [`Client::close`](crate::Client::close) waits until every marker requested so
+/// far is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitPolicy {
+    /// At-least-once (default). An event counts as processed when its stream is polled for the
+    /// next item, when the subscription is closed with
+    /// [`Subscription::unsubscribe`](crate::Subscription::unsubscribe), or when the client is
+    /// closed with [`Client::close`](crate::Client::close). Dropping a stream (a panic, an early
+    /// `return` with `?`) does not mark its last event processed, so after a restart it is
+    /// delivered again. With read-ahead combinators (`buffered`, `chunks`) the stream is polled
+    /// before earlier items are done: use `Manual` there.
+    #[default]
+    AfterProcessed,
+    /// Only [`Event::ack`](crate::Event::ack) stores a marker (in the order you call it).
+    Manual,
+    /// aiosfstream's `AUTOMATIC`: stored when the stream hands the event out, before the
+    /// consumer has processed it (at-most-once across a crash).
+    OnReceive,
+}

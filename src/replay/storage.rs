@@ -1,0 +1,43 @@
+use super::ReplayMarker;
+use crate::error::Result;
+use futures::future::BoxFuture;
+
+/// Where replay markers live between runs: a file ([`FileStorage`](super::FileStorage)), a map
+/// ([`MappingStorage`](super::MappingStorage)), or your database.
+///
+/// # Contract
+/// - `get` returns the marker last `set` for the subscription, or `None` (or a default of your
+///   choosing) if there is none. It is called before every subscribe, including the automatic
+///   resubscribes after a reconnect that has not yet delivered an event on that channel.
+/// - `set` is called with markers that only move forward for a subscription, never concurrently
+///   for the same subscription, and never on the hot path (writes are coalesced in the
+///   background). When `set` returns `Ok`, the marker must survive a crash of this process if
+///   the storage claims durability.
+/// - Subscriptions are channel names without a PushTopic filter suffix (`/topic/T`, not
+///   `/topic/T?Status__c=Open`).
+/// - Errors are reported on the subscription's stream as
+///   [`ErrorKind::Replay`](crate::ErrorKind::Replay); a failed `set` is retried with the next
+///   marker, a failed `get` fails that subscribe.
+///
+/// ```
+/// use futures::future::BoxFuture;
+/// use sfstream::replay::{ReplayMarker, ReplayStorage};
+///
+/// /// Keeps markers in a database table (sketch).
+/// struct Table;
+/// impl ReplayStorage for Table {
+///     fn get<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, sfstream::Result<Option<ReplayMarker>>> {
+///         Box::pin(async move { /* SELECT replay_id, date WHERE channel = ? */ Ok(None) })
+///     }
+///     fn set<'a>(&'a self, subscription: &'a str, marker: ReplayMarker) -> BoxFuture<'a, sfstream::Result<()>> {
+///         Box::pin(async move { /* UPSERT ... */ Ok(()) })
+///     }
+/// }
+/// ```
+pub trait ReplayStorage: Send + Sync + 'static {
+    /// The stored marker for `subscription`.
+    fn get<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<ReplayMarker>>>;
+
+    /// Store `marker` for `subscription`.
+    fn set<'a>(&'a self, subscription: &'a str, marker: ReplayMarker) -> BoxFuture<'a, Result<()>>;
+}

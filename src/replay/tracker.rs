@@ -1,0 +1,350 @@
+//! The client's replay bookkeeping, shared by the replay layer (which ids go on the wire), the
+//! connection task (what was delivered) and the streams (what was processed).
+
+use super::{CommitPolicy, ReplayMarker, ReplayOption, ReplayStorage};
+use crate::bayeux::Data;
+use crate::connection::base_channel;
+use crate::error::ReplayGap;
+use crate::error::{Error, ErrorKind, Result};
+use std::collections::HashMap;
+use std::mem;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Receives errors that concern every stream (a failing storage).
+pub(crate) type ErrorSink = Arc<dyn Fn(Error) + Send + Sync>;
+
+pub(crate) struct ReplayState {
+    storage: Option<Arc<dyn ReplayStorage>>,
+    start: ReplayOption,
+    fallback: Option<ReplayOption>,
+    policy: CommitPolicy,
+    inner: Mutex<Inner>,
+    idle: Notify,
+    /// Cheap check on the hot path: is any gap waiting to be announced?
+    has_gaps: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// `subscribe_from` ids, and fallbacks in effect, until the channel delivers an event.
+    overrides: HashMap<String, i64>,
+    /// The last event delivered per channel: where a resubscribe continues from.
+    delivered: HashMap<String, Data>,
+    /// Processed events whose markers wait to be stored, newest per channel.
+    dirty: HashMap<String, Data>,
+    /// The last marker stored (or read) per channel.
+    stored: HashMap<String, ReplayMarker>,
+    writing: bool,
+    failing: bool,
+    sink: Option<ErrorSink>,
+    /// Fallbacks not yet announced on their stream.
+    gaps: HashMap<String, ReplayGap>,
+}
+
+impl ReplayState {
+    pub(crate) fn new(
+        storage: Option<Arc<dyn ReplayStorage>>,
+        start: ReplayOption,
+        fallback: Option<ReplayOption>,
+        policy: CommitPolicy,
+    ) -> Self {
+        ReplayState {
+            storage,
+            start,
+            fallback,
+            policy,
+            inner: Mutex::new(Inner::default()),
+            idle: Notify::new(),
+            has_gaps: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether processed events are stored anywhere.
+    pub(crate) fn stores(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    pub(crate) fn policy(&self) -> CommitPolicy {
+        self.policy
+    }
+
+    pub(crate) fn fallback(&self) -> Option<ReplayOption> {
+        self.fallback
+    }
+
+    pub(crate) fn set_error_sink(&self, sink: ErrorSink) {
+        self.lock().sink = Some(sink);
+    }
+
+    /// The next subscribe of `channel` starts after `replay_id`.
+    pub(crate) fn start_from(&self, channel: &str, replay_id: i64) {
+        let channel = base_channel(channel);
+        let mut inner = self.lock();
+        inner.delivered.remove(channel);
+        inner.overrides.insert(channel.to_owned(), replay_id);
+    }
+
+    /// The subscription fell back: until an event arrives, resubscribes use the fallback too,
+    /// and the stream announces the gap before anything the fallback brings.
+    pub(crate) fn fell_back(&self, channel: &str, rejected_id: Option<i64>, fallback_id: i64) {
+        self.start_from(channel, fallback_id);
+        let channel = base_channel(channel).to_owned();
+        let gap = ReplayGap {
+            channel: channel.clone(),
+            rejected_id,
+            fallback_id,
+        };
+        self.lock().gaps.insert(channel, gap);
+        self.has_gaps.store(true, Ordering::Release);
+    }
+
+    /// The gap to announce before the next event of `channel`, once.
+    pub(crate) fn take_gap(&self, channel: &str) -> Option<ReplayGap> {
+        if !self.has_gaps.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut inner = self.lock();
+        let gap = inner.gaps.remove(base_channel(channel));
+        if inner.gaps.is_empty() {
+            self.has_gaps.store(false, Ordering::Release);
+        }
+        gap
+    }
+
+    /// Events handed to the streams, in order.
+    pub(crate) fn delivered<'a>(&self, events: impl Iterator<Item = (&'a str, &'a Data)>) {
+        let mut inner = self.lock();
+        for (channel, data) in events {
+            let channel = base_channel(channel);
+            match inner.delivered.get_mut(channel) {
+                Some(slot) => *slot = data.clone(),
+                None => {
+                    inner.overrides.remove(channel);
+                    inner.delivered.insert(channel.to_owned(), data.clone());
+                }
+            }
+        }
+    }
+
+    /// The replay id for a subscribe of `channel` now: after the last delivered event, else an
+    /// explicit start or fallback, else the stored marker, else the configured option.
+    pub(crate) async fn start_id(&self, channel: &str) -> Result<i64> {
+        let (delivered, forced) = {
+            let inner = self.lock();
+            (
+                inner.delivered.get(channel).cloned(),
+                inner.overrides.get(channel).copied(),
+            )
+        };
+        if let Some(data) = delivered {
+            if let Some(marker) = ReplayMarker::of(&data) {
+                return Ok(marker.replay_id);
+            }
+            tracing::warn!(%channel, "the last event has no replay id; resubscribing from the start option");
+        }
+        if let Some(id) = forced {
+            return Ok(id);
+        }
+        if let Some(storage) = &self.storage {
+            let stored = storage.get(channel).await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Replay,
+                    format!("cannot read the replay marker of {channel}: {e}"),
+                )
+                .with_source(e)
+            })?;
+            if let Some(marker) = stored {
+                self.lock()
+                    .stored
+                    .entry(channel.to_owned())
+                    .or_insert(marker);
+                return Ok(marker.replay_id);
+            }
+        }
+        Ok(self.start.id())
+    }
+
+    /// The consumer is done with this event (or, for `OnReceive`, received it): store its
+    /// marker in the background.
+    pub(crate) fn commit(self: &Arc<Self>, channel: &str, data: &Data) {
+        if self.storage.is_none() {
+            return;
+        }
+        let channel = base_channel(channel);
+        let mut inner = self.lock();
+        match inner.dirty.get_mut(channel) {
+            Some(slot) => *slot = data.clone(),
+            None => {
+                inner.dirty.insert(channel.to_owned(), data.clone());
+            }
+        }
+        if !inner.writing {
+            self.spawn_writer(&mut inner);
+        }
+    }
+
+    fn spawn_writer(self: &Arc<Self>, inner: &mut Inner) {
+        // Outside a runtime the markers wait for the next commit or `flush`.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            inner.writing = true;
+            handle.spawn(self.clone().write_loop());
+        }
+    }
+
+    async fn write_loop(self: Arc<Self>) {
+        let Some(storage) = self.storage.clone() else {
+            return;
+        };
+        loop {
+            let batch = {
+                let mut inner = self.lock();
+                if inner.dirty.is_empty() {
+                    inner.writing = false;
+                    drop(inner);
+                    self.idle.notify_waiters();
+                    return;
+                }
+                mem::take(&mut inner.dirty)
+            };
+            for (channel, data) in batch {
+                let Some(marker) = ReplayMarker::of(&data) else {
+                    tracing::warn!(%channel, "event without a replay id: delivered, but no marker can be stored");
+                    continue;
+                };
+                let previous = self.lock().stored.get(&channel).copied();
+                if previous.is_some_and(|p| !marker.is_after(&p)) {
+                    continue; // never backwards
+                }
+                match storage.set(&channel, marker).await {
+                    Ok(()) => {
+                        let mut inner = self.lock();
+                        inner.stored.insert(channel, marker);
+                        inner.failing = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %channel, "storing the replay marker failed");
+                        let sink = {
+                            let mut inner = self.lock();
+                            // Retried with the next commit unless a newer one is waiting.
+                            inner.dirty.entry(channel).or_insert(data);
+                            let first = !mem::replace(&mut inner.failing, true);
+                            first.then(|| inner.sink.clone()).flatten()
+                        };
+                        if let Some(sink) = sink {
+                            sink(
+                                Error::new(
+                                    ErrorKind::Replay,
+                                    format!("storing replay markers failed: {e}"),
+                                )
+                                .with_source(e),
+                            );
+                        }
+                        // Do not spin on a broken storage: the next commit or flush retries.
+                        let mut inner = self.lock();
+                        inner.writing = false;
+                        drop(inner);
+                        self.idle.notify_waiters();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait until every marker committed so far is stored (one retry of a failing storage).
+    pub(crate) async fn flush(self: &Arc<Self>) {
+        if self.storage.is_none() {
+            return;
+        }
+        let mut retried = false;
+        loop {
+            let mut idle = pin!(self.idle.notified());
+            idle.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if inner.dirty.is_empty() && !inner.writing {
+                    return;
+                }
+                if !inner.writing {
+                    if retried {
+                        return; // the storage keeps failing: give up, it was reported
+                    }
+                    retried = true;
+                    self.spawn_writer(&mut inner);
+                    if !inner.writing {
+                        return; // no runtime
+                    }
+                }
+            }
+            idle.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::MappingStorage;
+
+    fn ev(id: i64, date: &str) -> Data {
+        Data::from_json(
+            serde_json::json!({"event": {"replayId": id, "createdDate": date}}).to_string(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn start_id_precedence() {
+        let storage = MappingStorage::new();
+        storage
+            .map()
+            .lock()
+            .unwrap()
+            .insert("/a".into(), ReplayMarker::new(40, None));
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(storage)),
+            ReplayOption::NewEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        assert_eq!(s.start_id("/a").await.unwrap(), 40, "stored marker");
+        assert_eq!(s.start_id("/b").await.unwrap(), -1, "start option");
+        s.start_from("/a", 7);
+        assert_eq!(s.start_id("/a").await.unwrap(), 7, "explicit start");
+        let e = ev(50, "2026-11-28T07:00:00Z");
+        s.delivered([("/a", &e)].into_iter());
+        assert_eq!(s.start_id("/a").await.unwrap(), 50, "last delivered wins");
+    }
+
+    #[tokio::test]
+    async fn commits_coalesce_and_never_go_backwards() {
+        let storage = MappingStorage::new();
+        let map = storage.map().clone();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(storage)),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        s.commit("/a", &ev(5, "2026-11-28T07:00:05Z"));
+        s.flush().await;
+        assert_eq!(map.lock().unwrap()["/a"].replay_id, 5);
+        // An older event (replayed) does not move it back, whatever its id.
+        s.commit("/a", &ev(9, "2026-11-28T07:00:01Z"));
+        s.flush().await;
+        assert_eq!(map.lock().unwrap()["/a"].replay_id, 5);
+        for i in 6..100 {
+            s.commit("/a", &ev(i, &format!("2026-11-28T07:01:{:02}Z", i % 60)));
+        }
+        s.commit("/a", &ev(100, "2026-11-28T08:00:00Z"));
+        s.flush().await;
+        assert_eq!(map.lock().unwrap()["/a"].replay_id, 100);
+    }
+}

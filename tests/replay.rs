@@ -1,0 +1,545 @@
+//! Replay: where subscriptions start, what is stored when, fallbacks, and never losing an event
+//! across reconnects and restarts. End to end over HTTP against the emulator.
+
+mod common;
+
+use common::within;
+use futures::StreamExt;
+use serde_json::json;
+use sfstream::auth::AccessToken;
+use sfstream::emulator::Emulator;
+use sfstream::replay::{CommitPolicy, FileStorage, MappingStorage, ReplayMarker, ReplayOption};
+use sfstream::{Client, ClientBuilder, ErrorKind, Subscription};
+use std::time::Duration;
+
+const CH: &str = "/event/Order__e";
+
+fn builder(emu: &Emulator) -> ClientBuilder {
+    let url = emu.instance_url().parse().unwrap();
+    Client::builder(AccessToken::new(emu.issue_token(), url))
+        .api_version(emu.api_version())
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+}
+
+async fn next_id(sub: &mut Subscription) -> i64 {
+    sub.next().await.unwrap().unwrap().replay_id().unwrap()
+}
+
+async fn take(sub: &mut Subscription, n: usize) -> Vec<i64> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(next_id(sub).await);
+    }
+    v
+}
+
+fn publish(emu: &Emulator, n: usize) {
+    for i in 0..n {
+        emu.publish(CH, json!({"n": i}));
+    }
+}
+
+fn last_subscribe_replay(emu: &Emulator) -> serde_json::Value {
+    emu.received()
+        .into_iter()
+        .filter(|m| m.channel == "/meta/subscribe")
+        .last()
+        .and_then(|m| m.ext_field("replay").cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn handshake_and_subscribe_carry_the_replay_extension() {
+    within("wire", async {
+        let emu = Emulator::start().await.unwrap();
+        let client = builder(&emu).connect().await.unwrap();
+        let handshake = emu
+            .received()
+            .into_iter()
+            .find(|m| m.channel == "/meta/handshake")
+            .unwrap();
+        assert_eq!(handshake.ext_field("replay"), Some(&json!(true)));
+        // Keyed by the channel without its PushTopic filter.
+        let _s = client
+            .subscribe("/topic/Invoices?Status__c=Open")
+            .await
+            .unwrap();
+        assert_eq!(last_subscribe_replay(&emu), json!({"/topic/Invoices": -1}));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn all_new_and_after_a_specific_id() {
+    within("-2 -1 N", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 5);
+        // -2: everything retained.
+        let all = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = all.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 5).await, vec![1, 2, 3, 4, 5]);
+        // -1: only what comes next.
+        let new = builder(&emu).connect().await.unwrap();
+        let mut n = new.subscribe(CH).await.unwrap();
+        // N: events after N.
+        let from = builder(&emu).connect().await.unwrap();
+        let mut f = from.subscribe_from(CH, 3).await.unwrap();
+        assert_eq!(last_subscribe_replay(&emu), json!({CH: 3}));
+        publish(&emu, 1);
+        assert_eq!(take(&mut f, 3).await, vec![4, 5, 6]);
+        assert_eq!(take(&mut n, 1).await, vec![6]);
+        assert_eq!(take(&mut s, 1).await, vec![6]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replay_ids_above_2_pow_32_round_trip_through_a_file() {
+    within("big ids", async {
+        let dir = tempdir();
+        let path = dir.join("replay.json");
+        let emu = Emulator::builder()
+            .replay_id_start(5_000_000_000)
+            .replay_id_step(7)
+            .start()
+            .await
+            .unwrap();
+        publish(&emu, 3);
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(FileStorage::open(&path).unwrap())
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(
+            take(&mut s, 3).await,
+            vec![5_000_000_000, 5_000_000_007, 5_000_000_014]
+        );
+        client.close().await.unwrap();
+        let stored = FileStorage::open(&path).unwrap().markers();
+        assert_eq!(stored[CH].replay_id, 5_000_000_014);
+    })
+    .await;
+}
+
+/// A fresh directory under the target dir (no tempfile crate needed).
+fn tempdir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sfstream-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_restarted_client_resumes_from_the_file_exactly_once_in_order() {
+    within("restart", async {
+        let dir = tempdir();
+        let path = dir.join("replay.json");
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 30);
+        let mut seen = Vec::new();
+        for run in 0..3 {
+            let client = builder(&emu)
+                .replay(ReplayOption::AllEvents)
+                .replay_storage(FileStorage::open(&path).unwrap())
+                .connect()
+                .await
+                .unwrap();
+            let mut s = client.subscribe(CH).await.unwrap();
+            seen.extend(take(&mut s, 10).await);
+            // The tenth event was handed out and not polled past: closing counts it processed.
+            client.close().await.unwrap();
+            assert_eq!(
+                FileStorage::open(&path).unwrap().markers()[CH].replay_id,
+                (run + 1) * 10
+            );
+        }
+        assert_eq!(seen, (1..=30).collect::<Vec<i64>>());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_consumer_that_dies_mid_event_gets_it_again() {
+    within("crash mid-event", async {
+        let storage = MappingStorage::new();
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 5);
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 3).await, vec![1, 2, 3]);
+        // Event 3 is being processed when the consumer dies (the stream is dropped, no close).
+        drop(s);
+        // Wait for the background writer: event 2 was processed (the stream was polled after it).
+        let restart = builder(&emu)
+            .replay_storage(storage.clone())
+            .connect()
+            .await
+            .unwrap();
+        wait_for_marker(&storage, 2).await;
+        let mut s = restart.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 3).await, vec![3, 4, 5], "event 3 comes again");
+    })
+    .await;
+}
+
+async fn wait_for_marker(storage: &MappingStorage, id: i64) {
+    // The marker is written by a background task; poll its map until it lands.
+    loop {
+        if storage.map().lock().unwrap().get(CH).map(|m| m.replay_id) == Some(id) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn commit_policies_store_at_the_documented_moment() {
+    within("policies", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 3);
+        // OnReceive: stored when handed out.
+        let storage = MappingStorage::new();
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .commit_policy(CommitPolicy::OnReceive)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(next_id(&mut s).await, 1);
+        wait_for_marker(&storage, 1).await;
+        client.close().await.unwrap();
+
+        // Manual: only ack() stores.
+        let storage = MappingStorage::new();
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .commit_policy(CommitPolicy::Manual)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        let a = s.next().await.unwrap().unwrap();
+        let b = s.next().await.unwrap().unwrap();
+        let _c = s.next().await.unwrap().unwrap();
+        b.ack();
+        wait_for_marker(&storage, 2).await;
+        a.ack(); // older: never moves the marker back
+        client.close().await.unwrap();
+        assert_eq!(
+            storage.map().lock().unwrap()[CH].replay_id,
+            2,
+            "close stores nothing unacked"
+        );
+
+        // AfterProcessed: the previous event is stored when the stream is polled again.
+        let storage = MappingStorage::new();
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 2).await, vec![1, 2]);
+        wait_for_marker(&storage, 1).await;
+        assert_eq!(
+            storage.map().lock().unwrap()[CH].replay_id,
+            1,
+            "2 is not processed yet"
+        );
+        s.unsubscribe().await.unwrap();
+        client.close().await.unwrap();
+        assert_eq!(
+            storage.map().lock().unwrap()[CH].replay_id,
+            2,
+            "a clean unsubscribe counts it"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn markers_never_move_backwards_when_old_events_are_replayed() {
+    within("never backwards", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 10);
+        let storage = MappingStorage::new();
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        take(&mut s, 10).await;
+        s.unsubscribe().await.unwrap();
+        wait_for_marker(&storage, 10).await;
+        // Replaying older events again (from 2) must not move the stored marker back.
+        let mut again = client.subscribe_from(CH, 2).await.unwrap();
+        assert_eq!(take(&mut again, 8).await, (3..=10).collect::<Vec<_>>());
+        again.unsubscribe().await.unwrap();
+        client.close().await.unwrap();
+        assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 10);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rehandshake_resumes_after_the_last_delivered_event() {
+    within("rehandshake", async {
+        let emu = Emulator::start().await.unwrap();
+        // No storage, start at new events: the in-memory marker still carries the stream.
+        let client = builder(&emu).connect().await.unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        publish(&emu, 3);
+        assert_eq!(take(&mut s, 3).await, vec![1, 2, 3]);
+        emu.wait_until(|st| st.held_connects == 1).await;
+        emu.forget_sessions();
+        // Published while the client is between sessions.
+        publish(&emu, 3);
+        emu.wait_until(|st| st.handshakes == 2 && st.subscribes == 2)
+            .await;
+        assert_eq!(last_subscribe_replay(&emu), json!({CH: 3}));
+        publish(&emu, 2);
+        assert_eq!(
+            take(&mut s, 5).await,
+            vec![4, 5, 6, 7, 8],
+            "no loss, no duplicate"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_replay_id_falls_back_and_says_so() {
+    within("fallback", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 20);
+        emu.expire_events(CH, 10);
+        let storage = MappingStorage::new();
+        storage
+            .map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(5, None));
+        let client = builder(&emu)
+            .replay_storage(storage.clone())
+            .replay_fallback(ReplayOption::AllEvents)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        let notice = s.next().await.unwrap().unwrap_err();
+        assert_eq!(notice.kind(), ErrorKind::ReplayGap);
+        let gap = notice.replay_gap_info().unwrap();
+        assert_eq!(
+            (gap.channel.as_str(), gap.rejected_id, gap.fallback_id),
+            (CH, Some(5), -2)
+        );
+        assert_eq!(take(&mut s, 10).await, (11..=20).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_fallback_also_applies_after_a_rehandshake() {
+    within("fallback after rehandshake", async {
+        let emu = Emulator::start().await.unwrap();
+        let client = builder(&emu)
+            .replay_fallback(ReplayOption::NewEvents)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        publish(&emu, 5);
+        assert_eq!(take(&mut s, 5).await, vec![1, 2, 3, 4, 5]);
+        emu.wait_until(|st| st.held_connects == 1).await;
+        // The session is lost; before the client is back, 6..8 arrive and retention drops
+        // everything through 7 (the test runtime is single-threaded: these run first).
+        emu.forget_sessions();
+        publish(&emu, 3);
+        emu.expire_events(CH, 7);
+        let notice = s.next().await.unwrap().unwrap_err();
+        assert_eq!(notice.kind(), ErrorKind::ReplayGap, "{notice}");
+        let gap = notice.replay_gap_info().unwrap();
+        assert_eq!((gap.rejected_id, gap.fallback_id), (Some(5), -1));
+        emu.wait_until(|st| st.subscribes == 3 && st.held_connects == 1)
+            .await;
+        publish(&emu, 1);
+        assert_eq!(take(&mut s, 1).await, vec![9]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_fallback_an_expired_id_is_a_typed_error() {
+    within("no fallback", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 20);
+        emu.expire_events(CH, 10);
+        let client = builder(&emu).connect().await.unwrap();
+        let e = client.subscribe_from(CH, 5).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Replay, "{e}");
+        assert_eq!(e.server_error().unwrap().replay_id(), Some(5));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn markers_of_every_event_family_are_stored_with_their_dates() {
+    within("families", async {
+        let dir = tempdir();
+        let path = dir.join("replay.json");
+        let emu = Emulator::start().await.unwrap();
+        let channels = [
+            "/topic/Invoices",
+            "/event/Order__e",
+            "/data/AccountChangeEvent",
+            "/u/Notes",
+        ];
+        emu.publish(channels[0], json!({"Name": "INV-1"}));
+        emu.publish(channels[1], json!({"Amount__c": 1.5}));
+        emu.publish(channels[2], json!({"Phone": "1"}));
+        emu.publish(channels[3], json!("note"));
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(FileStorage::open(&path).unwrap())
+            .connect()
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        let mut subs = Vec::new();
+        for ch in channels {
+            let mut sub = client.subscribe(ch).await.unwrap();
+            let event = sub.next().await.unwrap().unwrap();
+            let marker = event.replay_marker().unwrap();
+            assert!(marker.date.is_some(), "{ch} has a date");
+            expected.push((ch, marker));
+            subs.push(sub);
+        }
+        client.close().await.unwrap();
+        let stored = FileStorage::open(&path).unwrap().markers();
+        for (ch, marker) in expected {
+            let got = stored[ch];
+            assert_eq!(got.replay_id, marker.replay_id, "{ch}");
+            // Stored at millisecond precision, as Salesforce dates are.
+            let diff = got
+                .date
+                .unwrap()
+                .duration_since(marker.date.unwrap())
+                .unwrap_or_default();
+            assert!(diff < Duration::from_millis(1), "{ch}");
+        }
+    })
+    .await;
+}
+
+/// Child half of `file_writes_survive_a_kill`: write markers as fast as possible until killed.
+#[test]
+fn crash_writer_child() {
+    let Ok(path) = std::env::var("SFSTREAM_CRASH_WRITER") else {
+        return; // only meaningful when started by the parent test
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let storage = FileStorage::open(&path).unwrap();
+    rt.block_on(async {
+        use sfstream::replay::ReplayStorage;
+        for id in 1.. {
+            let date = std::time::SystemTime::now();
+            storage
+                .set(CH, ReplayMarker::new(id, Some(date)))
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn file_writes_survive_a_kill() {
+    let dir = tempdir();
+    for round in 0..5u64 {
+        let path = dir.join(format!("replay-{round}.json"));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "crash_writer_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("SFSTREAM_CRASH_WRITER", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait (on another process, so by looking at its file) until it has written a while.
+        let target = 20 + round * 17;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = FileStorage::open(&path)
+                && s.markers()
+                    .get(CH)
+                    .is_some_and(|m| m.replay_id as u64 >= target)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer made no progress"
+            );
+            std::thread::yield_now();
+        }
+        child.kill().unwrap(); // SIGKILL: no destructor, no flush, possibly mid-write
+        child.wait().unwrap();
+        let stored = FileStorage::open(&path).expect("the file is valid after a kill");
+        let id = stored.markers()[CH].replay_id as u64;
+        assert!(id >= target, "round {round}: {id} < {target}");
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_bigger_than_max_pending_in_the_subscribe_reply_is_handled() {
+    within("backlog", async {
+        let emu = Emulator::builder()
+            .backlog_in_subscribe_reply(true)
+            .start()
+            .await
+            .unwrap();
+        publish(&emu, 500);
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .max_pending_count(10)
+            .connect()
+            .await
+            .unwrap();
+        // The reply arrives with 500 events in front of it; subscribe returns at once.
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(client.pending_count(), 500);
+        let second = client.subscribe("/event/Other__e").await.unwrap();
+        drop(second);
+        assert_eq!(take(&mut s, 500).await, (1..=500).collect::<Vec<_>>());
+    })
+    .await;
+}
