@@ -1,7 +1,8 @@
 //! `tail`: stream Salesforce events as JSON lines, one per event, ready for `jq`.
 //!
 //! ```text
-//! cargo run --example tail -- [--count N] [CHANNEL ...]
+//! cargo run --example tail -- [--count N] [--replay all|new|ID] [--replay-fallback all|new]
+//!                             [--replay-file PATH] [CHANNEL ...]
 //! ```
 //!
 //! With no credentials in the environment it starts the built-in emulator, publishes sample
@@ -10,8 +11,15 @@
 //! (`SF_CLIENT_ID`, `SF_CLIENT_SECRET`, `SF_USERNAME` + `SF_PASSWORD`, `SF_REFRESH_TOKEN`,
 //! `SF_USERNAME` + `SF_PRIVATE_KEY_FILE`, or `SF_INSTANCE_URL` + `SF_ACCESS_TOKEN`; `SF_LOGIN_URL`
 //! or `SF_SANDBOX=1` for the login URL): see the README's Authentication table. `SF_API_VERSION`
-//! overrides the API version. `--count N` exits after N events. Ctrl-C closes cleanly (a `/meta/disconnect` is
-//! sent). Errors print one line to stderr and exit non-zero. `SF_LOG=debug` logs to stderr.
+//! overrides the API version. `--count N` exits after N events. Ctrl-C closes cleanly (a
+//! `/meta/disconnect` is sent). Errors print one line to stderr and exit non-zero.
+//! `SF_LOG=debug` logs to stderr.
+//!
+//! Replay: `--replay all|new|ID` says where to start (all retained events, new ones, or after
+//! replay id ID), `--replay-file PATH` keeps a replay marker per channel in a file, so the next
+//! run resumes right after the last event this one printed (with `--count N`, consecutive runs
+//! print consecutive events, no gap, no repeat), and `--replay-fallback all|new` says what to do
+//! when the stored id has expired (a warning naming the expired id goes to stderr).
 
 use futures::StreamExt;
 use sfstream::auth::{
@@ -19,6 +27,7 @@ use sfstream::auth::{
     RefreshTokenAuthenticator,
 };
 use sfstream::emulator::Emulator;
+use sfstream::replay::{FileStorage, ReplayOption};
 use sfstream::{Client, ClientBuilder, ErrorKind};
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +43,23 @@ const SAMPLE_CHANNELS: [&str; 4] = [
 struct Args {
     count: Option<u64>,
     channels: Vec<String>,
+    replay: Option<Start>,
+    replay_fallback: Option<ReplayOption>,
+    replay_file: Option<String>,
+}
+
+/// Where `--replay` starts.
+enum Start {
+    Option(ReplayOption),
+    After(i64),
+}
+
+fn replay_option(flag: &str, value: Option<String>) -> Result<ReplayOption, String> {
+    match value.as_deref() {
+        Some("all") => Ok(ReplayOption::AllEvents),
+        Some("new") => Ok(ReplayOption::NewEvents),
+        other => Err(format!("{flag} takes all or new, not {other:?}")),
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,9 +67,25 @@ fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
         count: None,
         channels: Vec::new(),
+        replay: None,
+        replay_fallback: None,
+        replay_file: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--replay" => {
+                let value = args.next();
+                parsed.replay = Some(match value.as_deref().map(str::parse::<i64>) {
+                    Some(Ok(id)) => Start::After(id),
+                    _ => Start::Option(replay_option("--replay", value)?),
+                });
+            }
+            "--replay-fallback" => {
+                parsed.replay_fallback = Some(replay_option("--replay-fallback", args.next())?);
+            }
+            "--replay-file" => {
+                parsed.replay_file = Some(args.next().ok_or("--replay-file needs a path")?);
+            }
             "--count" | "-n" => {
                 let n = args.next().ok_or("--count needs a number")?;
                 parsed.count = Some(
@@ -53,7 +95,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--help" | "-h" => {
                 return Err(
-                    "usage: tail [--count N] CHANNEL...   (no credentials: emulator)".into(),
+                    "usage: tail [--count N] [--replay all|new|ID] [--replay-fallback all|new] \
+                     [--replay-file PATH] CHANNEL...   (no credentials: emulator)"
+                        .into(),
                 );
             }
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
@@ -245,16 +289,25 @@ async fn publish_samples(emulator: Emulator, channels: Vec<String>) {
 
 async fn run() -> Result<(), String> {
     let mut args = parse_args()?;
-    let (builder, emulator) = source(&mut args).await?;
+    let (mut builder, emulator) = source(&mut args).await?;
+    if let Some(Start::Option(option)) = args.replay {
+        builder = builder.replay(option);
+    }
+    if let Some(fallback) = args.replay_fallback {
+        builder = builder.replay_fallback(fallback);
+    }
+    if let Some(path) = &args.replay_file {
+        let storage = FileStorage::open(path).map_err(|e| e.to_string())?;
+        builder = builder.replay_storage(storage);
+    }
     let client = builder.connect().await.map_err(|e| e.to_string())?;
     let mut streams = Vec::new();
     for channel in &args.channels {
-        streams.push(
-            client
-                .subscribe(channel.as_str())
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let subscribed = match args.replay {
+            Some(Start::After(id)) => client.subscribe_from(channel.as_str(), id).await,
+            _ => client.subscribe(channel.as_str()).await,
+        };
+        streams.push(subscribed.map_err(|e| e.to_string())?);
     }
     if let Some(emulator) = emulator {
         tokio::spawn(publish_samples(emulator, args.channels.clone()));
@@ -288,8 +341,10 @@ async fn run() -> Result<(), String> {
             },
         }
     };
-    drop(events);
+    // Close while the streams are alive: closing counts the events they handed out (and we
+    // printed) as processed, so a replay file resumes right after them.
     let _ = client.close().await;
+    drop(events);
     result
 }
 

@@ -1,4 +1,47 @@
-//! sfstream: a Salesforce Streaming API client.
+//! # sfstream
+//!
+//! A Salesforce Streaming API client: PushTopic, generic streaming, platform events and Change
+//! Data Capture over CometD long-polling, with Salesforce OAuth and the replay extension. Every
+//! subscription is a [`futures::Stream`] fed by one shared connection task.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use sfstream::Client;
+//! use sfstream::replay::{FileStorage, ReplayOption};
+//!
+//! # async fn run() -> sfstream::Result<()> {
+//! let client = Client::password("consumer-key", "consumer-secret", "ada@example.com", "pw+token", false)
+//!     .replay(ReplayOption::AllEvents)
+//!     .replay_storage(FileStorage::open("replay.json")?)
+//!     .connect()
+//!     .await?;
+//! let mut orders = client.subscribe("/event/Order_Placed__e").await?;
+//! while let Some(event) = orders.next().await {
+//!     let event = event?;
+//!     println!("{} {:?}", event.channel(), event.replay_id());
+//! }
+//! client.close().await
+//! # }
+//! ```
+//!
+//! The crate is built in layers, one module each (see `DESIGN.md` in the repository):
+//!
+//! | layer | module |
+//! |---|---|
+//! | Bayeux messages: serde types, raw `data`, the `code:args:message` parser | [`bayeux`] |
+//! | transport: one POST of a JSON array over hyper + rustls, cookies, timeouts, size cap | [`transport`] |
+//! | middleware over the transport: auth, replay, your own layers | [`middleware`] |
+//! | the connection task: handshake, long poll, advice, backoff, rehandshake | (internal) |
+//! | the public client: [`Client`], [`ClientBuilder`], [`Subscription`], [`Events`] | (crate root) |
+//! | OAuth flows | [`auth`] |
+//! | replay storage and commit policies | [`replay`] |
+//! | a typed view over an event | [`Event`] |
+//! | an in-process Salesforce emulator (feature `emulator`) | `emulator` |
+//!
+//! Backpressure comes from polling: the next `/meta/connect` is sent only while fewer than
+//! [`max_pending_count`](ClientBuilder::max_pending_count) events wait for consumers. Errors are
+//! one type, [`Error`], with an [`ErrorKind`]; none of them ever holds a secret.
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;

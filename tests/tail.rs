@@ -1,0 +1,193 @@
+//! The README's main command: the `tail` example, run as a program (built by `cargo test`).
+
+mod common;
+
+use common::within;
+use serde_json::Value;
+use sfstream::emulator::Emulator;
+use sfstream::replay::{FileStorage, ReplayMarker, ReplayStorage};
+use std::path::PathBuf;
+use std::process::Output;
+
+fn tail_binary() -> PathBuf {
+    // target/<profile>/deps/tail-<hash> -> target/<profile>/examples/tail
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("tail{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --all-features` builds the examples before running tests",
+        bin.display()
+    );
+    bin
+}
+
+async fn tail(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = tokio::process::Command::new(tail_binary());
+    cmd.args(args).kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.unwrap()
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn ids(out: &Output) -> Vec<i64> {
+    lines(out)
+        .iter()
+        .map(|v| v["data"]["event"]["replayId"].as_i64().unwrap())
+        .collect()
+}
+
+fn org(emu: &Emulator) -> Vec<(&'static str, String)> {
+    vec![
+        ("SF_INSTANCE_URL", emu.instance_url()),
+        ("SF_ACCESS_TOKEN", emu.issue_token()),
+        ("SF_API_VERSION", emu.api_version()),
+    ]
+}
+
+fn tempfile(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sfstream-tail-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("replay.json")
+}
+
+#[tokio::test]
+async fn with_no_credentials_it_streams_from_the_emulator() {
+    within("tail on the emulator", async {
+        let out = tail(&["--count", "3"], &[]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let events = lines(&out);
+        assert_eq!(events.len(), 3);
+        for e in &events {
+            assert!(e["channel"].as_str().unwrap().starts_with('/'));
+            assert!(e["data"]["event"]["replayId"].is_i64(), "{e}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn consecutive_runs_with_a_replay_file_print_consecutive_events() {
+    within("tail resumes", async {
+        let emu = Emulator::start().await.unwrap();
+        for i in 0..30 {
+            emu.publish("/event/Order__e", serde_json::json!({"n": i}));
+        }
+        let file = tempfile("resume");
+        let path = file.to_str().unwrap();
+        let args = [
+            "--count",
+            "10",
+            "--replay",
+            "all",
+            "--replay-file",
+            path,
+            "/event/Order__e",
+        ];
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            let out = tail(&args, &org(&emu)).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            all.extend(ids(&out));
+        }
+        assert_eq!(all, (1..=30).collect::<Vec<_>>(), "no gap, no repeat");
+        // The session was closed each time.
+        assert_eq!(emu.stats().disconnects, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_replay_file_falls_back_with_a_warning() {
+    within("tail fallback", async {
+        let emu = Emulator::start().await.unwrap();
+        for i in 0..20 {
+            emu.publish("/event/Order__e", serde_json::json!({"n": i}));
+        }
+        emu.expire_events("/event/Order__e", 10);
+        let file = tempfile("fallback");
+        FileStorage::open(&file)
+            .unwrap()
+            .set("/event/Order__e", ReplayMarker::new(5, None))
+            .await
+            .unwrap();
+        let path = file.to_str().unwrap();
+        let args = [
+            "--count",
+            "3",
+            "--replay-fallback",
+            "all",
+            "--replay-file",
+            path,
+            "/event/Order__e",
+        ];
+        let out = tail(&args, &org(&emu)).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(ids(&out), vec![11, 12, 13]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("replay gap") && stderr.contains("replay id 5"),
+            "{stderr}"
+        );
+        // From a specific id:
+        let out = tail(
+            &["--count", "2", "--replay", "15", "/event/Order__e"],
+            &org(&emu),
+        )
+        .await;
+        assert_eq!(ids(&out), vec![16, 17]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn errors_are_one_line_on_stderr_and_a_failure_exit() {
+    within("tail errors", async {
+        let out = tail(&["--bogus"], &[]).await;
+        assert!(!out.status.success());
+        let env = vec![
+            ("SF_INSTANCE_URL", "http://example.com".to_string()),
+            ("SF_ACCESS_TOKEN", "secret-token-value".to_string()),
+        ];
+        let out = tail(&["/event/X__e"], &env).await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("tail: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains("https"), "{stderr}");
+        assert!(!stderr.contains("secret-token-value"));
+        assert!(out.stdout.is_empty());
+    })
+    .await;
+}
