@@ -4,7 +4,10 @@
 //! ```text
 //! cargo bench --bench throughput            # full run (~1 min)
 //! cargo bench --bench throughput -- --quick # smaller counts
+//! cargo bench --bench throughput -- --e2e-only   # client only, five rounds (for perf record)
 //! ```
+//!
+//! Figures measured on the project's 2-core machine are in the README's Performance section.
 //!
 //! The client runs on a current-thread Tokio runtime on the main thread (its connection task,
 //! hyper's connection tasks and the consumer all share that thread), the emulator on its own
@@ -84,21 +87,24 @@ fn parse_rates(batch: &PreparedBatch) -> (f64, f64) {
 /// The emulator on its own thread and runtime.
 fn start_emulator() -> Emulator {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let emu = Emulator::builder()
-                .max_batch(Some(BATCH))
-                .start()
-                .await
+    std::thread::Builder::new()
+        .name("emulator".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap();
-            tx.send(emu).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
+            rt.block_on(async move {
+                let emu = Emulator::builder()
+                    .max_batch(Some(BATCH))
+                    .start()
+                    .await
+                    .unwrap();
+                tx.send(emu).unwrap();
+                std::future::pending::<()>().await;
+            });
+        })
+        .unwrap();
     rx.recv().unwrap()
 }
 
@@ -147,6 +153,8 @@ async fn end_to_end(emu: &Emulator, batches: &[PreparedBatch], max_pending: usiz
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // For profiling the client alone.
+    let e2e_only = std::env::args().any(|a| a == "--e2e-only");
     let shapes = [
         Shape {
             label: "platform event ~280 B",
@@ -175,7 +183,11 @@ fn main() {
             })
             .collect();
         let size = batches[0].byte_len() / batches[0].len();
-        let (full, ours) = parse_rates(&batches[0]);
+        let (full, ours) = if e2e_only {
+            (f64::NAN, f64::NAN)
+        } else {
+            parse_rates(&batches[0])
+        };
         println!(
             "{} (measured {size} B per event message, {BATCH} events per response)",
             shape.label
@@ -190,7 +202,9 @@ fn main() {
             ours,
             1e9 / ours
         );
-        for max_pending in [100, 10_000] {
+        // With --e2e-only, several rounds so that a profile is dominated by the client.
+        let rounds = if e2e_only { 5 } else { 1 };
+        for max_pending in std::iter::repeat_n([100, 10_000], rounds).flatten() {
             let run = rt.block_on(end_to_end(&emu, &batches, max_pending));
             println!(
                 "  end to end, max_pending_count {:>6}   {:>8.0} ns client CPU/event  {:>10.0} events/s",

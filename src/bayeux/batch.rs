@@ -36,16 +36,49 @@ pub struct MalformedMessage {
 /// Fails with [`ErrorKind::Protocol`] when the body is not JSON (an HTML error page, a truncated
 /// body) or not an array. Individual malformed elements land in [`Batch::malformed`].
 pub fn parse_batch(body: Bytes) -> Result<Batch, Error> {
-    // Fast path: one pass over the whole body.
-    match serde_json::from_slice::<Vec<WireMessage<'_>>>(&body) {
-        Ok(wire) => {
-            let messages = wire.into_iter().map(|w| w.into_message(&body)).collect();
-            Ok(Batch {
-                messages,
-                malformed: Vec::new(),
-            })
-        }
+    // Fast path: one pass, straight into messages. The body is checked as UTF-8 once up front so
+    // that serde_json need not re-check every string and every raw `data` slice.
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return parse_lenient(&body);
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = BatchSeed {
+        body: &body,
+        // Roughly one message per 256 bytes: avoids regrowing (and moving) the vector.
+        capacity: (body.len() / 256).clamp(4, 65_536),
+    };
+    match de::DeserializeSeed::deserialize(seed, &mut de).and_then(|m| de.end().map(|()| m)) {
+        Ok(messages) => Ok(Batch {
+            messages,
+            malformed: Vec::new(),
+        }),
         Err(_) => parse_lenient(&body),
+    }
+}
+
+struct BatchSeed<'b> {
+    body: &'b Bytes,
+    capacity: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Vec<Message>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Vec<Message>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of Bayeux messages")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut messages = Vec::with_capacity(self.capacity);
+        while let Some(wire) = seq.next_element::<WireMessage<'de>>()? {
+            messages.push(wire.into_message(self.body));
+        }
+        Ok(messages)
     }
 }
 

@@ -9,11 +9,32 @@
 use crate::error::Error;
 use crate::event::Event;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 pub(crate) type SubId = u64;
+
+/// Subscription and receiver ids are small counters: hashing them is wasted work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 pub(crate) struct Inbox {
     state: Mutex<State>,
@@ -23,15 +44,15 @@ pub(crate) struct Inbox {
 
 #[derive(Default)]
 struct State {
-    queues: HashMap<SubId, Queue>,
+    queues: IdMap<Queue>,
     next_sub: SubId,
     pending: usize,
     seq: u64,
     closed: bool,
-    receivers: HashMap<u64, Waker>,
+    receivers: IdMap<Waker>,
     next_receiver: u64,
     /// The event each `receive()` stream handed out last (for at-least-once commits).
-    receiver_last: HashMap<u64, Event>,
+    receiver_last: IdMap<Event>,
 }
 
 struct Queue {

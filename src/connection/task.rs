@@ -637,10 +637,12 @@ impl Task {
     /// their callers.
     /// Returns the error of a malformed meta message, which explains a missing reply.
     fn dispatch(&mut self, response: Response) -> Option<Error> {
-        let mut deliveries: Vec<(SubId, Event)> = Vec::new();
+        let mut deliveries: Vec<(SubId, Event)> = Vec::with_capacity(response.messages.len());
         let mut replies = Vec::new();
         let manual_ack =
             self.shared.replay.stores() && self.shared.replay.policy() == CommitPolicy::Manual;
+        // Events of a batch mostly share a channel: route and intern once per run.
+        let mut run: Option<(Arc<str>, Vec<SubId>)> = None;
         for m in response.messages {
             if m.is_meta() {
                 match m.channel.as_str() {
@@ -667,20 +669,25 @@ impl Task {
             else {
                 continue;
             };
-            let mut targets = Vec::new();
-            self.router.route(&channel, |s| targets.push(s));
-            if targets.is_empty() {
+            if run.as_ref().is_none_or(|(c, _)| **c != *channel) {
+                let mut targets = Vec::new();
+                self.router.route(&channel, |s| targets.push(s));
+                run = Some((self.intern(channel), targets));
+            }
+            let Some((channel, targets)) = &run else {
+                continue;
+            };
+            let Some((last, others)) = targets.split_last() else {
                 tracing::debug!(%channel, "event for no live subscription");
                 continue;
+            };
+            if let Some(gap) = self.shared.replay.take_gap(channel) {
+                self.announce_gap(targets, gap);
             }
-            if let Some(gap) = self.shared.replay.take_gap(&channel) {
-                self.announce_gap(&targets, gap);
-            }
-            let mut event = Event::new(self.intern(channel), data);
+            let mut event = Event::new(channel.clone(), data);
             if manual_ack {
                 event = event.with_ack(self.shared.replay.clone());
             }
-            let (last, others) = targets.split_last().unwrap_or((&0, &[]));
             for s in others {
                 deliveries.push((*s, event.clone()));
             }

@@ -121,7 +121,12 @@ impl ReplayState {
     /// Events handed to the streams, in order.
     pub(crate) fn delivered<'a>(&self, events: impl Iterator<Item = (&'a str, &'a Data)>) {
         let mut inner = self.lock();
-        for (channel, data) in events {
+        let mut events = events.peekable();
+        while let Some((channel, data)) = events.next() {
+            // Only the last of a run of same-channel events matters.
+            if events.peek().is_some_and(|(next, _)| *next == channel) {
+                continue;
+            }
             let channel = base_channel(channel);
             match inner.delivered.get_mut(channel) {
                 Some(slot) => *slot = data.clone(),
