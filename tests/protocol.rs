@@ -574,3 +574,114 @@ async fn an_event_echoing_a_pending_request_id_is_still_an_event() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_unsubscribed_queue_no_longer_holds_back_the_connect() {
+    within("unsubscribe frees the queue", async {
+        let (client, mut server) = open(2).await;
+        let sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with(vec![event("/event/A__e", 1), event("/event/A__e", 2)]);
+        let c = client.clone();
+        let unsubscribing = tokio::spawn(async move { sub.unsubscribe().await });
+        server.next_on("/meta/unsubscribe").await.ok();
+        unsubscribing.await.unwrap().unwrap();
+        // The two untaken events went with the subscription: the long poll resumes.
+        server.next_on("/meta/connect").await;
+        assert_eq!(c.pending_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_subscribe_reply_from_a_lost_session_does_not_skip_the_resubscribe() {
+    within("stale subscribe reply", async {
+        let (client, mut server) = open(0).await;
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe("/event/A__e").await });
+        let old_subscribe = server.next_on("/meta/subscribe").await;
+        // The session is lost while the subscribe is in flight...
+        let connect = server.next_on("/meta/connect").await;
+        connect.reply(
+            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
+        );
+        let handshake = server.next_on("/meta/handshake").await;
+        // ...and its reply arrives before the new handshake is done.
+        old_subscribe.ok();
+        handshake.ok();
+        let again = server.next_on("/meta/subscribe").await;
+        assert_eq!(again.message().subscription.as_deref(), Some("/event/A__e"));
+        again.ok();
+        pending.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_publish_rejected_by_a_lost_session_is_sent_again() {
+    within("stale publish reply", async {
+        let (client, mut server) = open(0).await;
+        let _s = subscribe(&client, &mut server, "/event/A__e").await;
+        let c = client.clone();
+        let publishing = tokio::spawn(async move { c.publish("/u/X", &1).await });
+        let old_publish = server.next_on("/u/X").await;
+        let connect = server.next_on("/meta/connect").await;
+        connect.reply(
+            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
+        );
+        server.next_on("/meta/handshake").await.ok();
+        server.next_on("/meta/subscribe").await.ok();
+        // The old session's answer to the publish comes in the new session.
+        old_publish.reply(json!([{"channel": "/u/X", "id": "$id", "successful": false,
+            "error": "403::Unknown client"}]));
+        let resent = server.next_on("/u/X").await;
+        resent.ok();
+        assert!(publishing.await.unwrap().unwrap().is_successful());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_subscribe_does_not_unsubscribe_its_successor() {
+    within("drop while subscribing", async {
+        let (client, mut server) = open(0).await;
+        let c = client.clone();
+        let first = tokio::spawn(async move { c.subscribe("/event/A__e").await });
+        let first_subscribe = server.next_on("/meta/subscribe").await;
+        first.abort(); // the subscribe() future is dropped while the request is in flight
+        let _ = first.await;
+        let c = client.clone();
+        let second = tokio::spawn(async move { c.subscribe("/event/A__e").await });
+        let second_subscribe = server.next_on("/meta/subscribe").await;
+        first_subscribe.ok();
+        second_subscribe.ok();
+        let _sub = second.await.unwrap().unwrap();
+        assert!(
+            !server.has_waiting("/meta/unsubscribe"),
+            "the live subscription was undone"
+        );
+        assert_eq!(client.subscriptions().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unsubscribe_then_subscribe_reach_the_server_in_that_order() {
+    within("unsubscribe then subscribe", async {
+        let (client, mut server) = open(0).await;
+        let sub = subscribe(&client, &mut server, "/event/A__e").await;
+        drop(sub);
+        let c = client.clone();
+        let again = tokio::spawn(async move { c.subscribe("/event/A__e").await });
+        let unsubscribe = server.next_on("/meta/unsubscribe").await;
+        // The new subscribe waits for the unsubscribe's answer.
+        tokio::task::yield_now().await;
+        assert!(!server.has_waiting("/meta/subscribe"));
+        unsubscribe.ok();
+        server.next_on("/meta/subscribe").await.ok();
+        again.await.unwrap().unwrap();
+    })
+    .await;
+}

@@ -121,7 +121,7 @@ async fn replay_ids_above_2_pow_32_round_trip_through_a_file() {
             vec![5_000_000_000, 5_000_000_007, 5_000_000_014]
         );
         client.close().await.unwrap();
-        let stored = FileStorage::open(&path).unwrap().markers();
+        let stored = FileStorage::read(&path).unwrap();
         assert_eq!(stored[CH].replay_id, 5_000_000_014);
     })
     .await;
@@ -161,7 +161,7 @@ async fn a_restarted_client_resumes_from_the_file_exactly_once_in_order() {
             // The tenth event was handed out and not polled past: closing counts it processed.
             client.close().await.unwrap();
             assert_eq!(
-                FileStorage::open(&path).unwrap().markers()[CH].replay_id,
+                FileStorage::read(&path).unwrap()[CH].replay_id,
                 (run + 1) * 10
             );
         }
@@ -438,7 +438,7 @@ async fn markers_of_every_event_family_are_stored_with_their_dates() {
             subs.push(sub);
         }
         client.close().await.unwrap();
-        let stored = FileStorage::open(&path).unwrap().markers();
+        let stored = FileStorage::read(&path).unwrap();
         for (ch, marker) in expected {
             let got = stored[ch];
             assert_eq!(got.replay_id, marker.replay_id, "{ch}");
@@ -498,8 +498,9 @@ fn file_writes_survive_a_kill() {
         let target = 20 + round * 17;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(s) = FileStorage::open(&path)
-                && s.markers()
+            // `read`, not `open`: the writer holds the file's lock.
+            if let Ok(markers) = FileStorage::read(&path)
+                && markers
                     .get(CH)
                     .is_some_and(|m| m.replay_id as u64 >= target)
             {
@@ -513,6 +514,7 @@ fn file_writes_survive_a_kill() {
         }
         child.kill().unwrap(); // SIGKILL: no destructor, no flush, possibly mid-write
         child.wait().unwrap();
+        // The killed process's lock is released: the file opens, and it is whole.
         let stored = FileStorage::open(&path).expect("the file is valid after a kill");
         let id = stored.markers()[CH].replay_id as u64;
         assert!(id >= target, "round {round}: {id} < {target}");
@@ -542,4 +544,172 @@ async fn a_backlog_bigger_than_max_pending_in_the_subscribe_reply_is_handled() {
         assert_eq!(take(&mut s, 500).await, (1..=500).collect::<Vec<_>>());
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_new_subscription_starts_from_what_was_processed_not_delivered() {
+    within("forget on drop", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 5);
+        let storage = MappingStorage::new();
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 2).await, vec![1, 2]);
+        wait_for_marker(&storage, 1).await;
+        // 3..5 were delivered to the queue but never taken; 2 was taken, not processed.
+        drop(s);
+        emu.wait_until(|st| st.unsubscribes == 1).await;
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 4).await, vec![2, 3, 4, 5]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscribe_from_on_a_live_channel_does_not_rewind_it() {
+    within("subscribe_from duplicate", async {
+        let emu = Emulator::start().await.unwrap();
+        let client = builder(&emu).connect().await.unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        publish(&emu, 3);
+        assert_eq!(take(&mut s, 3).await, vec![1, 2, 3]);
+        let e = client.subscribe_from(CH, 0).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidOperation);
+        emu.wait_until(|st| st.held_connects == 1).await;
+        emu.forget_sessions();
+        emu.wait_until(|st| st.subscribes == 2).await;
+        assert_eq!(last_subscribe_replay(&emu), json!({CH: 3}));
+    })
+    .await;
+}
+
+/// A storage whose writes can be made to fail or panic.
+#[derive(Clone, Default)]
+struct Flaky {
+    inner: MappingStorage,
+    fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    panic: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl sfstream::replay::ReplayStorage for Flaky {
+    fn get<'a>(
+        &'a self,
+        subscription: &'a str,
+    ) -> futures::future::BoxFuture<'a, sfstream::Result<Option<ReplayMarker>>> {
+        self.inner.get(subscription)
+    }
+    fn set<'a>(
+        &'a self,
+        subscription: &'a str,
+        marker: ReplayMarker,
+    ) -> futures::future::BoxFuture<'a, sfstream::Result<()>> {
+        use std::sync::atomic::Ordering;
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("storage bug");
+        }
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            // Any error will do: borrow one from a bad file.
+            return Box::pin(async { Err(FileStorage::open("/dev/null/nope").unwrap_err()) });
+        }
+        self.inner.set(subscription, marker)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_keeps_every_pending_marker_for_the_next_try() {
+    within("failing storage", async {
+        let emu = Emulator::start().await.unwrap();
+        let channels = ["/event/A__e", "/event/B__e", "/event/C__e"];
+        for ch in channels {
+            emu.publish(ch, json!({}));
+        }
+        let storage = Flaky::default();
+        storage
+            .fail_next
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .commit_policy(CommitPolicy::Manual)
+            .connect()
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        let mut subs = Vec::new();
+        for ch in channels {
+            let mut s = client.subscribe(ch).await.unwrap();
+            events.push(s.next().await.unwrap().unwrap());
+            subs.push(s);
+        }
+        for e in &events {
+            e.ack();
+        }
+        client.close().await.unwrap();
+        let map = storage.inner.map().lock().unwrap().clone();
+        for ch in channels {
+            assert_eq!(
+                map.get(ch).map(|m| m.replay_id),
+                Some(1),
+                "{ch} lost: {map:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_returns_even_if_the_storage_panics() {
+    within("panicking storage", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 1);
+        let storage = Flaky::default();
+        storage
+            .panic
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(take(&mut s, 1).await, vec![1]);
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[test]
+fn one_process_per_replay_file() {
+    let dir = tempdir();
+    let path = dir.join("replay.json");
+    // Another process holding the lock (simulated with our own lock on its lock file).
+    let lock = std::fs::File::create(dir.join(".replay.json.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let e = FileStorage::open(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Replay);
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    drop(lock);
+    // In one process, opening twice shares one storage.
+    let a = FileStorage::open(&path).unwrap();
+    let b = FileStorage::open(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sfstream::replay::ReplayStorage;
+        a.set("/a", ReplayMarker::new(1, None)).await.unwrap();
+        b.set("/b", ReplayMarker::new(2, None)).await.unwrap();
+    });
+    let on_disk = FileStorage::read(&path).unwrap();
+    assert_eq!(on_disk.len(), 2, "neither overwrote the other");
 }

@@ -134,7 +134,14 @@ impl Client {
     /// client is closed or the channel already has a subscription, and with
     /// [`ErrorKind::Server`] if the server rejects it.
     pub async fn subscribe(&self, channel: impl Into<String>) -> Result<Subscription> {
-        let channel = channel.into();
+        self.subscribe_with(channel.into(), None).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        channel: String,
+        replay_from: Option<i64>,
+    ) -> Result<Subscription> {
         validate_channel(&channel)?;
         let session = self.open_session()?;
         let sub = session.shared.inbox.register();
@@ -144,6 +151,7 @@ impl Client {
             .request(|reply| Command::Subscribe {
                 channel,
                 sub,
+                replay_from,
                 reply,
             })
             .await?;
@@ -166,10 +174,7 @@ impl Client {
         channel: impl Into<String>,
         replay_id: i64,
     ) -> Result<Subscription> {
-        let channel = channel.into();
-        validate_channel(&channel)?;
-        self.inner.replay.start_from(&channel, replay_id);
-        self.subscribe(channel).await
+        self.subscribe_with(channel.into(), Some(replay_id)).await
     }
 
     /// Unsubscribe from `channel` and wait for the server's confirmation; its stream ends after
@@ -178,7 +183,11 @@ impl Client {
         let session = self.open_session()?;
         let channel = channel.to_owned();
         session
-            .request(|reply| Command::Unsubscribe { channel, reply })
+            .request(|reply| Command::Unsubscribe {
+                channel,
+                sub: None,
+                reply,
+            })
             .await
     }
 

@@ -61,15 +61,21 @@ impl Subscription {
     /// sub.unsubscribe().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn unsubscribe(mut self) -> Result<()> {
-        self.detached = true;
+    pub async fn unsubscribe(self) -> Result<()> {
         // Unsubscribing is a clean stop: the last event handed out was processed.
         let shared = &self.session.shared;
         shared.after_poll(None, shared.inbox.take_last(self.sub));
-        let channel = self.channel.clone();
-        self.session
-            .request(|reply| Command::Unsubscribe { channel, reply })
-            .await
+        let (channel, sub) = (self.channel.clone(), Some(self.sub));
+        let result = self
+            .session
+            .request(|reply| Command::Unsubscribe {
+                channel,
+                sub,
+                reply,
+            })
+            .await;
+        // Dropping `self` now frees its queue (and does nothing more on the server).
+        result
     }
 
     /// Keep the subscription without this handle: its events are then taken through
@@ -90,6 +96,7 @@ impl Subscription {
     /// ```
     pub fn detach(mut self) {
         self.detached = true;
+        self.session.shared.inbox.detach(self.sub);
     }
 }
 

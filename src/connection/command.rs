@@ -9,15 +9,18 @@ pub(crate) enum Command {
     Subscribe {
         channel: String,
         sub: SubId,
+        /// `subscribe_from`: start after this replay id instead of the stored marker.
+        replay_from: Option<i64>,
         reply: oneshot::Sender<Result<()>>,
     },
     /// A `Subscription` was dropped: unsubscribe without waiting.
     Drop {
         sub: SubId,
     },
-    /// `Client::unsubscribe(channel)`.
+    /// `Client::unsubscribe(channel)`, or `Subscription::unsubscribe` (which names its `sub`).
     Unsubscribe {
         channel: String,
+        sub: Option<SubId>,
         reply: oneshot::Sender<Result<()>>,
     },
     Publish {

@@ -59,8 +59,17 @@ struct Queue {
     items: VecDeque<Item>,
     waker: Option<Waker>,
     ended: bool,
+    /// No `Subscription` handle: only `receive()` takes from it, and it goes once ended and
+    /// drained.
+    detached: bool,
     /// The event this subscription's stream handed out last: processed once it polls again.
     last_taken: Option<Event>,
+}
+
+impl Queue {
+    fn finished(&self) -> bool {
+        self.detached && self.ended && self.items.is_empty()
+    }
 }
 
 /// The result of a poll, plus the event the poll showed to be processed.
@@ -124,6 +133,7 @@ impl Inbox {
                 items: VecDeque::new(),
                 waker: None,
                 ended,
+                detached: false,
                 last_taken: None,
             },
         );
@@ -195,11 +205,25 @@ impl Inbox {
         let mut s = self.lock();
         if let Some(q) = s.queues.get_mut(&sub) {
             q.ended = true;
+            if q.finished() {
+                s.queues.remove(&sub);
+            }
         }
         s.take_wakers(sub, &mut wake);
         s.take_receivers(&mut wake);
         drop(s);
         wake.all();
+    }
+
+    /// The handle of `sub` is gone but the subscription stays (`Subscription::detach`).
+    pub(crate) fn detach(&self, sub: SubId) {
+        let mut s = self.lock();
+        if let Some(q) = s.queues.get_mut(&sub) {
+            q.detached = true;
+            if q.finished() {
+                s.queues.remove(&sub);
+            }
+        }
     }
 
     /// Forget `sub` and whatever it still held (its handle was dropped).
@@ -320,9 +344,15 @@ impl Inbox {
             s.receivers.insert(receiver, cx.waker().clone());
             return (Poll::Pending, done);
         };
-        let Some(item) = s.queues.get_mut(&sub).and_then(|q| q.items.pop_front()) else {
+        let Some(q) = s.queues.get_mut(&sub) else {
             return (Poll::Pending, done); // unreachable: the front was just seen
         };
+        let Some(item) = q.items.pop_front() else {
+            return (Poll::Pending, done); // unreachable: the front was just seen
+        };
+        if q.finished() {
+            s.queues.remove(&sub);
+        }
         match &item.value {
             Ok(event) if track => {
                 s.receiver_last.insert(receiver, event.clone());

@@ -117,12 +117,17 @@ pub(crate) fn spawn(
         server_disconnected: false,
         replay_supported: false,
         interned: HashSet::new(),
+        unsubscribing: HashSet::new(),
     };
     tokio::spawn(task.run());
     (tx, open_rx)
 }
 
 type Flight = BoxFuture<'static, Result<Response>>;
+
+/// Upper bounds on advised values (Salesforce advises 110 s and 0).
+const MAX_ADVICE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+const MAX_ADVICE_INTERVAL_MS: u64 = 60 * 1000;
 
 enum Next {
     Handshake {
@@ -157,6 +162,7 @@ enum Pending {
         session: u64,
     },
     Unsubscribe {
+        channel: String,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
     Publish {
@@ -202,6 +208,8 @@ struct Task {
     replay_supported: bool,
     /// Channel names shared by every event of a channel.
     interned: HashSet<Arc<str>>,
+    /// Channels with an unsubscribe in flight.
+    unsubscribing: HashSet<String>,
 }
 
 async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
@@ -213,6 +221,7 @@ async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
 
 impl Task {
     async fn run(mut self) {
+        let _guard = CloseOnDrop(self.shared.clone());
         loop {
             let mut deadline = None;
             let mut wait_for_room = false;
@@ -398,6 +407,7 @@ impl Task {
         if let Some(open) = self.open_reply.take() {
             let _ = open.send(Err(error));
             self.finish();
+            self.reject_queued();
             return false;
         }
         let delay = self.failure(&error, true);
@@ -411,7 +421,7 @@ impl Task {
     /// Drop the session and handshake again; every subscription is sent again afterwards.
     fn rehandshake(&mut self, delay: Duration) {
         tracing::info!(?delay, "session lost; handshaking again");
-        self.client_id = None;
+        self.lose_session();
         self.connect = None;
         for sub in self.subs.values_mut() {
             sub.state = SubState::Wanted;
@@ -567,11 +577,12 @@ impl Task {
 
     fn apply_advice(&mut self, advice: Option<&Advice>) {
         if let Some(a) = advice {
+            // Capped: a server's typo must not park the loop for days.
             if let Some(t) = a.timeout {
-                self.advice_timeout = Duration::from_millis(t);
+                self.advice_timeout = Duration::from_millis(t.min(MAX_ADVICE_TIMEOUT_MS));
             }
             if let Some(i) = a.interval {
-                self.advice_interval = Duration::from_millis(i);
+                self.advice_interval = Duration::from_millis(i.min(MAX_ADVICE_INTERVAL_MS));
             }
         }
     }
@@ -749,7 +760,7 @@ impl Task {
 
     /// Leave the current session behind (a best-effort disconnect, not awaited).
     fn abandon_session(&mut self) {
-        let Some(client_id) = self.client_id.take() else {
+        let Some(client_id) = self.lose_session() else {
             return;
         };
         let mut m = Message::new(channels::DISCONNECT);
@@ -760,6 +771,12 @@ impl Task {
             .push(Box::pin(async move { (Vec::new(), flight.await) }));
     }
 
+    /// Forget the session: replies still in flight for it become stale.
+    fn lose_session(&mut self) -> Option<String> {
+        self.session_gen += 1;
+        self.client_id.take()
+    }
+
     fn on_reply(&mut self, m: Message) {
         let Some(pending) = m.id.as_ref().and_then(|id| self.pending.remove(id)) else {
             tracing::debug!(channel = %m.channel, "reply to no pending request");
@@ -767,7 +784,8 @@ impl Task {
         };
         match pending {
             Pending::Subscribe { sub, session } => self.on_subscribe_reply(sub, session, Ok(m)),
-            Pending::Unsubscribe { reply } => {
+            Pending::Unsubscribe { channel, reply } => {
+                self.unsubscribe_done(&channel);
                 let result = if m.is_successful() {
                     Ok(())
                 } else {
@@ -794,10 +812,14 @@ impl Task {
                 let error = Error::from_reply("publish", &m);
                 let unknown = error.server_error().is_some_and(|s| s.is_unknown_client());
                 if unknown && !retried {
-                    // Not processed by the server: send again in the next session.
-                    self.deferred.push((channel, data, reply, true));
-                    if session == self.session_gen && self.client_id.is_some() {
-                        self.rehandshake(self.advice_interval);
+                    // Not processed by the server: send again, in the next session.
+                    if session != self.session_gen && self.client_id.is_some() {
+                        self.publish(channel, data, reply, true); // that session is here
+                    } else {
+                        self.deferred.push((channel, data, reply, true));
+                        if session == self.session_gen && self.client_id.is_some() {
+                            self.rehandshake(self.advice_interval);
+                        }
                     }
                 } else {
                     let _ = reply.send(Err(error));
@@ -837,7 +859,8 @@ impl Task {
             Pending::Subscribe { sub, session } => {
                 self.on_subscribe_reply(sub, session, Err(error))
             }
-            Pending::Unsubscribe { reply } => {
+            Pending::Unsubscribe { channel, reply } => {
+                self.unsubscribe_done(&channel);
                 if let Some(r) = reply {
                     let _ = r.send(Err(error));
                 }
@@ -855,6 +878,7 @@ impl Task {
             Command::Subscribe {
                 channel,
                 sub,
+                replay_from,
                 reply,
             } => {
                 if self.subs.values().any(|s| s.channel == channel) {
@@ -864,6 +888,9 @@ impl Task {
                         format!("already subscribed to {channel}"),
                     )));
                     return;
+                }
+                if let Some(id) = replay_from {
+                    self.shared.replay.start_from(&channel, id);
                 }
                 self.router.add(&channel, sub);
                 self.subs.insert(
@@ -877,17 +904,30 @@ impl Task {
                 self.send_subscribe(sub);
             }
             Command::Drop { sub } => self.drop_sub(sub, None),
-            Command::Unsubscribe { channel, reply } => {
-                match self.subs.iter().find(|(_, s)| s.channel == channel) {
-                    Some((&sub, _)) => self.drop_sub(sub, Some(reply)),
-                    None => {
-                        let _ = reply.send(Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!("not subscribed to {channel}"),
-                        )));
-                    }
+            Command::Unsubscribe {
+                channel,
+                sub: Some(sub),
+                reply,
+            } => {
+                if self.subs.get(&sub).is_some_and(|s| s.channel == channel) {
+                    self.drop_sub(sub, Some(reply));
+                } else {
+                    let _ = reply.send(Ok(())); // already gone
                 }
             }
+            Command::Unsubscribe {
+                channel,
+                sub: None,
+                reply,
+            } => match self.subs.iter().find(|(_, s)| s.channel == channel) {
+                Some((&sub, _)) => self.drop_sub(sub, Some(reply)),
+                None => {
+                    let _ = reply.send(Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("not subscribed to {channel}"),
+                    )));
+                }
+            },
             Command::Publish {
                 channel,
                 data,
@@ -897,11 +937,26 @@ impl Task {
         }
     }
 
+    /// An unsubscribe of `channel` was answered: a subscribe of the same channel that waited
+    /// for it (so the server cannot see them in the wrong order) goes out now.
+    fn unsubscribe_done(&mut self, channel: &str) {
+        if self.unsubscribing.remove(channel) {
+            self.resubscribe();
+        }
+    }
+
     /// Send the subscribe for `sub` if there is a session; otherwise the handshake will.
     fn send_subscribe(&mut self, sub: SubId) {
         let Some(client_id) = self.client_id.clone() else {
             return;
         };
+        if self
+            .subs
+            .get(&sub)
+            .is_some_and(|s| self.unsubscribing.contains(&s.channel))
+        {
+            return; // sent when the unsubscribe of the same channel is answered
+        }
         let id = self.id();
         let Some(s) = self.subs.get_mut(&sub) else {
             return;
@@ -938,15 +993,20 @@ impl Task {
             return; // From a lost session; the resubscribe of the current one decides.
         }
         let Some(s) = self.subs.get_mut(&sub) else {
-            // Dropped while subscribing: undo on the server.
+            // Dropped while subscribing: undo on the server, unless the channel was subscribed
+            // again meanwhile (then the new subscription owns it).
             if let Ok(m) = &reply
                 && m.is_successful()
                 && let Some(channel) = m.subscription.clone()
+                && !self.subs.values().any(|s| s.channel == channel)
             {
                 self.send_unsubscribe(channel, None);
             }
             return;
         };
+        if s.state != SubState::Subscribing {
+            return;
+        }
         let error = match reply {
             Ok(m) if m.is_successful() => {
                 s.state = SubState::Active;
@@ -973,10 +1033,12 @@ impl Task {
             self.rehandshake(self.advice_interval);
             return;
         }
+        // Network trouble, or a replay storage that could not be read: retry; a server's
+        // rejection is final.
         let transient = matches!(
             error.kind(),
             ErrorKind::Transport | ErrorKind::TransportTimeout | ErrorKind::Protocol
-        );
+        ) || (error.kind() == ErrorKind::Replay && error.server_error().is_none());
         match s.waiter.take() {
             Some(w) => {
                 let _ = w.send(Err(error));
@@ -1001,6 +1063,9 @@ impl Task {
         let s = self.subs.remove(&sub)?;
         self.router.remove(sub);
         self.shared.set_subscribed(&s.channel, false);
+        // Events it delivered but nobody took were not processed: a new subscription of the
+        // channel starts from the stored marker, not after them.
+        self.shared.replay.forget(&s.channel);
         Some(s)
     }
 
@@ -1039,8 +1104,9 @@ impl Task {
         let mut m = Message::new(channels::UNSUBSCRIBE);
         m.id = Some(self.id());
         m.client_id = Some(client_id);
-        m.subscription = Some(channel);
-        self.send_control(m, Pending::Unsubscribe { reply });
+        m.subscription = Some(channel.clone());
+        self.unsubscribing.insert(channel.clone());
+        self.send_control(m, Pending::Unsubscribe { channel, reply });
     }
 
     fn publish(
@@ -1087,11 +1153,19 @@ impl Task {
             }
         }
         self.finish();
-        // Closing counts what the streams handed out as processed; wait until it is stored.
+        // Closing counts what the streams handed out as processed; wait until it is stored
+        // (bounded: a storage that never answers must not hang close()).
         for event in self.shared.inbox.take_all_last() {
             self.shared.replay.commit(event.channel(), event.data());
         }
-        self.shared.replay.flush().await;
+        let flush = self.shared.replay.flush();
+        if tokio::time::timeout(self.settings.request_timeout, flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("replay markers not stored within the request timeout; closing anyway");
+        }
+        self.reject_queued();
     }
 
     /// End everything: pending requests fail, streams end once drained.
@@ -1117,11 +1191,29 @@ impl Task {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.shared.replay.forget_all();
         self.shared.inbox.close();
         self.set_state(ConnectionState::Closed);
         self.commands.close();
+    }
+
+    /// Answer whatever was still queued (after a close has fully finished).
+    fn reject_queued(&mut self) {
+        self.commands.close();
         while let Ok(cmd) = self.commands.try_recv() {
             reject(cmd);
+        }
+    }
+}
+
+/// Ends the streams even if the task stops abnormally (a panic, a runtime shutting down).
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if !self.0.inbox.is_closed() {
+            self.0.inbox.close();
+            self.0.state.send_replace(ConnectionState::Closed);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Markers in a JSON file that a restarted process resumes from.
 ///
@@ -15,6 +15,11 @@ use std::sync::{Arc, Mutex};
 /// renames it over the old one and fsyncs the directory, so a crash at any moment leaves either
 /// the old file or the new one, never a torn one. Writes are coalesced by the client (see
 /// [`CommitPolicy`](super::CommitPolicy)), so the fsync cost does not bound the event rate.
+///
+/// One process owns a file at a time: `open` takes an advisory lock (a `.<name>.lock` file next
+/// to it) and fails with [`ErrorKind::Replay`] while another process holds it. Within a
+/// process, opening the same path again shares the one open storage, so two clients can use it
+/// (with different channels) without overwriting each other.
 ///
 /// ```no_run
 /// # fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
@@ -33,6 +38,52 @@ pub struct FileStorage {
 struct Inner {
     path: PathBuf,
     markers: Mutex<BTreeMap<String, ReplayMarker>>,
+    /// Held open for the advisory lock; released when the last handle goes.
+    _lock: File,
+}
+
+/// The storages open in this process, by absolute path.
+static OPEN: Mutex<BTreeMap<PathBuf, Weak<Inner>>> = Mutex::new(BTreeMap::new());
+
+fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // Resolve symlinks in the directory (the file itself may not exist yet).
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(path.clone()),
+        _ => path,
+    }
+}
+
+/// The markers in the file at `path` (none if it does not exist).
+fn read_file(path: &Path) -> Result<BTreeMap<String, ReplayMarker>> {
+    let markers = match fs::read(path) {
+        Ok(bytes) => {
+            let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+                replay_error(format!("{} is not a replay marker file", path.display()), e)
+            })?;
+            disk.markers
+                .into_iter()
+                .map(|(k, m)| {
+                    let date = m.date.as_deref().and_then(parse_date);
+                    (k, ReplayMarker::new(m.replay_id, date))
+                })
+                .collect()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(replay_error(format!("cannot read {}", path.display()), e)),
+    };
+    Ok(markers)
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    dir.join(format!(".{name}{suffix}"))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,29 +108,48 @@ impl FileStorage {
     /// Open (or, if it does not exist, start) the file at `path`. A file that exists but cannot
     /// be read as markers is an error: starting over silently would replay or skip events.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let markers = match fs::read(&path) {
-            Ok(bytes) => {
-                let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
-                    replay_error(format!("{} is not a replay marker file", path.display()), e)
-                })?;
-                disk.markers
-                    .into_iter()
-                    .map(|(k, m)| {
-                        let date = m.date.as_deref().and_then(parse_date);
-                        (k, ReplayMarker::new(m.replay_id, date))
-                    })
-                    .collect()
+        let path = absolute(path.as_ref());
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inner) = open.get(&path).and_then(Weak::upgrade) {
+            return Ok(FileStorage { inner });
+        }
+        let lock_path = sibling(&path, ".lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| replay_error(format!("cannot open {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    ErrorKind::Replay,
+                    format!("{} is in use by another process", path.display()),
+                ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(replay_error(format!("cannot read {}", path.display()), e)),
-        };
-        Ok(FileStorage {
-            inner: Arc::new(Inner {
-                path,
-                markers: Mutex::new(markers),
-            }),
-        })
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(replay_error(
+                    format!("cannot lock {}", lock_path.display()),
+                    e,
+                ));
+            }
+        }
+        let markers = read_file(&path)?;
+        let inner = Arc::new(Inner {
+            path: path.clone(),
+            markers: Mutex::new(markers),
+            _lock: lock,
+        });
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(path, Arc::downgrade(&inner));
+        Ok(FileStorage { inner })
+    }
+
+    /// Read the markers of a file without opening it for writing (no lock): for tools and
+    /// monitoring while a client owns the file.
+    pub fn read(path: impl AsRef<Path>) -> Result<BTreeMap<String, ReplayMarker>> {
+        read_file(path.as_ref())
     }
 
     /// The file's path.
@@ -132,17 +202,8 @@ impl Inner {
         };
         let bytes = serde_json::to_vec_pretty(&disk)
             .map_err(|e| replay_error("cannot serialize replay markers".into(), e))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = sibling(&self.path, ".tmp");
         let io =
             |what: &str, e: std::io::Error| replay_error(format!("{what} {}", tmp.display()), e);
         let mut file = File::create(&tmp).map_err(|e| io("cannot create", e))?;

@@ -82,8 +82,10 @@ pub enum CommitPolicy {
     /// [`Subscription::unsubscribe`](crate::Subscription::unsubscribe), or when the client is
     /// closed with [`Client::close`](crate::Client::close). Dropping a stream (a panic, an early
     /// `return` with `?`) does not mark its last event processed, so after a restart it is
-    /// delivered again. With read-ahead combinators (`buffered`, `chunks`) the stream is polled
-    /// before earlier items are done: use `Manual` there.
+    /// delivered again. Because `close` counts the events last handed out as processed, call it
+    /// once your consumers are done with them (for Ctrl-C: stop consuming, then close). With
+    /// read-ahead combinators (`buffered`, `buffer_unordered`, `chunks`, `ready_chunks`) the
+    /// stream is polled before earlier items are done: use `Manual` there.
     #[default]
     AfterProcessed,
     /// Only [`Event::ack`](crate::Event::ack) stores a marker (in the order you call it).

@@ -91,6 +91,25 @@ impl ReplayState {
         inner.overrides.insert(channel.to_owned(), replay_id);
     }
 
+    /// A subscription of `channel` is gone: what it delivered but nobody took was not
+    /// processed, so a new subscription must not continue after it.
+    pub(crate) fn forget(&self, channel: &str) {
+        let channel = base_channel(channel);
+        let mut inner = self.lock();
+        inner.delivered.remove(channel);
+        inner.overrides.remove(channel);
+        inner.gaps.remove(channel);
+    }
+
+    /// The client closed: nothing of this session says where the next one starts.
+    pub(crate) fn forget_all(&self) {
+        let mut inner = self.lock();
+        inner.delivered.clear();
+        inner.overrides.clear();
+        inner.gaps.clear();
+        self.has_gaps.store(false, Ordering::Release);
+    }
+
     /// The subscription fell back: until an event arrives, resubscribes use the fallback too,
     /// and the stream announces the gap before anything the fallback brings.
     pub(crate) fn fell_back(&self, channel: &str, rejected_id: Option<i64>, fallback_id: i64) {
@@ -204,6 +223,8 @@ impl ReplayState {
     }
 
     async fn write_loop(self: Arc<Self>) {
+        // However this ends (even a panicking storage), the writer is marked idle.
+        let _idle = WriterIdle(&self);
         let Some(storage) = self.storage.clone() else {
             return;
         };
@@ -211,20 +232,26 @@ impl ReplayState {
             let batch = {
                 let mut inner = self.lock();
                 if inner.dirty.is_empty() {
-                    inner.writing = false;
-                    drop(inner);
-                    self.idle.notify_waiters();
                     return;
                 }
                 mem::take(&mut inner.dirty)
             };
-            for (channel, data) in batch {
+            let mut batch = batch.into_iter();
+            while let Some((channel, data)) = batch.next() {
                 let Some(marker) = ReplayMarker::of(&data) else {
                     tracing::warn!(%channel, "event without a replay id: delivered, but no marker can be stored");
                     continue;
                 };
-                let previous = self.lock().stored.get(&channel).copied();
+                let mut previous = self.lock().stored.get(&channel).copied();
+                if previous.is_none() {
+                    // Not read yet (a subscribe_from skips the storage): never go backwards
+                    // past what the storage holds either.
+                    previous = storage.get(&channel).await.ok().flatten();
+                }
                 if previous.is_some_and(|p| !marker.is_after(&p)) {
+                    if let Some(p) = previous {
+                        self.lock().stored.insert(channel, p);
+                    }
                     continue; // never backwards
                 }
                 match storage.set(&channel, marker).await {
@@ -237,8 +264,12 @@ impl ReplayState {
                         tracing::warn!(error = %e, %channel, "storing the replay marker failed");
                         let sink = {
                             let mut inner = self.lock();
-                            // Retried with the next commit unless a newer one is waiting.
+                            // Kept for the next attempt, with the rest of the batch, unless
+                            // newer commits arrived meanwhile.
                             inner.dirty.entry(channel).or_insert(data);
+                            for (c, d) in batch {
+                                inner.dirty.entry(c).or_insert(d);
+                            }
                             let first = !mem::replace(&mut inner.failing, true);
                             first.then(|| inner.sink.clone()).flatten()
                         };
@@ -252,10 +283,6 @@ impl ReplayState {
                             );
                         }
                         // Do not spin on a broken storage: the next commit or flush retries.
-                        let mut inner = self.lock();
-                        inner.writing = false;
-                        drop(inner);
-                        self.idle.notify_waiters();
                         return;
                     }
                 }
@@ -290,6 +317,16 @@ impl ReplayState {
             }
             idle.await;
         }
+    }
+}
+
+/// Marks the writer idle and wakes `flush` when the writer ends, normally or not.
+struct WriterIdle<'a>(&'a ReplayState);
+
+impl Drop for WriterIdle<'_> {
+    fn drop(&mut self) {
+        self.0.lock().writing = false;
+        self.0.idle.notify_waiters();
     }
 }
 
