@@ -685,3 +685,65 @@ async fn unsubscribe_then_subscribe_reach_the_server_in_that_order() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn org_limits_are_reported_and_retried_with_backoff() {
+    within_virtual("org limits", async {
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/event/A__e").await;
+        // The daily delivery allocation is used up: no advice, the connect is refused.
+        let c = server.next_on("/meta/connect").await;
+        c.reply(
+            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+            "error": "403::Organization total events daily limit exceeded"}]),
+        );
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Server);
+        assert!(e.to_string().contains("daily limit"), "{e}");
+        // Retried after a backoff, not in a tight loop.
+        let before = tokio::time::Instant::now();
+        let c = server.next_on("/meta/connect").await;
+        assert!(tokio::time::Instant::now() - before >= Duration::from_secs(1));
+        // A handshake storm would hit the concurrent-client limit: the rehandshake after a
+        // lost session backs off too, and the session recovers once the limit clears.
+        c.reply(
+            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
+        );
+        let h = server.next_on("/meta/handshake").await;
+        h.reply(
+            json!([{"channel": "/meta/handshake", "id": "$id", "successful": false,
+            "error": "403::Organization concurrent user limit exceeded"}]),
+        );
+        let before = tokio::time::Instant::now();
+        let h = server.next_on("/meta/handshake").await;
+        assert!(tokio::time::Instant::now() - before >= Duration::from_secs(1));
+        h.ok();
+        server.next_on("/meta/subscribe").await.ok();
+        server
+            .next_on("/meta/connect")
+            .await
+            .ok_with(vec![event("/event/A__e", 9)]);
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(9));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_of_another_user_is_replaced_by_a_fresh_handshake() {
+    within("user id mismatch", async {
+        let (client, mut server) = open(0).await;
+        let _sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let c = server.next_on("/meta/connect").await;
+        c.reply(
+            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
+            "error": "400::Authenticated user id does not match the session's user id",
+            "advice": {"reconnect": "none"}}]),
+        );
+        server.next_on("/meta/handshake").await.ok();
+        server.next_on("/meta/subscribe").await.ok();
+        server.next_on("/meta/connect").await.ok();
+        assert!(!client.closed());
+    })
+    .await;
+}
