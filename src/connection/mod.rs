@@ -7,11 +7,13 @@ mod backoff;
 mod command;
 mod inbox;
 mod router;
+mod shared;
 mod state;
 mod task;
 
 pub(crate) use command::Command;
 pub(crate) use inbox::SubId;
 pub(crate) use router::base_channel;
+pub(crate) use shared::Shared;
 pub use state::ConnectionState;
-pub(crate) use task::{Settings, Shared, spawn};
+pub(crate) use task::{Settings, spawn};

@@ -1,0 +1,232 @@
+//! Incoming messages: events to the streams, replies to the requests waiting for them.
+
+use super::*;
+
+impl Task {
+    /// Route events and complete control replies. Connect and handshake replies are read by
+    /// their callers.
+    /// Returns the error of a malformed meta message, which explains a missing reply.
+    pub(super) fn dispatch(&mut self, response: Response) -> Option<Error> {
+        let mut deliveries: Vec<(SubId, Event)> = Vec::with_capacity(response.messages.len());
+        let mut replies = Vec::new();
+        let manual_ack =
+            self.shared.replay.stores() && self.shared.replay.policy() == CommitPolicy::Manual;
+        // Events of a batch mostly share a channel: route and intern once per run.
+        let mut run: Option<(Arc<str>, Vec<SubId>)> = None;
+        for m in response.messages {
+            if m.is_meta() {
+                match m.channel.as_str() {
+                    channels::CONNECT | channels::HANDSHAKE => {}
+                    channels::DISCONNECT if m.id.is_none() => {
+                        tracing::info!("the server sent /meta/disconnect");
+                        self.server_disconnected = true;
+                    }
+                    _ => replies.push(m),
+                }
+                continue;
+            }
+            // Replies always carry `successful`, events never do (Faye echoes the publisher's id
+            // on the delivered event, so the id alone cannot tell them apart).
+            if m.successful.is_some() || m.data.is_none() {
+                replies.push(m);
+                continue;
+            }
+            let Message {
+                channel,
+                data: Some(data),
+                ..
+            } = m
+            else {
+                continue;
+            };
+            if run.as_ref().is_none_or(|(c, _)| **c != *channel) {
+                let mut targets = Vec::new();
+                self.router.route(&channel, |s| targets.push(s));
+                run = Some((self.intern(channel), targets));
+            }
+            let Some((channel, targets)) = &run else {
+                continue;
+            };
+            let Some((last, others)) = targets.split_last() else {
+                tracing::debug!(%channel, "event for no live subscription");
+                continue;
+            };
+            if let Some(gap) = self.shared.replay.take_gap(channel) {
+                self.announce_gap(targets, gap);
+            }
+            let mut event = Event::new(channel.clone(), data);
+            if manual_ack {
+                event = event.with_ack(self.shared.replay.clone());
+            }
+            for s in others {
+                deliveries.push((*s, event.clone()));
+            }
+            deliveries.push((*last, event));
+        }
+        if !deliveries.is_empty() {
+            self.shared
+                .replay
+                .delivered(deliveries.iter().map(|(_, e)| (e.channel(), e.data())));
+            self.shared.inbox.deliver(deliveries);
+        }
+        for m in replies {
+            self.on_reply(m);
+        }
+        let mut meta_error = None;
+        for bad in response.malformed {
+            tracing::warn!(error = %bad.error, "malformed message");
+            if bad
+                .channel
+                .as_deref()
+                .is_some_and(|c| c.starts_with("/meta/"))
+            {
+                // A broken reply: the request it answers fails with this error.
+                meta_error.get_or_insert(bad.error);
+                continue;
+            }
+            let mut targets = Vec::new();
+            if let Some(channel) = &bad.channel {
+                self.router.route(channel, |s| targets.push(s));
+            }
+            if targets.is_empty() {
+                self.shared.inbox.broadcast_error(bad.error);
+            } else {
+                for s in targets {
+                    self.shared.inbox.push_error(s, bad.error.clone());
+                }
+            }
+        }
+        meta_error
+    }
+
+    pub(super) fn intern(&mut self, channel: String) -> Arc<str> {
+        if let Some(c) = self.interned.get(channel.as_str()) {
+            return c.clone();
+        }
+        let c: Arc<str> = channel.into();
+        self.interned.insert(c.clone());
+        c
+    }
+
+    /// Tell the streams that a replay id expired, before any event the fallback brings.
+    pub(super) fn announce_gap(&self, subs: &[SubId], gap: crate::error::ReplayGap) {
+        tracing::warn!(?gap, "replay gap");
+        let error = Error::replay_gap(gap);
+        for sub in subs {
+            self.shared.inbox.push_error(*sub, error.clone());
+        }
+    }
+
+    /// Leave the current session behind (a best-effort disconnect, not awaited).
+    pub(super) fn abandon_session(&mut self) {
+        let Some(client_id) = self.lose_session() else {
+            return;
+        };
+        let mut m = Message::new(channels::DISCONNECT);
+        m.id = Some(self.id());
+        m.client_id = Some(client_id);
+        let flight = self.flight(vec![m], self.settings.request_timeout);
+        self.control
+            .push(Box::pin(async move { (Vec::new(), flight.await) }));
+    }
+
+    /// Forget the session: replies still in flight for it become stale.
+    pub(super) fn lose_session(&mut self) -> Option<String> {
+        self.session_gen += 1;
+        self.client_id.take()
+    }
+
+    pub(super) fn on_reply(&mut self, m: Message) {
+        let Some(pending) = m.id.as_ref().and_then(|id| self.pending.remove(id)) else {
+            tracing::debug!(channel = %m.channel, "reply to no pending request");
+            return;
+        };
+        match pending {
+            Pending::Subscribe { sub, session } => self.on_subscribe_reply(sub, session, Ok(m)),
+            Pending::Unsubscribe { channel, reply } => {
+                self.unsubscribe_done(&channel);
+                let result = if m.is_successful() {
+                    Ok(())
+                } else {
+                    Err(Error::from_reply("unsubscribe", &m))
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "unsubscribe failed");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Pending::Publish {
+                channel,
+                data,
+                reply,
+                session,
+                retried,
+            } => {
+                if m.is_successful() {
+                    let _ = reply.send(Ok(m));
+                    return;
+                }
+                let error = Error::from_reply("publish", &m);
+                let unknown = error.server_error().is_some_and(|s| s.is_unknown_client());
+                if unknown && !retried {
+                    // Not processed by the server: send again, in the next session.
+                    if session != self.session_gen && self.client_id.is_some() {
+                        self.publish(channel, data, reply, true); // that session is here
+                    } else {
+                        self.deferred.push((channel, data, reply, true));
+                        if session == self.session_gen && self.client_id.is_some() {
+                            self.rehandshake(self.advice_interval);
+                        }
+                    }
+                } else {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_control(&mut self, ids: Vec<String>, result: Result<Response>) {
+        match result {
+            Ok(response) => {
+                let malformed = self.dispatch(response);
+                for id in ids {
+                    if let Some(p) = self.pending.remove(&id) {
+                        let e = malformed.clone().unwrap_or_else(|| {
+                            Error::new(
+                                ErrorKind::Protocol,
+                                "the response has no reply to the request",
+                            )
+                        });
+                        self.fail_pending(p, e);
+                    }
+                }
+            }
+            Err(error) => {
+                for id in ids {
+                    if let Some(p) = self.pending.remove(&id) {
+                        self.fail_pending(p, error.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn fail_pending(&mut self, pending: Pending, error: Error) {
+        match pending {
+            Pending::Subscribe { sub, session } => {
+                self.on_subscribe_reply(sub, session, Err(error))
+            }
+            Pending::Unsubscribe { channel, reply } => {
+                self.unsubscribe_done(&channel);
+                if let Some(r) = reply {
+                    let _ = r.send(Err(error));
+                }
+            }
+            Pending::Publish { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
