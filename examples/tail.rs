@@ -136,15 +136,7 @@ async fn source(args: &mut Args) -> Result<(ClientBuilder, Option<Emulator>), St
         args.channels = SAMPLE_CHANNELS.iter().map(|c| c.to_string()).collect();
     }
     // The emulator's token endpoint, through the same password flow a real org would use.
-    let login: url::Url = emulator.login_url().parse().map_err(|e| format!("{e}"))?;
-    let auth = PasswordAuthenticator::new(
-        emulator.client_id(),
-        emulator.client_secret(),
-        emulator.username(),
-        emulator.password(),
-    )
-    .login_url(login);
-    let builder = Client::builder(auth).api_version(emulator.api_version());
+    let builder = emulator.client_builder();
     Ok((builder, Some(emulator)))
 }
 
@@ -330,6 +322,9 @@ async fn run() -> Result<(), String> {
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     break Ok(()); // stdout closed (`| head`): done
                 }
+                // Printed: processed. (The stream would say so when polled again; saying it now
+                // covers the last event before `--count` or Ctrl-C stops us.)
+                event.ack();
                 printed += 1;
             }
             Some(Err(e)) => match e.kind() {
@@ -341,11 +336,10 @@ async fn run() -> Result<(), String> {
             },
         }
     };
-    // Close while the streams are alive: closing counts the events they handed out (and we
-    // printed) as processed, so a replay file resumes right after them.
-    let _ = client.close().await;
     drop(events);
-    result
+    // Waits until the replay file holds the last printed event.
+    let closed = client.close().await.map_err(|e| e.to_string());
+    result.and(closed)
 }
 
 #[tokio::main]

@@ -21,7 +21,7 @@
 use crate::bayeux::{Data, Message};
 use crate::error::{Error, ErrorKind, Result};
 use crate::replay::ReplayMarker;
-use crate::replay::tracker::ReplayState;
+use crate::replay::tracker::Ticket;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
@@ -35,8 +35,8 @@ use std::sync::Arc;
 pub struct Event {
     channel: Arc<str>,
     data: Data,
-    /// Set under [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual) with a storage.
-    ack: Option<Arc<ReplayState>>,
+    /// Which delivered event this is, when a replay storage tracks processing.
+    ticket: Option<Ticket>,
 }
 
 impl Event {
@@ -44,19 +44,23 @@ impl Event {
         Event {
             channel,
             data,
-            ack: None,
+            ticket: None,
         }
     }
 
-    pub(crate) fn with_ack(mut self, state: Arc<ReplayState>) -> Self {
-        self.ack = Some(state);
-        self
+    pub(crate) fn set_ticket(&mut self, ticket: Ticket) {
+        self.ticket = Some(ticket);
     }
 
-    /// Mark the event processed under
-    /// [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual): its replay marker is
-    /// stored (in the background, never backwards). Does nothing under the other policies or
-    /// without a replay storage.
+    /// Mark the event processed. With a replay storage, the stored marker then moves to the
+    /// newest event of the channel before which every delivered event is processed, so events
+    /// may be acknowledged in any order (concurrent workers, `buffer_unordered`) without
+    /// skipping one that is still in progress.
+    ///
+    /// Under [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual) this is the only way
+    /// an event counts as processed; under `AfterProcessed` it says so early (before the stream
+    /// is polled again, e.g. for the last event before you stop). Clones share the
+    /// acknowledgement. Does nothing under `OnReceive` or without a storage.
     ///
     /// ```no_run
     /// # async fn f(mut sub: sfstream::Subscription) -> sfstream::Result<()> {
@@ -69,8 +73,8 @@ impl Event {
     /// # Ok(()) }
     /// ```
     pub fn ack(&self) {
-        if let Some(state) = &self.ack {
-            state.commit(&self.channel, &self.data);
+        if let Some(ticket) = &self.ticket {
+            ticket.done(&self.channel);
         }
     }
 

@@ -16,15 +16,19 @@
 //!     .connect()
 //!     .await?;
 //! let mut orders = client.subscribe("/event/Order_Placed__e").await?;
-//! while let Some(event) = orders.next().await {
-//!     let event = event?;
-//!     println!("{} {:?}", event.channel(), event.replay_id());
+//! while let Some(item) = orders.next().await {
+//!     match item {
+//!         Ok(event) => println!("{} {:?}", event.channel(), event.replay_id()),
+//!         // Errors are reports (an outage, a replay gap, a malformed message), not the end:
+//!         // the stream goes on until it returns None.
+//!         Err(e) => eprintln!("{e}"),
+//!     }
 //! }
 //! client.close().await
 //! # }
 //! ```
 //!
-//! The crate is built in layers, one module each (see `DESIGN.md` in the repository):
+//! The crate is built in layers, one module each:
 //!
 //! | layer | module |
 //! |---|---|
@@ -61,6 +65,9 @@ pub use client::{Client, ClientBuilder, Events, Subscription};
 pub use connection::ConnectionState;
 pub use error::{Error, ErrorKind, OAuthError, ReplayGap, Result};
 pub use event::Event;
+/// URLs (instance, login, My Domain) are [`url::Url`]s, re-exported so you need not depend on
+/// `url` yourself.
+pub use url::Url;
 
 /// The Streaming API version used unless [`ClientBuilder::api_version`] says otherwise
 /// (Spring '26).

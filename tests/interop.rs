@@ -524,7 +524,7 @@ async fn many_events(kind: Kind, count: u64, max_pending: usize, consume: Consum
             server.publish(A, 1, count).await;
             server.publish(B, 1, count).await;
         };
-        match consume {
+        let took = match consume {
             Consume::Streams => {
                 // Both queues are consumed at the same time: with backpressure, a consumer
                 // waiting on one channel while the other's queue is full would wait forever.
@@ -535,8 +535,17 @@ async fn many_events(kind: Kind, count: u64, max_pending: usize, consume: Consum
                     )
                 };
                 tokio::join!(both, publish);
+                let took = started.elapsed();
+                assert_eq!(client.pending_count(), 0);
+                // Nothing more arrives: no duplicates after the last one either.
+                server.publish(A, count + 1, 1).await;
+                expect_seqs(&mut a, A, count + 1, 1).await;
+                took
             }
             Consume::Receive => {
+                // receive() takes the events of the subscriptions that have no handle.
+                a.detach();
+                b.detach();
                 let mut all = client.receive().unwrap();
                 let merged = async {
                     let mut next = BTreeMap::from([(A, 1), (B, 1)]);
@@ -549,13 +558,14 @@ async fn many_events(kind: Kind, count: u64, max_pending: usize, consume: Consum
                     }
                 };
                 tokio::join!(merged, publish);
+                let took = started.elapsed();
+                assert_eq!(client.pending_count(), 0);
+                server.publish(A, count + 1, 1).await;
+                let event = all.next().await.expect("receive() ended").unwrap();
+                assert_eq!((event.channel(), seq(&event)), (A, count + 1));
+                took
             }
-        }
-        let took = started.elapsed();
-        assert_eq!(client.pending_count(), 0);
-        // Nothing more arrives: no duplicates after the last one either.
-        server.publish(A, count + 1, 1).await;
-        expect_seqs(&mut a, A, count + 1, 1).await;
+        };
         let stats = server.stats().await;
         assert_eq!(
             (stats.handshakes, stats.sessions),

@@ -747,3 +747,54 @@ async fn a_session_of_another_user_is_replaced_by_a_fresh_handshake() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn state_updates_start_before_open_and_survive_a_reopen() {
+    within("state updates", async {
+        let (client, mut server) = client(0);
+        let mut updates = client.state_updates();
+        assert_eq!(updates.next().await, Some(ConnectionState::Closed));
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        server.accept_open().await;
+        opening.await.unwrap().unwrap();
+        assert_eq!(updates.next().await, Some(ConnectionState::Handshaking));
+        assert_eq!(updates.next().await, Some(ConnectionState::Connected));
+        let c = client.clone();
+        let closing = tokio::spawn(async move { c.close().await });
+        server.next_on("/meta/disconnect").await.ok();
+        closing.await.unwrap().unwrap();
+        assert_eq!(updates.next().await, Some(ConnectionState::Closed));
+        server.clear();
+        let c = client.clone();
+        let reopening = tokio::spawn(async move { c.open().await });
+        server.accept_open().await;
+        reopening.await.unwrap().unwrap();
+        assert_eq!(updates.next().await, Some(ConnectionState::Handshaking));
+        assert_eq!(updates.next().await, Some(ConnectionState::Connected));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn receive_takes_only_detached_subscriptions() {
+    within("receive vs subscription", async {
+        let (client, mut server) = open(0).await;
+        let mut kept = subscribe(&client, &mut server, "/event/A__e").await;
+        subscribe(&client, &mut server, "/event/B__e")
+            .await
+            .detach();
+        let mut all = client.receive().unwrap();
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with(vec![
+            event("/event/A__e", 1),
+            event("/event/B__e", 2),
+            event("/event/A__e", 3),
+        ]);
+        let e = all.next().await.unwrap().unwrap();
+        assert_eq!((e.channel(), e.replay_id()), ("/event/B__e", Some(2)));
+        assert_eq!(kept.next().await.unwrap().unwrap().replay_id(), Some(1));
+        assert_eq!(kept.next().await.unwrap().unwrap().replay_id(), Some(3));
+    })
+    .await;
+}

@@ -25,6 +25,17 @@ async fn next_id(sub: &mut Subscription) -> i64 {
     sub.next().await.unwrap().unwrap().replay_id().unwrap()
 }
 
+/// Take `n` events and say each was processed.
+async fn take_acked(sub: &mut Subscription, n: usize) -> Vec<i64> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let event = sub.next().await.unwrap().unwrap();
+        event.ack();
+        v.push(event.replay_id().unwrap());
+    }
+    v
+}
+
 async fn take(sub: &mut Subscription, n: usize) -> Vec<i64> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -117,7 +128,7 @@ async fn replay_ids_above_2_pow_32_round_trip_through_a_file() {
             .unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         assert_eq!(
-            take(&mut s, 3).await,
+            take_acked(&mut s, 3).await,
             vec![5_000_000_000, 5_000_000_007, 5_000_000_014]
         );
         client.close().await.unwrap();
@@ -157,8 +168,11 @@ async fn a_restarted_client_resumes_from_the_file_exactly_once_in_order() {
                 .await
                 .unwrap();
             let mut s = client.subscribe(CH).await.unwrap();
-            seen.extend(take(&mut s, 10).await);
-            // The tenth event was handed out and not polled past: closing counts it processed.
+            seen.extend(take(&mut s, 9).await);
+            // The tenth event: processed, and said so (the stream is not polled past it).
+            let tenth = s.next().await.unwrap().unwrap();
+            seen.push(tenth.replay_id().unwrap());
+            tenth.ack();
             client.close().await.unwrap();
             assert_eq!(
                 FileStorage::read(&path).unwrap()[CH].replay_id,
@@ -238,18 +252,37 @@ async fn commit_policies_store_at_the_documented_moment() {
             .await
             .unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
+        let _a = s.next().await.unwrap().unwrap(); // still being processed
+        let b = s.next().await.unwrap().unwrap();
+        let _c = s.next().await.unwrap().unwrap();
+        // Out of order: 2 is done but 1 is not, so nothing may be stored yet.
+        b.ack();
+        client.close().await.unwrap();
+        assert!(
+            storage.map().lock().unwrap().get(CH).is_none(),
+            "1 would be skipped"
+        );
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .commit_policy(CommitPolicy::Manual)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
         let a = s.next().await.unwrap().unwrap();
         let b = s.next().await.unwrap().unwrap();
         let _c = s.next().await.unwrap().unwrap();
         b.ack();
+        a.ack(); // now 1 and 2 are done: 2 is stored
         wait_for_marker(&storage, 2).await;
-        a.ack(); // older: never moves the marker back
         client.close().await.unwrap();
         assert_eq!(
             storage.map().lock().unwrap()[CH].replay_id,
             2,
             "close stores nothing unacked"
         );
+        drop((a, b));
 
         // AfterProcessed: the previous event is stored when the stream is polled again.
         let storage = MappingStorage::new();
@@ -267,13 +300,10 @@ async fn commit_policies_store_at_the_documented_moment() {
             1,
             "2 is not processed yet"
         );
+        // Neither an unsubscribe nor a close says that 2 was processed...
         s.unsubscribe().await.unwrap();
         client.close().await.unwrap();
-        assert_eq!(
-            storage.map().lock().unwrap()[CH].replay_id,
-            2,
-            "a clean unsubscribe counts it"
-        );
+        assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 1);
     })
     .await;
 }
@@ -291,12 +321,15 @@ async fn markers_never_move_backwards_when_old_events_are_replayed() {
             .await
             .unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
-        take(&mut s, 10).await;
+        take_acked(&mut s, 10).await;
         s.unsubscribe().await.unwrap();
         wait_for_marker(&storage, 10).await;
         // Replaying older events again (from 2) must not move the stored marker back.
         let mut again = client.subscribe_from(CH, 2).await.unwrap();
-        assert_eq!(take(&mut again, 8).await, (3..=10).collect::<Vec<_>>());
+        assert_eq!(
+            take_acked(&mut again, 8).await,
+            (3..=10).collect::<Vec<_>>()
+        );
         again.unsubscribe().await.unwrap();
         client.close().await.unwrap();
         assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 10);
@@ -432,6 +465,7 @@ async fn markers_of_every_event_family_are_stored_with_their_dates() {
         for ch in channels {
             let mut sub = client.subscribe(ch).await.unwrap();
             let event = sub.next().await.unwrap().unwrap();
+            event.ack();
             let marker = event.replay_marker().unwrap();
             assert!(marker.date.is_some(), "{ch} has a date");
             expected.push((ch, marker));
@@ -712,4 +746,27 @@ fn one_process_per_replay_file() {
     });
     let on_disk = FileStorage::read(&path).unwrap();
     assert_eq!(on_disk.len(), 2, "neither overwrote the other");
+}
+
+#[tokio::test]
+async fn close_reports_markers_that_could_not_be_stored() {
+    within("close reports", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 2);
+        let storage = Flaky::default();
+        storage
+            .fail_next
+            .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        let client = builder(&emu)
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        take_acked(&mut s, 2).await;
+        let e = client.close().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Replay, "{e}");
+    })
+    .await;
 }

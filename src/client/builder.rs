@@ -296,6 +296,7 @@ impl ClientBuilder {
                 max_pending: self.max_pending,
                 session: Mutex::new(None),
                 replay,
+                status: Arc::new(crate::connection::Status::new()),
             }),
         })
     }

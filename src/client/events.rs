@@ -8,13 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// Every event of every subscription of a client, in arrival order
+/// Every event of every detached subscription of a client, in arrival order
 /// ([`Client::receive`](crate::Client::receive)).
 ///
-/// Each event is taken once: by this stream or by its [`Subscription`](crate::Subscription),
-/// whichever polls first, so consume a channel one way or the other. An error broadcast to
-/// every subscription appears here once. Ends when the client is closed and everything queued
-/// was taken.
+/// Subscriptions with a live [`Subscription`](crate::Subscription) handle are consumed through
+/// it, never here: each queue has exactly one consumer. An error broadcast to every
+/// subscription appears here once. Ends when the client is closed and everything queued was
+/// taken.
 pub struct Events {
     session: Arc<Session>,
     id: u64,

@@ -11,9 +11,12 @@
 //! );
 //! let client = Client::builder(auth).connect().await?;
 //! let mut changes = client.subscribe("/data/AccountChangeEvent").await?;
-//! while let Some(event) = changes.next().await {
-//!     let event = event?;
-//!     println!("{} {:?}", event.channel(), event.replay_id());
+//! while let Some(item) = changes.next().await {
+//!     match item {
+//!         Ok(event) => println!("{} {:?}", event.channel(), event.replay_id()),
+//!         // A report (outage, replay gap, malformed message); the stream goes on.
+//!         Err(e) => eprintln!("{e}"),
+//!     }
 //! }
 //! client.close().await?;
 //! # Ok(()) }
@@ -31,17 +34,16 @@ pub use subscription::Subscription;
 
 use crate::auth::Authenticator;
 use crate::bayeux::{Data, Message};
-use crate::connection::{Command, ConnectionState, Settings, Shared, spawn};
+use crate::connection::{Command, ConnectionState, Settings, Shared, Status, spawn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::replay::tracker::ReplayState;
 use crate::transport::BoxTransport;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde::Serialize;
 use session::Session;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
 
 /// A Salesforce Streaming API client: a cheap, cloneable handle to one connection task.
 ///
@@ -60,6 +62,7 @@ struct ClientInner {
     max_pending: usize,
     session: Mutex<Option<Arc<Session>>>,
     replay: Arc<ReplayState>,
+    status: Arc<Status>,
 }
 
 impl Client {
@@ -96,6 +99,7 @@ impl Client {
             let shared = Arc::new(Shared::new(
                 self.inner.max_pending,
                 self.inner.replay.clone(),
+                self.inner.status.clone(),
             ));
             let weak = Arc::downgrade(&shared);
             self.inner.replay.set_error_sink(Arc::new(move |error| {
@@ -117,16 +121,25 @@ impl Client {
     }
 
     /// Send `/meta/disconnect` and stop. Streams yield what they already hold, then end.
+    /// Waits until the replay marker of every event marked processed is stored, and fails with
+    /// [`ErrorKind::Replay`] if that did not work (the next run may then repeat events).
     /// Closing a closed client does nothing.
+    ///
+    /// ```no_run
+    /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
+    /// client.close().await?;
+    /// assert!(client.closed());
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) -> Result<()> {
         let Some(session) = self.session() else {
             return Ok(());
         };
         let (reply, done) = tokio::sync::oneshot::channel();
-        if session.commands.send(Command::Close { reply }).is_ok() {
-            let _ = done.await;
+        if session.commands.send(Command::Close { reply }).is_err() {
+            return Ok(()); // already closed
         }
-        Ok(())
+        done.await.unwrap_or(Ok(()))
     }
 
     /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`, or a Bayeux
@@ -210,8 +223,22 @@ impl Client {
             .await
     }
 
-    /// One stream of every event across all subscriptions, in arrival order (aiosfstream's
-    /// `receive()`/`async for`). See [`Events`] and [`Subscription::detach`].
+    /// One stream of every event of the detached subscriptions, in arrival order
+    /// (aiosfstream's `receive()`/`async for`): subscribe, [`detach`](Subscription::detach),
+    /// then read this. See [`Events`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
+    /// use futures::StreamExt;
+    /// for channel in ["/event/Order__e", "/data/AccountChangeEvent"] {
+    ///     client.subscribe(channel).await?.detach();
+    /// }
+    /// let mut all = client.receive()?;
+    /// while let Some(Ok(event)) = all.next().await {
+    ///     println!("{}", event.channel());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn receive(&self) -> Result<Events> {
         let session = self.session().ok_or_else(Error::closed)?;
         Ok(Events::new(session))
@@ -250,14 +277,20 @@ impl Client {
         self.pending_count() > 0
     }
 
-    /// The connection's current state.
+    /// The connection's current state (`Closed` before `open`).
+    ///
+    /// ```no_run
+    /// # fn f(client: sfstream::Client) {
+    /// if client.state() == sfstream::ConnectionState::Connected { /* ... */ }
+    /// # }
+    /// ```
     pub fn state(&self) -> ConnectionState {
-        self.session()
-            .map_or(ConnectionState::Closed, |s| s.shared.state.borrow().clone())
+        self.inner.status.get()
     }
 
-    /// The current state, then every change, until the client is closed. Useful to log
-    /// reconnects or to wait for one in tests.
+    /// The current state, then every change, across `close` and `open` (a stream taken before
+    /// `open` sees the first handshake). Ends when the client and its subscriptions are gone.
+    /// Useful to log reconnects or to wait for one in tests.
     ///
     /// ```no_run
     /// # async fn f(client: sfstream::Client) {
@@ -269,29 +302,13 @@ impl Client {
     /// # }
     /// ```
     pub fn state_updates(&self) -> impl Stream<Item = ConnectionState> + Send + Unpin + 'static {
-        let Some(session) = self.session() else {
-            return futures::stream::iter([ConnectionState::Closed]).boxed();
-        };
-        // Subscribe before reading the current state so that no change falls in between.
-        let rx = session.shared.changes.subscribe();
-        let current = session.shared.state.borrow().clone();
-        let done = matches!(current, ConnectionState::Closed);
-        let changes = futures::stream::unfold((!done).then_some(rx), |rx| async move {
-            let mut rx = rx?;
-            loop {
-                match rx.recv().await {
-                    Ok(state) => {
-                        let next = (!matches!(state, ConnectionState::Closed)).then_some(rx);
-                        return Some((state, next));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        });
-        futures::stream::once(std::future::ready(current))
-            .chain(changes)
-            .boxed()
+        self.inner.status.updates()
+    }
+
+    /// The replay storage the client reads and writes markers in, if one was configured
+    /// (aiosfstream's `replay_storage` property).
+    pub fn replay_storage(&self) -> Option<Arc<dyn crate::replay::ReplayStorage>> {
+        self.inner.replay.storage()
     }
 }
 

@@ -24,9 +24,12 @@ use std::task::{Context, Poll};
 /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
 /// use futures::StreamExt;
 /// let mut orders = client.subscribe("/event/Order_Placed__e").await?;
-/// while let Some(event) = orders.next().await {
-///     let event = event?;
-///     println!("{}", serde_json::to_string(&event).unwrap());
+/// while let Some(item) = orders.next().await {
+///     match item {
+///         Ok(event) => println!("{}", serde_json::to_string(&event).unwrap()),
+///         Err(e) if e.kind() == sfstream::ErrorKind::ReplayGap => eprintln!("possible loss: {e}"),
+///         Err(e) => eprintln!("{e}"), // reported; the stream goes on
+///     }
 /// }
 /// # Ok(()) }
 /// ```
@@ -62,9 +65,6 @@ impl Subscription {
     /// # Ok(()) }
     /// ```
     pub async fn unsubscribe(self) -> Result<()> {
-        // Unsubscribing is a clean stop: the last event handed out was processed.
-        let shared = &self.session.shared;
-        shared.after_poll(None, shared.inbox.take_last(self.sub));
         let (channel, sub) = (self.channel.clone(), Some(self.sub));
         let result = self
             .session

@@ -14,9 +14,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     /// A `Subscription` was dropped: unsubscribe without waiting.
-    Drop {
-        sub: SubId,
-    },
+    Drop { sub: SubId },
     /// `Client::unsubscribe(channel)`, or `Subscription::unsubscribe` (which names its `sub`).
     Unsubscribe {
         channel: String,
@@ -28,7 +26,6 @@ pub(crate) enum Command {
         data: Data,
         reply: oneshot::Sender<Result<Message>>,
     },
-    Close {
-        reply: oneshot::Sender<()>,
-    },
+    /// `Err` if some replay marker could not be stored.
+    Close { reply: oneshot::Sender<Result<()>> },
 }

@@ -299,23 +299,6 @@ impl Inbox {
         }
     }
 
-    /// The event `sub` handed out last, now to be counted as processed.
-    pub(crate) fn take_last(&self, sub: SubId) -> Option<Event> {
-        self.lock().queues.get_mut(&sub)?.last_taken.take()
-    }
-
-    /// Every stream's last handed-out event (closing counts them as processed).
-    pub(crate) fn take_all_last(&self) -> Vec<Event> {
-        let mut s = self.lock();
-        let mut out: Vec<Event> = s
-            .queues
-            .values_mut()
-            .filter_map(|q| q.last_taken.take())
-            .collect();
-        out.extend(s.receiver_last.drain().map(|(_, e)| e));
-        out
-    }
-
     pub(crate) fn new_receiver(&self) -> u64 {
         let mut s = self.lock();
         s.next_receiver += 1;
@@ -332,9 +315,11 @@ impl Inbox {
     pub(crate) fn poll_any(&self, receiver: u64, cx: &mut Context<'_>, track: bool) -> Polled {
         let mut s = self.lock();
         let done = s.receiver_last.remove(&receiver);
+        // Only subscriptions without a handle: a queue has exactly one consumer.
         let oldest = s
             .queues
             .iter()
+            .filter(|(_, q)| q.detached)
             .filter_map(|(id, q)| q.items.front().map(|i| (i.seq, *id)))
             .min();
         let Some((seq, sub)) = oldest else {
@@ -359,8 +344,8 @@ impl Inbox {
             }
             Ok(_) => {}
             Err(_) => {
-                // A broadcast error sits at the front of every queue that got it.
-                for q in s.queues.values_mut() {
+                // A broadcast error sits at the front of every detached queue that got it.
+                for q in s.queues.values_mut().filter(|q| q.detached) {
                     if q.items.front().is_some_and(|i| i.seq == seq) {
                         q.items.pop_front();
                     }

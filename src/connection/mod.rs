@@ -16,4 +16,5 @@ pub(crate) use inbox::SubId;
 pub(crate) use router::base_channel;
 pub(crate) use shared::Shared;
 pub use state::ConnectionState;
+pub(crate) use state::Status;
 pub(crate) use task::{Settings, spawn};

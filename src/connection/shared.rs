@@ -2,44 +2,42 @@
 //! the confirmed subscriptions and the replay bookkeeping.
 
 use super::inbox::Inbox;
-use super::state::ConnectionState;
+use super::state::{ConnectionState, Status};
 use crate::event::Event;
 use crate::replay::CommitPolicy;
 use crate::replay::tracker::ReplayState;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, watch};
 
 /// State shared by the task and every handle of one open session.
 pub(crate) struct Shared {
     pub(crate) inbox: Inbox,
-    pub(crate) state: watch::Sender<ConnectionState>,
-    /// Every state change, for `state_updates()` (a watch would skip intermediate states).
-    pub(crate) changes: broadcast::Sender<ConnectionState>,
+    /// The client's state, which outlives this session.
+    pub(crate) status: Arc<Status>,
     pub(crate) subscriptions: Mutex<BTreeSet<String>>,
     pub(crate) replay: Arc<ReplayState>,
 }
 
 impl Shared {
-    pub(crate) fn new(max_pending: usize, replay: Arc<ReplayState>) -> Self {
+    pub(crate) fn new(max_pending: usize, replay: Arc<ReplayState>, status: Arc<Status>) -> Self {
+        status.set(ConnectionState::Handshaking);
         Shared {
             inbox: Inbox::new(max_pending),
-            state: watch::Sender::new(ConnectionState::Handshaking),
-            changes: broadcast::Sender::new(256),
+            status,
             subscriptions: Mutex::new(BTreeSet::new()),
             replay,
         }
     }
 
-    /// Whether streams remember their last event to count it processed later.
+    /// Whether streams remember their last event to count it processed when polled again.
     pub(crate) fn tracks_processing(&self) -> bool {
-        self.replay.stores() && self.replay.policy() == CommitPolicy::AfterProcessed
+        self.replay.tracks() && self.replay.policy() == CommitPolicy::AfterProcessed
     }
 
     /// A stream handed out `taken` and showed `done` processed: store markers per the policy.
     pub(crate) fn after_poll(&self, taken: Option<&Event>, done: Option<Event>) {
         if let Some(done) = done {
-            self.replay.commit(done.channel(), done.data());
+            done.ack();
         }
         if self.replay.policy() == CommitPolicy::OnReceive
             && let Some(event) = taken

@@ -1,4 +1,6 @@
 use crate::error::Error;
+use futures::{Stream, StreamExt};
+use tokio::sync::{broadcast, watch};
 
 /// Where the connection stands. Watch it with
 /// [`Client::state_updates`](crate::Client::state_updates) to log reconnects or alert.
@@ -44,5 +46,64 @@ impl ConnectionState {
             (Reconnecting { failures: a, .. }, Reconnecting { failures: b, .. }) => a == b,
             _ => false,
         }
+    }
+}
+
+/// Equal when the variant and its counters are: the error of `Reconnecting` is not compared.
+impl PartialEq for ConnectionState {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_as(other)
+    }
+}
+
+/// The state of one client across its open/close cycles, and every change to it.
+pub(crate) struct Status {
+    state: watch::Sender<ConnectionState>,
+    /// Every change, for `state_updates()` (a watch alone would skip intermediate states).
+    changes: broadcast::Sender<ConnectionState>,
+}
+
+impl Status {
+    pub(crate) fn new() -> Self {
+        Status {
+            state: watch::Sender::new(ConnectionState::Closed),
+            changes: broadcast::Sender::new(256),
+        }
+    }
+
+    pub(crate) fn get(&self) -> ConnectionState {
+        self.state.borrow().clone()
+    }
+
+    pub(crate) fn set(&self, state: ConnectionState) {
+        let changes = &self.changes;
+        self.state.send_if_modified(|current| {
+            if current.same_as(&state) {
+                return false;
+            }
+            let _ = changes.send(state.clone());
+            *current = state;
+            true
+        });
+    }
+
+    /// The current state, then every change (a slow reader skips what it missed); ends when the
+    /// client is gone.
+    pub(crate) fn updates(&self) -> impl Stream<Item = ConnectionState> + Send + Unpin + 'static {
+        // Subscribe before reading the current state so that no change falls in between.
+        let rx = self.changes.subscribe();
+        let current = self.get();
+        let changes = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(state) => return Some((state, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        futures::stream::once(std::future::ready(current))
+            .chain(changes)
+            .boxed()
     }
 }

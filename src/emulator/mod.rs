@@ -159,6 +159,36 @@ impl Emulator {
         self.shared().config.password.clone()
     }
 
+    /// A client builder for this emulator: the username-password flow against its token
+    /// endpoint, and its API version. Add options and `connect()`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> sfstream::Result<()> {
+    /// use futures::StreamExt;
+    /// let emu = sfstream::emulator::Emulator::start().await.expect("emulator");
+    /// let client = emu.client_builder().connect().await?;
+    /// let mut orders = client.subscribe("/event/Order__e").await?;
+    /// emu.publish("/event/Order__e", serde_json::json!({"Amount__c": 10}));
+    /// let event = orders.next().await.expect("an event")?;
+    /// assert_eq!(event.replay_id(), Some(1));
+    /// client.close().await
+    /// # }
+    /// ```
+    pub fn client_builder(&self) -> crate::ClientBuilder {
+        let mut auth = crate::auth::PasswordAuthenticator::new(
+            self.client_id(),
+            self.client_secret(),
+            self.username(),
+            self.password(),
+        );
+        // The emulator's own http://127.0.0.1:<port> always parses.
+        if let Ok(login) = self.login_url().parse::<url::Url>() {
+            auth = auth.login_url(login);
+        }
+        crate::Client::builder(auth).api_version(self.api_version())
+    }
+
     /// Mint a valid access token, as if obtained with the Salesforce CLI.
     pub fn issue_token(&self) -> String {
         let token = ids::access_token();

@@ -69,26 +69,28 @@ impl ReplayOption {
     }
 }
 
-/// When an event's replay marker is stored in the [`ReplayStorage`].
+/// When an event counts as processed, and so when its replay marker may be stored in the
+/// [`ReplayStorage`].
 ///
-/// In every mode the stored marker only moves forward, and writes are coalesced: a slow storage
-/// (an fsync, a database round trip) never slows the stream; it just stores the newest marker
-/// less often. [`Client::close`](crate::Client::close) waits until every marker requested so
-/// far is written.
+/// Every delivered event is tracked until it is processed. The stored marker is the newest
+/// event of its channel before which every delivered event is processed, so events may finish
+/// in any order without the marker skipping one still in progress; it never moves backwards.
+/// Writes are coalesced in the background: a slow storage (an fsync, a database round trip)
+/// never slows the stream, it just stores the newest marker less often.
+/// [`Client::close`](crate::Client::close) waits until every processed event's marker is
+/// written (and reports a failure), but marks nothing processed itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitPolicy {
     /// At-least-once (default). An event counts as processed when its stream is polled for the
-    /// next item, when the subscription is closed with
-    /// [`Subscription::unsubscribe`](crate::Subscription::unsubscribe), or when the client is
-    /// closed with [`Client::close`](crate::Client::close). Dropping a stream (a panic, an early
-    /// `return` with `?`) does not mark its last event processed, so after a restart it is
-    /// delivered again. Because `close` counts the events last handed out as processed, call it
-    /// once your consumers are done with them (for Ctrl-C: stop consuming, then close). With
-    /// read-ahead combinators (`buffered`, `buffer_unordered`, `chunks`, `ready_chunks`) the
-    /// stream is polled before earlier items are done: use `Manual` there.
+    /// next item, or when you call [`Event::ack`](crate::Event::ack) (do that for the last
+    /// event before a clean stop). Dropping a stream, unsubscribing or closing the client does
+    /// not mark the event in hand processed, so after a restart it is delivered again. With
+    /// read-ahead combinators (`buffered`, `chunks`, `ready_chunks`) the stream is polled before
+    /// earlier items are done: use `Manual` there.
     #[default]
     AfterProcessed,
-    /// Only [`Event::ack`](crate::Event::ack) stores a marker (in the order you call it).
+    /// Only [`Event::ack`](crate::Event::ack) marks an event processed, in any order: for
+    /// concurrent workers and `buffer_unordered` pipelines.
     Manual,
     /// aiosfstream's `AUTOMATIC`: stored when the stream hands the event out, before the
     /// consumer has processed it (at-most-once across a crash).

@@ -6,7 +6,7 @@ use crate::bayeux::Data;
 use crate::connection::base_channel;
 use crate::error::ReplayGap;
 use crate::error::{Error, ErrorKind, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,9 +39,41 @@ struct Inner {
     stored: HashMap<String, ReplayMarker>,
     writing: bool,
     failing: bool,
+    /// The last storage failure, for `flush` to report.
+    last_error: Option<Error>,
     sink: Option<ErrorSink>,
     /// Fallbacks not yet announced on their stream.
     gaps: HashMap<String, ReplayGap>,
+    /// Events handed to the streams and not yet processed, per channel, in delivery order.
+    outstanding: HashMap<String, Outstanding>,
+}
+
+/// The events of one channel between delivery and processing. Tickets are consecutive from
+/// the front, so finding one is an index computation.
+#[derive(Default)]
+struct Outstanding {
+    next: u64,
+    entries: VecDeque<(Data, bool)>,
+}
+
+impl Outstanding {
+    fn front_ticket(&self) -> u64 {
+        self.next - self.entries.len() as u64
+    }
+}
+
+/// Which outstanding event an [`Event`](crate::Event) is, so that it can be marked processed.
+#[derive(Clone)]
+pub(crate) struct Ticket {
+    state: Arc<ReplayState>,
+    number: u64,
+}
+
+impl Ticket {
+    /// The event is processed.
+    pub(crate) fn done(&self, channel: &str) {
+        self.state.done(channel, self.number);
+    }
 }
 
 impl ReplayState {
@@ -66,13 +98,67 @@ impl ReplayState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether processed events are stored anywhere.
-    pub(crate) fn stores(&self) -> bool {
-        self.storage.is_some()
+    pub(crate) fn storage(&self) -> Option<Arc<dyn ReplayStorage>> {
+        self.storage.clone()
     }
 
     pub(crate) fn policy(&self) -> CommitPolicy {
         self.policy
+    }
+
+    /// Whether delivered events get tickets: processing is tracked per event (stores, and
+    /// stores after processing).
+    pub(crate) fn tracks(&self) -> bool {
+        self.storage.is_some() && self.policy != CommitPolicy::OnReceive
+    }
+
+    /// Tickets for events about to be delivered, in order (`channel` runs share one lookup).
+    pub(crate) fn issue<'a>(
+        self: &Arc<Self>,
+        events: impl Iterator<Item = (&'a str, &'a Data)>,
+    ) -> Vec<Ticket> {
+        let mut inner = self.lock();
+        let mut tickets = Vec::new();
+        let mut current: Option<(&str, &mut Outstanding)> = None;
+        for (channel, data) in events {
+            let channel = base_channel(channel);
+            let out = match current.take() {
+                Some((c, out)) if c == channel => out,
+                _ => inner.outstanding.entry(channel.to_owned()).or_default(),
+            };
+            tickets.push(Ticket {
+                state: self.clone(),
+                number: out.next,
+            });
+            out.next += 1;
+            out.entries.push_back((data.clone(), false));
+            current = Some((channel, out));
+        }
+        tickets
+    }
+
+    /// Event `number` of `channel` is processed: store the marker of the newest event before
+    /// which everything is processed (at-least-once, whatever the order of processing).
+    fn done(self: &Arc<Self>, channel: &str, number: u64) {
+        let channel = base_channel(channel);
+        let mut inner = self.lock();
+        let Some(out) = inner.outstanding.get_mut(channel) else {
+            return; // the subscription is gone; its successor starts from the storage
+        };
+        let Some(index) = number.checked_sub(out.front_ticket()) else {
+            return; // already stored
+        };
+        let Some(entry) = out.entries.get_mut(index as usize) else {
+            return;
+        };
+        entry.1 = true;
+        let mut newest = None;
+        while out.entries.front().is_some_and(|(_, done)| *done) {
+            newest = out.entries.pop_front().map(|(data, _)| data);
+        }
+        if let Some(data) = newest {
+            self.store_locked(&mut inner, channel, data);
+        }
     }
 
     pub(crate) fn fallback(&self) -> Option<ReplayOption> {
@@ -99,6 +185,7 @@ impl ReplayState {
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
         inner.gaps.remove(channel);
+        inner.outstanding.remove(channel);
     }
 
     /// The client closed: nothing of this session says where the next one starts.
@@ -107,6 +194,7 @@ impl ReplayState {
         inner.delivered.clear();
         inner.overrides.clear();
         inner.gaps.clear();
+        inner.outstanding.clear();
         self.has_gaps.store(false, Ordering::Release);
     }
 
@@ -195,22 +283,25 @@ impl ReplayState {
         Ok(self.start.id())
     }
 
-    /// The consumer is done with this event (or, for `OnReceive`, received it): store its
-    /// marker in the background.
+    /// Store this event's marker in the background (`OnReceive`: it was handed out).
     pub(crate) fn commit(self: &Arc<Self>, channel: &str, data: &Data) {
         if self.storage.is_none() {
             return;
         }
         let channel = base_channel(channel);
         let mut inner = self.lock();
+        self.store_locked(&mut inner, channel, data.clone());
+    }
+
+    fn store_locked(self: &Arc<Self>, inner: &mut Inner, channel: &str, data: Data) {
         match inner.dirty.get_mut(channel) {
-            Some(slot) => *slot = data.clone(),
+            Some(slot) => *slot = data,
             None => {
-                inner.dirty.insert(channel.to_owned(), data.clone());
+                inner.dirty.insert(channel.to_owned(), data);
             }
         }
         if !inner.writing {
-            self.spawn_writer(&mut inner);
+            self.spawn_writer(inner);
         }
     }
 
@@ -259,6 +350,7 @@ impl ReplayState {
                         let mut inner = self.lock();
                         inner.stored.insert(channel, marker);
                         inner.failing = false;
+                        inner.last_error = None;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %channel, "storing the replay marker failed");
@@ -270,6 +362,7 @@ impl ReplayState {
                             for (c, d) in batch {
                                 inner.dirty.entry(c).or_insert(d);
                             }
+                            inner.last_error = Some(e.clone());
                             let first = !mem::replace(&mut inner.failing, true);
                             first.then(|| inner.sink.clone()).flatten()
                         };
@@ -290,10 +383,11 @@ impl ReplayState {
         }
     }
 
-    /// Wait until every marker committed so far is stored (one retry of a failing storage).
-    pub(crate) async fn flush(self: &Arc<Self>) {
+    /// Wait until every marker committed so far is stored (one retry of a failing storage);
+    /// `Err` with the storage's error if some could not be.
+    pub(crate) async fn flush(self: &Arc<Self>) -> Result<()> {
         if self.storage.is_none() {
-            return;
+            return Ok(());
         }
         let mut retried = false;
         loop {
@@ -302,16 +396,22 @@ impl ReplayState {
             {
                 let mut inner = self.lock();
                 if inner.dirty.is_empty() && !inner.writing {
-                    return;
+                    return Ok(());
                 }
                 if !inner.writing {
                     if retried {
-                        return; // the storage keeps failing: give up, it was reported
+                        let e = inner.last_error.clone().unwrap_or_else(|| {
+                            Error::new(ErrorKind::Replay, "replay markers could not be stored")
+                        });
+                        return Err(e);
                     }
                     retried = true;
                     self.spawn_writer(&mut inner);
                     if !inner.writing {
-                        return; // no runtime
+                        return Err(Error::new(
+                            ErrorKind::Replay,
+                            "replay markers cannot be stored outside a Tokio runtime",
+                        ));
                     }
                 }
             }
@@ -376,17 +476,52 @@ mod tests {
             CommitPolicy::AfterProcessed,
         ));
         s.commit("/a", &ev(5, "2026-11-28T07:00:05Z"));
-        s.flush().await;
+        s.flush().await.unwrap();
         assert_eq!(map.lock().unwrap()["/a"].replay_id, 5);
         // An older event (replayed) does not move it back, whatever its id.
         s.commit("/a", &ev(9, "2026-11-28T07:00:01Z"));
-        s.flush().await;
+        s.flush().await.unwrap();
         assert_eq!(map.lock().unwrap()["/a"].replay_id, 5);
         for i in 6..100 {
             s.commit("/a", &ev(i, &format!("2026-11-28T07:01:{:02}Z", i % 60)));
         }
         s.commit("/a", &ev(100, "2026-11-28T08:00:00Z"));
-        s.flush().await;
+        s.flush().await.unwrap();
         assert_eq!(map.lock().unwrap()["/a"].replay_id, 100);
+    }
+
+    #[tokio::test]
+    async fn only_the_processed_prefix_is_stored() {
+        let storage = MappingStorage::new();
+        let map = storage.map().clone();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(storage)),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::Manual,
+        ));
+        let data: Vec<Data> = (1..=5)
+            .map(|i| ev(i, &format!("2026-11-28T07:00:0{i}Z")))
+            .collect();
+        let tickets = s.issue(data.iter().map(|d| ("/a", d)));
+        let stored = || map.lock().unwrap().get("/a").map(|m| m.replay_id);
+        // 2, 4 and 5 finish first: 1 is still in progress, so nothing may be stored.
+        for i in [1, 3, 4] {
+            tickets[i].done("/a");
+        }
+        s.flush().await.unwrap();
+        assert_eq!(stored(), None);
+        tickets[0].done("/a"); // 1 and 2 are done; 3 is not
+        s.flush().await.unwrap();
+        assert_eq!(stored(), Some(2));
+        tickets[2].done("/a"); // everything is done
+        s.flush().await.unwrap();
+        assert_eq!(stored(), Some(5));
+        // Acknowledging again, or a forgotten channel, changes nothing.
+        tickets[0].done("/a");
+        s.forget("/a");
+        tickets[4].done("/a");
+        s.flush().await.unwrap();
+        assert_eq!(stored(), Some(5));
     }
 }

@@ -7,10 +7,10 @@ impl Task {
     /// their callers.
     /// Returns the error of a malformed meta message, which explains a missing reply.
     pub(super) fn dispatch(&mut self, response: Response) -> Option<Error> {
-        let mut deliveries: Vec<(SubId, Event)> = Vec::with_capacity(response.messages.len());
+        let mut events: Vec<Event> = Vec::with_capacity(response.messages.len());
+        // (subscription, index into `events`); fan-out to several subscriptions is adjacent.
+        let mut targets_of: Vec<(SubId, usize)> = Vec::with_capacity(response.messages.len());
         let mut replies = Vec::new();
-        let manual_ack =
-            self.shared.replay.stores() && self.shared.replay.policy() == CommitPolicy::Manual;
         // Events of a batch mostly share a channel: route and intern once per run.
         let mut run: Option<(Arc<str>, Vec<SubId>)> = None;
         for m in response.messages {
@@ -47,27 +47,18 @@ impl Task {
             let Some((channel, targets)) = &run else {
                 continue;
             };
-            let Some((last, others)) = targets.split_last() else {
+            if targets.is_empty() {
                 tracing::debug!(%channel, "event for no live subscription");
                 continue;
-            };
+            }
             if let Some(gap) = self.shared.replay.take_gap(channel) {
                 self.announce_gap(targets, gap);
             }
-            let mut event = Event::new(channel.clone(), data);
-            if manual_ack {
-                event = event.with_ack(self.shared.replay.clone());
-            }
-            for s in others {
-                deliveries.push((*s, event.clone()));
-            }
-            deliveries.push((*last, event));
+            targets_of.extend(targets.iter().map(|s| (*s, events.len())));
+            events.push(Event::new(channel.clone(), data));
         }
-        if !deliveries.is_empty() {
-            self.shared
-                .replay
-                .delivered(deliveries.iter().map(|(_, e)| (e.channel(), e.data())));
-            self.shared.inbox.deliver(deliveries);
+        if !events.is_empty() {
+            self.deliver(events, &targets_of);
         }
         for m in replies {
             self.on_reply(m);
@@ -97,6 +88,32 @@ impl Task {
             }
         }
         meta_error
+    }
+
+    /// Hand events to their subscriptions' queues, with tickets when processing is tracked.
+    fn deliver(&mut self, mut events: Vec<Event>, targets_of: &[(SubId, usize)]) {
+        let replay = &self.shared.replay;
+        replay.delivered(events.iter().map(|e| (e.channel(), e.data())));
+        if replay.tracks() {
+            let tickets = replay.issue(events.iter().map(|e| (e.channel(), e.data())));
+            for (event, ticket) in events.iter_mut().zip(tickets) {
+                event.set_ticket(ticket);
+            }
+        }
+        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        let mut deliveries = Vec::with_capacity(targets_of.len());
+        for (i, (sub, index)) in targets_of.iter().enumerate() {
+            let last_use = targets_of.get(i + 1).is_none_or(|(_, next)| next != index);
+            let event = if last_use {
+                events[*index].take()
+            } else {
+                events[*index].clone()
+            };
+            if let Some(event) = event {
+                deliveries.push((*sub, event));
+            }
+        }
+        self.shared.inbox.deliver(deliveries);
     }
 
     pub(super) fn intern(&mut self, channel: String) -> Arc<str> {

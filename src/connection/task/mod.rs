@@ -10,7 +10,6 @@ use super::state::ConnectionState;
 use crate::bayeux::{Advice, Data, Message, Reconnect, channels};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
-use crate::replay::CommitPolicy;
 use crate::transport::{BoxTransport, Request, Response};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -211,14 +210,14 @@ impl Task {
                 biased;
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Close { reply }) => {
-                        self.shutdown().await;
-                        let _ = reply.send(());
+                        let result = self.shutdown().await;
+                        let _ = reply.send(result);
                         return;
                     }
                     Some(cmd) => self.on_command(cmd),
                     None => {
                         // Every handle is gone: disconnect politely.
-                        self.shutdown().await;
+                        let _ = self.shutdown().await;
                         return;
                     }
                 },
@@ -244,15 +243,7 @@ impl Task {
     }
 
     fn set_state(&self, state: ConnectionState) {
-        let changes = &self.shared.changes;
-        self.shared.state.send_if_modified(|current| {
-            if current.same_as(&state) {
-                return false;
-            }
-            let _ = changes.send(state.clone());
-            *current = state;
-            true
-        });
+        self.shared.status.set(state);
     }
 
     fn id(&mut self) -> String {
@@ -472,7 +463,7 @@ impl Task {
     ) -> bool {
         if let Some(open) = self.open_reply.take() {
             let _ = open.send(Err(error));
-            self.shutdown().await;
+            let _ = self.shutdown().await;
             return false;
         }
         let advice = reply.and_then(|r| r.advice.clone());
@@ -581,7 +572,7 @@ impl Task {
             return;
         }
         let timeout = self.settings.connection_timeout.unwrap_or_default();
-        let last = match &*self.shared.state.borrow() {
+        let last = match &self.shared.status.get() {
             ConnectionState::Reconnecting { error, .. } => format!(": last error: {error}"),
             _ => String::new(),
         };
@@ -600,7 +591,8 @@ impl Task {
 
     // ---- closing ------------------------------------------------------------------------
 
-    async fn shutdown(&mut self) {
+    /// Disconnect and stop; `Err` if some replay marker could not be stored.
+    async fn shutdown(&mut self) -> Result<()> {
         self.connect = None;
         self.handshake = None;
         if let Some(client_id) = self.client_id.take() {
@@ -614,19 +606,23 @@ impl Task {
             }
         }
         self.finish();
-        // Closing counts what the streams handed out as processed; wait until it is stored
-        // (bounded: a storage that never answers must not hang close()).
-        for event in self.shared.inbox.take_all_last() {
-            self.shared.replay.commit(event.channel(), event.data());
-        }
+        // Wait until the marker of every processed event is stored (bounded: a storage that
+        // never answers must not hang close()).
         let flush = self.shared.replay.flush();
-        if tokio::time::timeout(self.settings.request_timeout, flush)
+        let timeout = self.settings.request_timeout;
+        let stored = tokio::time::timeout(timeout, flush)
             .await
-            .is_err()
-        {
-            tracing::warn!("replay markers not stored within the request timeout; closing anyway");
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Replay,
+                    format!("replay markers were not stored within {timeout:?}"),
+                ))
+            });
+        if let Err(e) = &stored {
+            tracing::warn!(error = %e, "closed without every replay marker stored");
         }
         self.reject_queued();
+        stored
     }
 
     /// End everything: pending requests fail, streams end once drained.
@@ -674,7 +670,7 @@ impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         if !self.0.inbox.is_closed() {
             self.0.inbox.close();
-            self.0.state.send_replace(ConnectionState::Closed);
+            self.0.status.set(ConnectionState::Closed);
         }
     }
 }
@@ -688,7 +684,7 @@ fn reject(cmd: Command) {
             let _ = reply.send(Err(Error::closed()));
         }
         Command::Close { reply } => {
-            let _ = reply.send(());
+            let _ = reply.send(Ok(()));
         }
         Command::Drop { .. } => {}
     }
