@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use sfstream::Client;
 use sfstream::auth::AccessToken;
 use sfstream::emulator::{Emulator, PreparedBatch};
+use sfstream::replay::FileStorage;
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 1000;
@@ -113,14 +114,20 @@ struct Run {
     client_cpu_ns_per_event: f64,
 }
 
-async fn end_to_end(emu: &Emulator, batches: &[PreparedBatch], max_pending: usize) -> Run {
+async fn end_to_end(
+    emu: &Emulator,
+    batches: &[PreparedBatch],
+    max_pending: usize,
+    storage: Option<FileStorage>,
+) -> Run {
     let url = emu.instance_url().parse().unwrap();
-    let client = Client::builder(AccessToken::new(emu.issue_token(), url))
+    let mut builder = Client::builder(AccessToken::new(emu.issue_token(), url))
         .api_version(emu.api_version())
-        .max_pending_count(max_pending)
-        .connect()
-        .await
-        .unwrap();
+        .max_pending_count(max_pending);
+    if let Some(storage) = storage {
+        builder = builder.replay_storage(storage);
+    }
+    let client = builder.connect().await.unwrap();
     let channel = batches[0].channel().to_owned();
     let mut sub = client.subscribe(channel).await.unwrap();
     emu.wait_until(|s| s.held_connects == 1).await;
@@ -205,12 +212,23 @@ fn main() {
         // With --e2e-only, several rounds so that a profile is dominated by the client.
         let rounds = if e2e_only { 5 } else { 1 };
         for max_pending in std::iter::repeat_n([100, 10_000], rounds).flatten() {
-            let run = rt.block_on(end_to_end(&emu, &batches, max_pending));
+            let run = rt.block_on(end_to_end(&emu, &batches, max_pending, None));
             println!(
                 "  end to end, max_pending_count {:>6}   {:>8.0} ns client CPU/event  {:>10.0} events/s",
                 max_pending, run.client_cpu_ns_per_event, run.events_per_sec
             );
         }
+        // The same with processing tracked and markers written to a file (fsync per write,
+        // coalesced): what a restartable consumer pays.
+        let file =
+            std::env::temp_dir().join(format!("sfstream-bench-{}-{n}.json", std::process::id()));
+        let storage = FileStorage::open(&file).unwrap();
+        let run = rt.block_on(end_to_end(&emu, &batches, 10_000, Some(storage)));
+        println!(
+            "  end to end, 10000 + FileStorage      {:>8.0} ns client CPU/event  {:>10.0} events/s",
+            run.client_cpu_ns_per_event, run.events_per_sec
+        );
+        let _ = std::fs::remove_file(&file);
         println!();
     }
 }
