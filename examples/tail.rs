@@ -307,13 +307,16 @@ async fn run() -> Result<(), String> {
     let mut events = futures::stream::select_all(streams);
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
+    // One listener for the whole run: a Ctrl-C while an event is printed is not missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let result = loop {
         if args.count.is_some_and(|c| printed >= c) {
             break Ok(());
         }
         let next = tokio::select! {
             next = events.next() => next,
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = &mut ctrl_c => break Ok(()),
         };
         match next {
             None => break Err("the stream ended".to_owned()),

@@ -191,3 +191,37 @@ async fn errors_are_one_line_on_stderr_and_a_failure_exit() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ctrl_c_closes_cleanly_with_a_disconnect() {
+    within("tail ctrl-c", async {
+        use tokio::io::AsyncBufReadExt;
+        let emu = Emulator::start().await.unwrap();
+        let mut cmd = tokio::process::Command::new(tail_binary());
+        cmd.arg("/event/Order__e")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in org(&emu) {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        emu.wait_until(|s| s.subscriptions.contains_key("/event/Order__e"))
+            .await;
+        emu.publish("/event/Order__e", serde_json::json!({"n": 1}));
+        let line = lines.next_line().await.unwrap().unwrap();
+        assert!(line.contains("\"replayId\":1"), "{line}");
+        // Ctrl-C.
+        let pid = child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().await.unwrap();
+        assert!(status.success(), "{status:?}");
+        assert_eq!(emu.stats().disconnects, 1, "a /meta/disconnect was sent");
+    })
+    .await;
+}
