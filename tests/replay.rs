@@ -21,6 +21,13 @@ fn builder(emu: &Emulator) -> ClientBuilder {
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
+/// A client that replays everything retained and keeps markers in `storage`.
+fn stored(emu: &Emulator, storage: impl sfstream::replay::ReplayStorage) -> ClientBuilder {
+    builder(emu)
+        .replay(ReplayOption::AllEvents)
+        .replay_storage(storage)
+}
+
 async fn next_id(sub: &mut Subscription) -> i64 {
     sub.next().await.unwrap().unwrap().replay_id().unwrap()
 }
@@ -120,9 +127,7 @@ async fn replay_ids_above_2_pow_32_round_trip_through_a_file() {
             .await
             .unwrap();
         publish(&emu, 3);
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(FileStorage::open(&path).unwrap())
+        let client = stored(&emu, FileStorage::open(&path).unwrap())
             .connect()
             .await
             .unwrap();
@@ -161,9 +166,7 @@ async fn a_restarted_client_resumes_from_the_file_exactly_once_in_order() {
         publish(&emu, 30);
         let mut seen = Vec::new();
         for run in 0..3 {
-            let client = builder(&emu)
-                .replay(ReplayOption::AllEvents)
-                .replay_storage(FileStorage::open(&path).unwrap())
+            let client = stored(&emu, FileStorage::open(&path).unwrap())
                 .connect()
                 .await
                 .unwrap();
@@ -190,12 +193,7 @@ async fn a_consumer_that_dies_mid_event_gets_it_again() {
         let storage = MappingStorage::new();
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 5);
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
-            .connect()
-            .await
-            .unwrap();
+        let client = stored(&emu, storage.clone()).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         assert_eq!(take(&mut s, 3).await, vec![1, 2, 3]);
         // Event 3 is being processed when the consumer dies (the stream is dropped, no close).
@@ -230,9 +228,7 @@ async fn commit_policies_store_at_the_documented_moment() {
         publish(&emu, 3);
         // OnReceive: stored when handed out.
         let storage = MappingStorage::new();
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
+        let client = stored(&emu, storage.clone())
             .commit_policy(CommitPolicy::OnReceive)
             .connect()
             .await
@@ -244,9 +240,7 @@ async fn commit_policies_store_at_the_documented_moment() {
 
         // Manual: only ack() stores.
         let storage = MappingStorage::new();
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
+        let client = stored(&emu, storage.clone())
             .commit_policy(CommitPolicy::Manual)
             .connect()
             .await
@@ -262,9 +256,7 @@ async fn commit_policies_store_at_the_documented_moment() {
             storage.map().lock().unwrap().get(CH).is_none(),
             "1 would be skipped"
         );
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
+        let client = stored(&emu, storage.clone())
             .commit_policy(CommitPolicy::Manual)
             .connect()
             .await
@@ -286,12 +278,7 @@ async fn commit_policies_store_at_the_documented_moment() {
 
         // AfterProcessed: the previous event is stored when the stream is polled again.
         let storage = MappingStorage::new();
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
-            .connect()
-            .await
-            .unwrap();
+        let client = stored(&emu, storage.clone()).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         assert_eq!(take(&mut s, 2).await, vec![1, 2]);
         wait_for_marker(&storage, 1).await;
@@ -314,12 +301,7 @@ async fn markers_never_move_backwards_when_old_events_are_replayed() {
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 10);
         let storage = MappingStorage::new();
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
-            .connect()
-            .await
-            .unwrap();
+        let client = stored(&emu, storage.clone()).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         take_acked(&mut s, 10).await;
         s.unsubscribe().await.unwrap();
@@ -454,9 +436,7 @@ async fn markers_of_every_event_family_are_stored_with_their_dates() {
         emu.publish(channels[1], json!({"Amount__c": 1.5}));
         emu.publish(channels[2], json!({"Phone": "1"}));
         emu.publish(channels[3], json!("note"));
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(FileStorage::open(&path).unwrap())
+        let client = stored(&emu, FileStorage::open(&path).unwrap())
             .connect()
             .await
             .unwrap();
@@ -586,12 +566,7 @@ async fn a_new_subscription_starts_from_what_was_processed_not_delivered() {
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 5);
         let storage = MappingStorage::new();
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
-            .connect()
-            .await
-            .unwrap();
+        let client = stored(&emu, storage.clone()).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         assert_eq!(take(&mut s, 2).await, vec![1, 2]);
         wait_for_marker(&storage, 1).await;
@@ -670,9 +645,7 @@ async fn a_failed_write_keeps_every_pending_marker_for_the_next_try() {
         storage
             .fail_next
             .store(1, std::sync::atomic::Ordering::SeqCst);
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage.clone())
+        let client = stored(&emu, storage.clone())
             .commit_policy(CommitPolicy::Manual)
             .connect()
             .await
@@ -709,12 +682,7 @@ async fn close_returns_even_if_the_storage_panics() {
         storage
             .panic
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage)
-            .connect()
-            .await
-            .unwrap();
+        let client = stored(&emu, storage).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         assert_eq!(take(&mut s, 1).await, vec![1]);
         client.close().await.unwrap();
@@ -757,12 +725,7 @@ async fn close_reports_markers_that_could_not_be_stored() {
         storage
             .fail_next
             .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
-        let client = builder(&emu)
-            .replay(ReplayOption::AllEvents)
-            .replay_storage(storage)
-            .connect()
-            .await
-            .unwrap();
+        let client = stored(&emu, storage).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
         take_acked(&mut s, 2).await;
         let e = client.close().await.unwrap_err();
