@@ -214,8 +214,9 @@ async fn ctrl_c_closes_cleanly_with_a_disconnect() {
         assert!(line.contains("\"replayId\":1"), "{line}");
         // Ctrl-C.
         let pid = child.id().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-INT", &pid])
+        // The shell's builtin `kill`: no dependency on procps.
+        let killed = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -INT {pid}")])
             .status()
             .unwrap();
         assert!(killed.success());
