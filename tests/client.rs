@@ -15,6 +15,22 @@ fn builder(emu: &Emulator) -> ClientBuilder {
     Client::builder(AccessToken::new(emu.issue_token(), url)).api_version(emu.api_version())
 }
 
+/// A client that retries within milliseconds, for tests that provoke failures.
+fn quick(emu: &Emulator) -> ClientBuilder {
+    builder(emu).backoff(Duration::from_millis(10), Duration::from_millis(50))
+}
+
+/// The error of the next failed request the client reports.
+async fn next_failure(
+    updates: &mut (impl futures::Stream<Item = ConnectionState> + Unpin),
+) -> sfstream::Error {
+    loop {
+        if let Some(ConnectionState::Reconnecting { error, .. }) = updates.next().await {
+            return error;
+        }
+    }
+}
+
 async fn emulator(b: EmulatorBuilder) -> Emulator {
     b.start().await.unwrap()
 }
@@ -237,11 +253,7 @@ async fn forgotten_session_rehandshakes_and_resubscribes_without_login() {
 async fn malformed_connect_responses_are_survived() {
     within("malformed connect", async {
         let emu = emulator(Emulator::builder()).await;
-        let client = builder(&emu)
-            .backoff(Duration::from_millis(10), Duration::from_millis(50))
-            .connect()
-            .await
-            .unwrap();
+        let client = quick(&emu).connect().await.unwrap();
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
         let faults = [
             Fault::on(Target::Connect).html(),
@@ -268,11 +280,7 @@ async fn malformed_connect_responses_are_survived() {
             emu.publish("/event/A__e", json!({}));
             id += 1;
             assert_eq!(next_id(&mut sub).await, id);
-            let error = loop {
-                if let Some(ConnectionState::Reconnecting { error, .. }) = updates.next().await {
-                    break error;
-                }
-            };
+            let error = next_failure(&mut updates).await;
             assert_eq!(error.kind(), kind, "{error}");
             // And the client keeps going.
             emu.publish("/event/A__e", json!({}));
@@ -310,9 +318,8 @@ async fn malformed_control_replies_are_typed_errors() {
 async fn an_oversized_response_is_a_protocol_error_not_a_crash() {
     within("size cap", async {
         let emu = emulator(Emulator::builder()).await;
-        let client = builder(&emu)
+        let client = quick(&emu)
             .max_response_bytes(16 * 1024)
-            .backoff(Duration::from_millis(10), Duration::from_millis(50))
             .connect()
             .await
             .unwrap();
@@ -327,11 +334,7 @@ async fn an_oversized_response_is_a_protocol_error_not_a_crash() {
         );
         emu.publish("/event/A__e", json!({}));
         assert_eq!(next_id(&mut sub).await, 1);
-        let error = loop {
-            if let Some(ConnectionState::Reconnecting { error, .. }) = updates.next().await {
-                break error;
-            }
-        };
+        let error = next_failure(&mut updates).await;
         assert_eq!(error.kind(), ErrorKind::Protocol);
         assert!(error.to_string().contains("16384 byte cap"), "{error}");
         emu.publish("/event/A__e", json!({}));
@@ -344,11 +347,7 @@ async fn an_oversized_response_is_a_protocol_error_not_a_crash() {
 async fn events_of_a_lost_connect_response_are_replayed() {
     within("lost response", async {
         let emu = emulator(Emulator::builder()).await;
-        let client = builder(&emu)
-            .backoff(Duration::from_millis(10), Duration::from_millis(50))
-            .connect()
-            .await
-            .unwrap();
+        let client = quick(&emu).connect().await.unwrap();
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
         emu.publish("/event/A__e", json!({}));
         assert_eq!(next_id(&mut sub).await, 1);

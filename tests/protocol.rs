@@ -22,11 +22,16 @@ fn client(max_pending: usize) -> (Client, MockServer) {
 
 async fn open(max_pending: usize) -> (Client, MockServer) {
     let (client, mut server) = client(max_pending);
+    open_with(&client, &mut server).await;
+    (client, server)
+}
+
+/// Open `client`, the scripted server accepting the handshake and the first connect.
+async fn open_with(client: &Client, server: &mut MockServer) {
     let c = client.clone();
     let opening = tokio::spawn(async move { c.open().await });
     server.accept_open().await;
     opening.await.unwrap().unwrap();
-    (client, server)
 }
 
 fn event(channel: &str, replay_id: i64) -> serde_json::Value {
@@ -324,10 +329,7 @@ async fn dropping_a_subscription_unsubscribes_and_close_disconnects() {
         assert_eq!(e.kind(), ErrorKind::InvalidOperation);
         // Reopen works.
         server.clear();
-        let c = client.clone();
-        let reopening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        reopening.await.unwrap().unwrap();
+        open_with(&client, &mut server).await;
         assert!(!client.closed());
     })
     .await;
@@ -516,10 +518,7 @@ async fn a_missing_replay_map_entry_is_a_replay_error_or_falls_back() {
             .replay_fallback(sfstream::replay::ReplayOption::AllEvents)
             .build()
             .unwrap();
-        let c = client.clone();
-        let opening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        opening.await.unwrap().unwrap();
+        open_with(&client, &mut server).await;
         let c = client.clone();
         let pending = tokio::spawn(async move { c.subscribe_from("/data/ChangeEvents", 42).await });
         let s = server.next_on("/meta/subscribe").await;
@@ -602,10 +601,7 @@ async fn a_subscribe_reply_from_a_lost_session_does_not_skip_the_resubscribe() {
         let old_subscribe = server.next_on("/meta/subscribe").await;
         // The session is lost while the subscribe is in flight...
         let connect = server.next_on("/meta/connect").await;
-        connect.reply(
-            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
-            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
-        );
+        connect.unknown_client();
         let handshake = server.next_on("/meta/handshake").await;
         // ...and its reply arrives before the new handshake is done.
         old_subscribe.ok();
@@ -627,10 +623,7 @@ async fn a_publish_rejected_by_a_lost_session_is_sent_again() {
         let publishing = tokio::spawn(async move { c.publish("/u/X", &1).await });
         let old_publish = server.next_on("/u/X").await;
         let connect = server.next_on("/meta/connect").await;
-        connect.reply(
-            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
-            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
-        );
+        connect.unknown_client();
         server.next_on("/meta/handshake").await.ok();
         server.next_on("/meta/subscribe").await.ok();
         // The old session's answer to the publish comes in the new session.
@@ -706,10 +699,7 @@ async fn org_limits_are_reported_and_retried_with_backoff() {
         assert!(tokio::time::Instant::now() - before >= Duration::from_secs(1));
         // A handshake storm would hit the concurrent-client limit: the rehandshake after a
         // lost session backs off too, and the session recovers once the limit clears.
-        c.reply(
-            json!([{"channel": "/meta/connect", "id": "$id", "successful": false,
-            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
-        );
+        c.unknown_client();
         let h = server.next_on("/meta/handshake").await;
         h.reply(
             json!([{"channel": "/meta/handshake", "id": "$id", "successful": false,
@@ -754,10 +744,7 @@ async fn state_updates_start_before_open_and_survive_a_reopen() {
         let (client, mut server) = client(0);
         let mut updates = client.state_updates();
         assert_eq!(updates.next().await, Some(ConnectionState::Closed));
-        let c = client.clone();
-        let opening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        opening.await.unwrap().unwrap();
+        open_with(&client, &mut server).await;
         assert_eq!(updates.next().await, Some(ConnectionState::Handshaking));
         assert_eq!(updates.next().await, Some(ConnectionState::Connected));
         let c = client.clone();
@@ -766,10 +753,7 @@ async fn state_updates_start_before_open_and_survive_a_reopen() {
         closing.await.unwrap().unwrap();
         assert_eq!(updates.next().await, Some(ConnectionState::Closed));
         server.clear();
-        let c = client.clone();
-        let reopening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        reopening.await.unwrap().unwrap();
+        open_with(&client, &mut server).await;
         assert_eq!(updates.next().await, Some(ConnectionState::Handshaking));
         assert_eq!(updates.next().await, Some(ConnectionState::Connected));
     })

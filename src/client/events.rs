@@ -40,14 +40,11 @@ impl Stream for Events {
             return Poll::Ready(None);
         }
         let shared = &self.session.shared;
-        let (polled, done) = shared
-            .inbox
-            .poll_any(self.id, cx, shared.tracks_processing());
-        let taken = match &polled {
-            Poll::Ready(Some(Ok(event))) => Some(event),
-            _ => None,
-        };
-        shared.after_poll(taken, done);
+        let polled = shared.settle(
+            shared
+                .inbox
+                .poll_any(self.id, cx, shared.tracks_processing()),
+        );
         if let Poll::Ready(None) = polled {
             self.done = true;
         }

@@ -229,14 +229,11 @@ impl Inbox {
     /// Forget `sub` and whatever it still held (its handle was dropped).
     pub(crate) fn remove(&self, sub: SubId) {
         let mut s = self.lock();
-        let before = s.pending;
-        if let Some(q) = s.queues.remove(&sub) {
-            let events = q.items.iter().filter(|i| i.value.is_ok()).count();
-            s.pending -= events;
-        }
-        let after = s.pending;
-        drop(s);
-        self.after_take(before, after);
+        let events = s
+            .queues
+            .remove(&sub)
+            .map_or(0, |q| q.items.iter().filter(|i| i.value.is_ok()).count());
+        self.release(s, events);
     }
 
     /// The client is closed: every stream ends once drained.
@@ -260,7 +257,12 @@ impl Inbox {
         self.lock().closed
     }
 
-    fn after_take(&self, before: usize, after: usize) {
+    /// `events` were taken or dropped: unlock, and wake the connection task if that made room.
+    fn release(&self, mut s: MutexGuard<'_, State>, events: usize) {
+        let before = s.pending;
+        s.pending -= events;
+        let after = s.pending;
+        drop(s);
         if self.max_pending > 0 && before >= self.max_pending && after < self.max_pending {
             self.room.notify_one();
         }
@@ -279,14 +281,7 @@ impl Inbox {
                 if track && let Ok(event) = &item.value {
                     q.last_taken = Some(event.clone());
                 }
-                let is_event = item.value.is_ok();
-                let before = s.pending;
-                if is_event {
-                    s.pending -= 1;
-                }
-                let after = s.pending;
-                drop(s);
-                self.after_take(before, after);
+                self.release(s, usize::from(item.value.is_ok()));
                 (Poll::Ready(Some(item.value)), done)
             }
             None if q.ended => (Poll::Ready(None), done),
@@ -352,13 +347,7 @@ impl Inbox {
                 }
             }
         }
-        let before = s.pending;
-        if item.value.is_ok() {
-            s.pending -= 1;
-        }
-        let after = s.pending;
-        drop(s);
-        self.after_take(before, after);
+        self.release(s, usize::from(item.value.is_ok()));
         (Poll::Ready(Some(item.value)), done)
     }
 

@@ -1,13 +1,15 @@
 //! What the connection task shares with the handles of one open session: the inbox, the state,
 //! the confirmed subscriptions and the replay bookkeeping.
 
-use super::inbox::Inbox;
+use super::inbox::{Inbox, Polled};
 use super::state::{ConnectionState, Status};
+use crate::error::Result;
 use crate::event::Event;
 use crate::replay::CommitPolicy;
 use crate::replay::tracker::ReplayState;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 /// State shared by the task and every handle of one open session.
 pub(crate) struct Shared {
@@ -34,16 +36,18 @@ impl Shared {
         self.replay.tracks() && self.replay.policy() == CommitPolicy::AfterProcessed
     }
 
-    /// A stream handed out `taken` and showed `done` processed: store markers per the policy.
-    pub(crate) fn after_poll(&self, taken: Option<&Event>, done: Option<Event>) {
+    /// What a stream's poll took, with the commit policy applied: the event the poll showed
+    /// processed is acknowledged, and under `OnReceive` the one handed out is stored.
+    pub(crate) fn settle(&self, (polled, done): Polled) -> Poll<Option<Result<Event>>> {
         if let Some(done) = done {
             done.ack();
         }
         if self.replay.policy() == CommitPolicy::OnReceive
-            && let Some(event) = taken
+            && let Poll::Ready(Some(Ok(event))) = &polled
         {
             self.replay.commit(event.channel(), event.data());
         }
+        polled
     }
 
     pub(crate) fn set_subscribed(&self, channel: &str, on: bool) {

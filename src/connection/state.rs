@@ -36,9 +36,11 @@ impl ConnectionState {
             ConnectionState::Connected | ConnectionState::Paused { .. }
         )
     }
+}
 
-    /// Equal for watchers: same variant and counters (errors are not compared).
-    pub(crate) fn same_as(&self, other: &ConnectionState) -> bool {
+/// Equal when the variant and its counters are: the error of `Reconnecting` is not compared.
+impl PartialEq for ConnectionState {
+    fn eq(&self, other: &Self) -> bool {
         use ConnectionState::*;
         match (self, other) {
             (Handshaking, Handshaking) | (Connected, Connected) | (Closed, Closed) => true,
@@ -46,13 +48,6 @@ impl ConnectionState {
             (Reconnecting { failures: a, .. }, Reconnecting { failures: b, .. }) => a == b,
             _ => false,
         }
-    }
-}
-
-/// Equal when the variant and its counters are: the error of `Reconnecting` is not compared.
-impl PartialEq for ConnectionState {
-    fn eq(&self, other: &Self) -> bool {
-        self.same_as(other)
     }
 }
 
@@ -78,7 +73,7 @@ impl Status {
     pub(crate) fn set(&self, state: ConnectionState) {
         let changes = &self.changes;
         self.state.send_if_modified(|current| {
-            if current.same_as(&state) {
+            if *current == state {
                 return false;
             }
             let _ = changes.send(state.clone());

@@ -435,6 +435,19 @@ mod tests {
     use super::*;
     use crate::replay::MappingStorage;
 
+    fn state(
+        storage: MappingStorage,
+        start: ReplayOption,
+        policy: CommitPolicy,
+    ) -> Arc<ReplayState> {
+        Arc::new(ReplayState::new(
+            Some(Arc::new(storage)),
+            start,
+            None,
+            policy,
+        ))
+    }
+
     fn ev(id: i64, date: &str) -> Data {
         Data::from_json(
             serde_json::json!({"event": {"replayId": id, "createdDate": date}}).to_string(),
@@ -450,12 +463,11 @@ mod tests {
             .lock()
             .unwrap()
             .insert("/a".into(), ReplayMarker::new(40, None));
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(storage)),
+        let s = state(
+            storage,
             ReplayOption::NewEvents,
-            None,
             CommitPolicy::AfterProcessed,
-        ));
+        );
         assert_eq!(s.start_id("/a").await.unwrap(), 40, "stored marker");
         assert_eq!(s.start_id("/b").await.unwrap(), -1, "start option");
         s.start_from("/a", 7);
@@ -469,12 +481,11 @@ mod tests {
     async fn commits_coalesce_and_never_go_backwards() {
         let storage = MappingStorage::new();
         let map = storage.map().clone();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(storage)),
+        let s = state(
+            storage,
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::AfterProcessed,
-        ));
+        );
         s.commit("/a", &ev(5, "2026-11-28T07:00:05Z"));
         s.flush().await.unwrap();
         assert_eq!(map.lock().unwrap()["/a"].replay_id, 5);
@@ -494,12 +505,7 @@ mod tests {
     async fn only_the_processed_prefix_is_stored() {
         let storage = MappingStorage::new();
         let map = storage.map().clone();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(storage)),
-            ReplayOption::AllEvents,
-            None,
-            CommitPolicy::Manual,
-        ));
+        let s = state(storage, ReplayOption::AllEvents, CommitPolicy::Manual);
         let data: Vec<Data> = (1..=5)
             .map(|i| ev(i, &format!("2026-11-28T07:00:0{i}Z")))
             .collect();

@@ -36,6 +36,15 @@ impl Exchange {
         let _ = self.reply.send(response);
     }
 
+    /// Salesforce's answer for a session it no longer knows.
+    pub fn unknown_client(self) {
+        let channel = self.channel().to_owned();
+        self.reply(
+            serde_json::json!([{"channel": channel, "id": "$id", "successful": false,
+            "error": "403::Unknown client", "advice": {"reconnect": "handshake", "interval": 0}}]),
+        );
+    }
+
     pub fn fail(self, error: Error) {
         let _ = self.reply.send(Err(error));
     }
