@@ -482,3 +482,48 @@ async fn open_fails_cleanly_on_a_bad_token_and_unreachable_server() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn duration_max_settings_saturate_instead_of_killing_the_task() {
+    within("Duration::MAX settings", async {
+        let emu = emulator(Emulator::builder()).await;
+        // Every timing knob at its maximum, the backoff still short so the retry shows.
+        let client = builder(&emu)
+            .request_timeout(Duration::MAX)
+            .max_network_delay(Duration::MAX)
+            .connection_timeout(Some(Duration::MAX))
+            .backoff(Duration::from_millis(10), Duration::MAX)
+            .connect()
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("/event/A__e").await.unwrap();
+        let mut updates = client.state_updates();
+        emu.wait_until(|s| s.held_connects == 1).await;
+        emu.inject(Fault::on(Target::Connect).status(503, "Service Unavailable"));
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 1);
+        let error = next_failure(&mut updates).await;
+        assert_eq!(error.status(), Some(503), "{error}");
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 2);
+        assert!(!client.closed());
+        client.close().await.unwrap();
+
+        // A backoff of `Duration::MAX` waits "forever" after a failure, without a panic.
+        let client = builder(&emu)
+            .backoff(Duration::MAX, Duration::MAX)
+            .connect()
+            .await
+            .unwrap();
+        let _sub = client.subscribe("/event/A__e").await.unwrap();
+        let mut updates = client.state_updates();
+        emu.wait_until(|s| s.held_connects == 1).await;
+        emu.inject(Fault::on(Target::Connect).status(503, "Service Unavailable"));
+        emu.publish("/event/A__e", json!({}));
+        let error = next_failure(&mut updates).await;
+        assert_eq!(error.status(), Some(503), "{error}");
+        assert!(!client.closed());
+        client.close().await.unwrap();
+    })
+    .await;
+}

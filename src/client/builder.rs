@@ -16,6 +16,7 @@ type LayerFn = Box<dyn FnOnce(BoxTransport) -> BoxTransport + Send>;
 
 /// Options of a [`Client`]. Defaults follow aiosfstream where it has the option
 /// (`max_pending_count` 100, `connection_timeout` 10 s) and CometD/EMP-Connector elsewhere.
+/// A duration longer than a century counts as a century, so `Duration::MAX` means "never".
 ///
 /// ```no_run
 /// # async fn f() -> sfstream::Result<()> {
@@ -292,7 +293,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(ClientInner {
                 transport,
-                settings: self.settings,
+                settings: self.settings.saturated(),
                 max_pending: self.max_pending,
                 session: Mutex::new(None),
                 replay,

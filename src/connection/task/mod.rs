@@ -35,6 +35,24 @@ pub(crate) struct Settings {
     pub(crate) advice_timeout: Duration,
 }
 
+impl Settings {
+    /// Every duration capped at [`FAR_FUTURE`]: `Duration::MAX` means "practically never" and
+    /// must not overflow `Instant + Duration` inside the task.
+    pub(crate) fn saturated(mut self) -> Self {
+        for d in [
+            &mut self.request_timeout,
+            &mut self.max_network_delay,
+            &mut self.backoff_step,
+            &mut self.backoff_max,
+            &mut self.advice_timeout,
+        ] {
+            *d = (*d).min(FAR_FUTURE);
+        }
+        self.connection_timeout = self.connection_timeout.map(|d| d.min(FAR_FUTURE));
+        self
+    }
+}
+
 /// Start the task; the receiver resolves when the first connect succeeded (or failed).
 pub(crate) fn spawn(
     transport: BoxTransport,
@@ -358,9 +376,7 @@ impl Task {
         }
         let delay = self.failure(&error, true);
         tracing::info!(error = %error, ?delay, "handshake failed; retrying");
-        self.next = Next::Handshake {
-            at: Instant::now() + delay,
-        };
+        self.next = Next::Handshake { at: later(delay) };
         true
     }
 
@@ -372,9 +388,7 @@ impl Task {
         for sub in self.subs.values_mut() {
             sub.state = SubState::Wanted;
         }
-        self.next = Next::Handshake {
-            at: Instant::now() + delay,
-        };
+        self.next = Next::Handshake { at: later(delay) };
         self.set_state(ConnectionState::Handshaking);
     }
 
@@ -395,7 +409,8 @@ impl Task {
             m.advice = Some(Advice::with_timeout(0));
             self.settings.request_timeout
         } else {
-            self.advice_timeout + self.settings.max_network_delay
+            self.advice_timeout
+                .saturating_add(self.settings.max_network_delay)
         };
         tracing::debug!(first, "connect");
         let flight = self.flight(vec![m], timeout);
@@ -432,7 +447,7 @@ impl Task {
                     self.rehandshake(self.advice_interval);
                 } else {
                     self.next = Next::Connect {
-                        at: Instant::now() + self.advice_interval,
+                        at: later(self.advice_interval),
                         first: false,
                     };
                 }
@@ -515,7 +530,7 @@ impl Task {
             let delay = self.failure(&error, true);
             tracing::info!(error = %error, ?delay, "connect failed; retrying");
             self.next = Next::Connect {
-                at: Instant::now() + delay + self.advice_interval,
+                at: later(delay.saturating_add(self.advice_interval)),
                 first: false,
             };
         }
@@ -561,7 +576,7 @@ impl Task {
     fn outage_deadline(&self) -> Option<Instant> {
         let timeout = self.settings.connection_timeout?;
         let outage = self.outage.as_ref()?;
-        (!outage.timeout_reported).then_some(outage.since + timeout)
+        (!outage.timeout_reported).then(|| saturating_add(outage.since, timeout))
     }
 
     fn check_outage(&mut self) {
@@ -688,6 +703,18 @@ fn reject(cmd: Command) {
         }
         Command::Drop { .. } => {}
     }
+}
+
+/// Far enough to mean "never" and small enough that adding it to any instant cannot overflow.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `at + d`, saturating at [`FAR_FUTURE`] from `at` (settings of `Duration::MAX` must not panic).
+fn saturating_add(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| at + FAR_FUTURE.min(d))
+}
+
+fn later(d: Duration) -> Instant {
+    saturating_add(Instant::now(), d)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
