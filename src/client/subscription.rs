@@ -107,12 +107,18 @@ impl Stream for Subscription {
         if self.done {
             return Poll::Ready(None);
         }
+        // Tokio's cooperative budget: a consumer draining a long queue yields now and then, so
+        // the connection task (on the same thread of a current-thread runtime) still runs.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let shared = &self.session.shared;
         let polled = shared.settle(
             shared
                 .inbox
                 .poll_sub(self.sub, cx, shared.tracks_processing()),
         );
+        if polled.is_ready() {
+            coop.made_progress();
+        }
         if let Poll::Ready(None) = polled {
             self.done = true;
         }

@@ -216,14 +216,24 @@ impl Inbox {
     }
 
     /// The handle of `sub` is gone but the subscription stays (`Subscription::detach`).
+    ///
+    /// What the queue holds becomes visible to `receive()` readers, which may already be waiting:
+    /// they are woken, or a full queue would pause the connect loop with nobody to drain it.
     pub(crate) fn detach(&self, sub: SubId) {
+        let mut wake = Wake::default();
         let mut s = self.lock();
         if let Some(q) = s.queues.get_mut(&sub) {
             q.detached = true;
+            let visible = !q.items.is_empty() || q.ended;
             if q.finished() {
                 s.queues.remove(&sub);
             }
+            if visible {
+                s.take_receivers(&mut wake);
+            }
         }
+        drop(s);
+        wake.all();
     }
 
     /// Forget `sub` and whatever it still held (its handle was dropped).

@@ -1,0 +1,130 @@
+//! The inbox and backpressure through the public API, against the scripted server of
+//! `common::mock`: wake-ups, cooperative scheduling, what counts as pending.
+
+mod common;
+
+use common::mock::{MockServer, mock};
+use common::{token_for, within};
+use futures::StreamExt;
+use serde_json::json;
+use sfstream::{Client, ConnectionState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn client(max_pending: usize) -> (Client, MockServer) {
+    let (transport, server) = mock();
+    let client = Client::builder(token_for("https://example.my.salesforce.com"))
+        .transport(transport)
+        .max_pending_count(max_pending)
+        .build()
+        .unwrap();
+    (client, server)
+}
+
+async fn open(max_pending: usize) -> (Client, MockServer) {
+    let (client, mut server) = client(max_pending);
+    let c = client.clone();
+    let opening = tokio::spawn(async move { c.open().await });
+    server.accept_open().await;
+    opening.await.unwrap().unwrap();
+    (client, server)
+}
+
+fn event(channel: &str, replay_id: i64) -> serde_json::Value {
+    json!({"channel": channel, "data": {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}})
+}
+
+/// Subscribe, the server confirming with `backlog` events riding on the reply.
+async fn subscribe_with(
+    client: &Client,
+    server: &mut MockServer,
+    channel: &str,
+    backlog: Vec<serde_json::Value>,
+) -> sfstream::Subscription {
+    let c = client.clone();
+    let ch = channel.to_owned();
+    let pending = tokio::spawn(async move { c.subscribe(ch).await });
+    server.next_on("/meta/subscribe").await.ok_with(backlog);
+    pending.await.unwrap().unwrap()
+}
+
+/// Let every other task of this current-thread runtime run until it waits.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn detach_wakes_a_receive_reader_already_waiting() {
+    within("a reader waiting before detach", async {
+        let (client, mut server) = open(3).await;
+        let backlog = (1..=5).map(|i| event("/event/A__e", i)).collect();
+        let sub = subscribe_with(&client, &mut server, "/event/A__e", backlog).await;
+        let mut all = client.receive().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while ids.len() < 5 {
+                ids.push(all.next().await.unwrap().unwrap().replay_id().unwrap());
+            }
+            ids
+        });
+        settle().await; // the reader is parked: nothing detached yet
+        assert!(!reader.is_finished());
+        sub.detach();
+        assert_eq!(reader.await.unwrap(), vec![1, 2, 3, 4, 5]);
+        // Below the limit again: the connect loop runs.
+        server.next_on("/meta/connect").await;
+        assert_eq!(client.pending_count(), 0);
+    })
+    .await;
+}
+
+/// Drain `n` queued items in a loop that never waits (every item is already there), noting
+/// whether another task of the runtime got to run before the queue was empty.
+async fn drain_noting_others<S>(mut stream: S, n: usize, other_ran: &AtomicBool) -> bool
+where
+    S: futures::Stream<Item = sfstream::Result<sfstream::Event>> + Unpin,
+{
+    let mut ran_midway = false;
+    for i in 0..n {
+        stream.next().await.unwrap().unwrap();
+        if i + 1 < n && other_ran.load(Ordering::SeqCst) {
+            ran_midway = true;
+        }
+    }
+    ran_midway
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn draining_a_long_queue_lets_other_tasks_run() {
+    within("draining", async {
+        const N: usize = 2000;
+        let (client, mut server) = open(0).await;
+        let backlog = |ch: &str| (1..=N as i64).map(|i| event(ch, i)).collect();
+        let sub = subscribe_with(&client, &mut server, "/event/A__e", backlog("/event/A__e")).await;
+        let detached =
+            subscribe_with(&client, &mut server, "/event/B__e", backlog("/event/B__e")).await;
+        detached.detach();
+        assert_eq!(client.pending_count(), 2 * N);
+
+        // Through a `Subscription`.
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = other_ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        assert!(
+            drain_noting_others(sub, N, &other_ran).await,
+            "a Subscription drained {N} queued events without letting another task run"
+        );
+
+        // Through `receive()`.
+        let other_ran = Arc::new(AtomicBool::new(false));
+        let flag = other_ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        assert!(
+            drain_noting_others(client.receive().unwrap(), N, &other_ran).await,
+            "receive() drained {N} queued events without letting another task run"
+        );
+    })
+    .await;
+}
