@@ -7,7 +7,7 @@ use common::mock::{MockServer, mock};
 use common::{token_for, within};
 use futures::StreamExt;
 use serde_json::json;
-use sfstream::{Client, ConnectionState};
+use sfstream::Client;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
