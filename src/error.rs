@@ -106,12 +106,28 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
+    /// Both strings come from the server: control characters are replaced (see [`sanitize`]).
     pub(crate) fn new(error: impl Into<String>, error_description: Option<String>) -> Self {
         OAuthError {
-            error: error.into(),
-            error_description,
+            error: sanitize(error.into()),
+            error_description: error_description.map(sanitize),
         }
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: terminal escape sequences, carriage
+/// returns, newlines) replaced by a space, as `bayeux::batch::excerpt` does for response
+/// bodies. Server-supplied text (OAuth `error_description`, Bayeux `error` strings) reaches
+/// error messages that end up on an operator's terminal and in line-based logs; escapes there
+/// could rewrite the screen or forge log lines. Allocates only when something is replaced.
+pub(crate) fn sanitize(text: impl Into<String>) -> String {
+    let text = text.into();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 impl fmt::Display for OAuthError {
@@ -146,10 +162,11 @@ struct Inner {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Messages often quote server text, so every one is [`sanitize`]d.
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error(Arc::new(Inner {
             kind,
-            message: message.into(),
+            message: sanitize(message),
             status: None,
             server: None,
             advice: None,
@@ -377,5 +394,24 @@ mod tests {
         m.error = Some("403::Unknown client".into());
         m.ext = None;
         assert_eq!(Error::from_reply("connect", &m).kind(), ErrorKind::Server);
+    }
+
+    #[test]
+    fn bayeux_error_strings_reach_messages_without_control_characters() {
+        let mut m = crate::bayeux::Message::new("/meta/subscribe");
+        m.error = Some("403:/topic/x:denied\u{1b}[2J\u{1b}]0;owned\u{7}\r\nINFO forged".into());
+        m.set_ext_field(
+            "sfdc",
+            serde_json::json!({"failureReason": "\u{1b}[31mred\u{9b}1m"}),
+        );
+        let e = Error::from_reply("subscribe", &m);
+        for text in [e.to_string(), e.message().to_owned()] {
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+            assert!(
+                text.contains("INFO forged") && text.contains("red"),
+                "{text:?}"
+            );
+        }
+        assert_eq!(sanitize("plain text"), "plain text");
     }
 }

@@ -60,6 +60,7 @@ mod event;
 pub mod middleware;
 pub mod replay;
 pub mod transport;
+mod url_policy;
 
 pub use client::{Client, ClientBuilder, Events, Subscription};
 pub use connection::ConnectionState;

@@ -1043,3 +1043,143 @@ async fn no_secret_in_log_lines() {
     // The rotated refresh tokens look like `5Aep...`; none may show either.
     assert!(!log.contains("5Aep"), "{log}");
 }
+
+/// A custom authenticator handing out a fixed token.
+struct Fixed(Token);
+
+impl Authenticator for Fixed {
+    fn authenticate(&self) -> BoxFuture<'_, sfstream::Result<Token>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+fn with_password(url: &str) -> Url {
+    let mut url: Url = url.parse().unwrap();
+    url.set_username("me").unwrap();
+    url.set_password(Some("pw-url-SECRET")).unwrap();
+    url
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn url_passwords_never_show_in_debug_display_errors_or_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let shown = within("URL passwords", async {
+        const ACCESS: &str = "00Dxx!AR-access-SECRET";
+        let emu = emulator().await;
+        let login = with_password(&emu.login_url());
+        let instance = with_password(&emu.instance_url());
+        let mut shown: Vec<(String, String)> = Vec::new();
+        let mut show = |what: &str, text: String| shown.push((what.to_owned(), text));
+
+        let direct = LoginUrl::MyDomain(login.clone());
+        show(
+            "LoginUrl::MyDomain",
+            format!(
+                "{direct:?} {direct} {} {}",
+                direct.url(),
+                direct.token_url()
+            ),
+        );
+        let token = Token::bearer(ACCESS, instance.clone());
+        show("Token::bearer", format!("{token:?} {}", token.instance_url));
+        let mut set_directly = Token::bearer(ACCESS, emu.instance_url().parse().unwrap());
+        set_directly.instance_url = instance.clone();
+        show("Token with the field set", format!("{set_directly:?}"));
+        show(
+            "AccessToken",
+            format!("{:?}", AccessToken::new(ACCESS, instance.clone())),
+        );
+        let auth = PasswordAuthenticator::new(CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD)
+            .login_url(direct.clone());
+        show("PasswordAuthenticator", format!("{auth:?}"));
+        show(
+            "ClientCredentialsAuthenticator",
+            format!(
+                "{:?}",
+                ClientCredentialsAuthenticator::new(direct.clone(), CLIENT_ID, CLIENT_SECRET)
+            ),
+        );
+        let endpoint = with_password(&format!("{}/cometd/66.0", emu.instance_url()));
+        let builder = HttpTransport::builder().endpoint(endpoint.clone());
+        show("HttpTransportBuilder", format!("{builder:?}"));
+        let e = builder.build().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Client, "{e}");
+        show("HttpTransport::build error", format!("{e:?} {e}"));
+        for bad in [
+            "me:pw-url-SECRET@acme.my.salesforce.com",
+            "https://me:pw-url-SECRET@acme.my.salesforce.com:99999",
+        ] {
+            let e = LoginUrl::parse(bad).unwrap_err();
+            show("LoginUrl::parse error", format!("{e:?} {e}"));
+        }
+
+        // A login at a My Domain URL built with a password works (the password is never sent)
+        // and logs the URL without it; so does a ready token for such an instance URL.
+        let client = Client::builder(auth).connect().await.unwrap();
+        client.close().await.unwrap();
+        let client = Client::access_token(emu.issue_token(), instance.clone())
+            .connect()
+            .await
+            .unwrap();
+        client.close().await.unwrap();
+
+        // `request to {url} failed`: a login URL where nobody listens.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let e = PasswordAuthenticator::new(CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD)
+            .login_url(LoginUrl::MyDomain(with_password(&format!(
+                "http://127.0.0.1:{port}"
+            ))))
+            .authenticate()
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
+        show("connection refused", format!("{e:?} {e}"));
+
+        // A custom authenticator's token naming an unusable instance URL with a password.
+        let mut bad = Token::bearer(ACCESS, emu.instance_url().parse().unwrap());
+        bad.instance_url = with_password("http://sfstream-test.invalid/");
+        let layered =
+            AuthLayer::new(Fixed(bad), "66.0").layer(HttpTransport::builder().build().unwrap());
+        let e = layered
+            .send(Request::new(
+                vec![Message::new("/meta/handshake")],
+                Duration::from_secs(5),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Client, "{e}");
+        show("unusable instance URL", format!("{e:?} {e}"));
+
+        // A request naming an endpoint with a password is refused before it leaves.
+        let mut request = Request::new(
+            vec![Message::new("/meta/handshake")],
+            Duration::from_secs(5),
+        );
+        request.url = Some(endpoint);
+        let e = HttpTransport::builder()
+            .build()
+            .unwrap()
+            .send(request)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Client, "{e}");
+        show("request URL with a password", format!("{e:?} {e}"));
+        shown
+    })
+    .await;
+    let log = captured.text();
+    assert!(log.contains("logged in"), "the capture works: {log}");
+    assert_no_secret("the log", &log, &["pw-url-SECRET", "//me"]);
+    for (what, text) in &shown {
+        assert_no_secret(what, text, &["pw-url-SECRET", "//me"]);
+    }
+}

@@ -1,4 +1,5 @@
 use crate::error::{Error, ErrorKind, Result};
+use crate::url_policy::{shown, without_userinfo};
 use std::fmt;
 use std::str::FromStr;
 use url::Url;
@@ -19,7 +20,11 @@ use url::Url;
 /// assert_eq!(LoginUrl::default().to_string(), "https://login.salesforce.com");
 /// # Ok::<(), sfstream::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// User info in the URL (`user:password@`) is never sent and never shown: [`url`](Self::url),
+/// [`token_url`](Self::token_url), `Display` and `Debug` drop it, also for a `MyDomain` built
+/// directly.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum LoginUrl {
     /// `https://login.salesforce.com`, for production and Developer Edition orgs.
     #[default]
@@ -58,22 +63,29 @@ impl LoginUrl {
     /// # Ok::<(), sfstream::Error>(())
     /// ```
     pub fn parse(s: &str) -> Result<Self> {
+        // The input is not repeated in the errors: it may carry a password (`user:pw@host`
+        // without a scheme parses as a URL with no host whose path holds the password).
         let url = Url::parse(s.trim()).map_err(|e| {
-            Error::new(ErrorKind::Client, format!("{s:?} is not a login URL")).with_source(e)
+            Error::new(
+                ErrorKind::Client,
+                format!(
+                    "the login URL is not a URL ({e}); expected e.g. https://acme.my.salesforce.com"
+                ),
+            )
         })?;
         if url.cannot_be_a_base() || url.host().is_none() {
             return Err(Error::new(
                 ErrorKind::Client,
-                format!("{s:?} is not a login URL (expected e.g. https://acme.my.salesforce.com)"),
+                "the login URL has no host; expected e.g. https://acme.my.salesforce.com",
             ));
         }
         Ok(LoginUrl::from(url))
     }
 
-    /// The login URL as a [`Url`].
+    /// The login URL as a [`Url`], without user info.
     pub fn url(&self) -> Url {
         match self {
-            LoginUrl::MyDomain(url) => url.clone(),
+            LoginUrl::MyDomain(url) => without_userinfo(url.clone()),
             LoginUrl::Production => constant(Self::PRODUCTION_URL),
             LoginUrl::Sandbox => constant(Self::SANDBOX_URL),
         }
@@ -98,9 +110,8 @@ fn constant(url: &str) -> Url {
 /// Recognises the production and sandbox hosts. User info in the URL (`user:pass@`) is dropped:
 /// it would never be sent, and must not show up in `Debug` output.
 impl From<Url> for LoginUrl {
-    fn from(mut url: Url) -> Self {
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+    fn from(url: Url) -> Self {
+        let url = without_userinfo(url);
         let bare = url.scheme() == "https"
             && url.port().is_none()
             && url.path().trim_end_matches('/').is_empty()
@@ -129,7 +140,18 @@ impl fmt::Display for LoginUrl {
         match self {
             LoginUrl::Production => f.write_str(Self::PRODUCTION_URL),
             LoginUrl::Sandbox => f.write_str(Self::SANDBOX_URL),
-            LoginUrl::MyDomain(url) => f.write_str(url.as_str().trim_end_matches('/')),
+            LoginUrl::MyDomain(url) => f.write_str(shown(url).to_string().trim_end_matches('/')),
+        }
+    }
+}
+
+/// `Production`, `Sandbox` or `MyDomain("<url without user info>")`.
+impl fmt::Debug for LoginUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginUrl::Production => f.write_str("Production"),
+            LoginUrl::Sandbox => f.write_str("Sandbox"),
+            LoginUrl::MyDomain(url) => f.debug_tuple("MyDomain").field(&shown(url)).finish(),
         }
     }
 }
@@ -181,6 +203,36 @@ mod tests {
                 ErrorKind::Client,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_my_domain_built_directly_never_shows_or_sends_its_password() {
+        let raw: Url = "https://me:pw-secret@acme.my.salesforce.com/"
+            .parse()
+            .unwrap();
+        let login = LoginUrl::MyDomain(raw);
+        let text = format!("{login:?} {login} {} {}", login.url(), login.token_url());
+        assert!(!text.contains("pw-secret"), "{text}");
+        assert!(!text.contains("me@"), "{text}");
+        assert_eq!(
+            format!("{login:?}"),
+            "MyDomain(\"https://acme.my.salesforce.com/\")"
+        );
+        assert_eq!(format!("{:?}", LoginUrl::Sandbox), "Sandbox");
+    }
+
+    #[test]
+    fn parse_errors_never_repeat_the_input() {
+        for bad in [
+            "me:pw-secret@acme.my.salesforce.com",
+            "https://me:pw-secret@acme.my.salesforce.com:99999",
+            "https://me:pw-secret@",
+            "mailto:pw-secret@example.com",
+        ] {
+            let e = LoginUrl::parse(bad).unwrap_err();
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("pw-secret"), "{bad}: {text}");
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::{LoginUrl, Secret, Token};
 use crate::error::{Error, ErrorKind, OAuthError, Result};
 use crate::transport::HttpClient;
+use crate::url_policy::{check_instance_url, shown};
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -89,7 +90,7 @@ impl TokenEndpoint {
             USER_AGENT,
             HeaderValue::from_static(concat!("sfstream/", env!("CARGO_PKG_VERSION"))),
         );
-        tracing::debug!(grant_type, url = %url, "requesting an access token");
+        tracing::debug!(grant_type, url = %shown(&url), "requesting an access token");
         let raw = self
             .http()?
             .post(&url, headers, Bytes::from(body), self.timeout)
@@ -104,7 +105,7 @@ impl TokenEndpoint {
         match &reply {
             Ok(r) => tracing::info!(
                 grant_type,
-                instance_url = %r.token.instance_url,
+                instance_url = %shown(&r.token.instance_url),
                 "logged in"
             ),
             Err(e) => tracing::info!(grant_type, error = %e, "login refused"),
@@ -116,7 +117,7 @@ impl TokenEndpoint {
 fn auth_error(url: &Url, status: StatusCode, what: String) -> Error {
     Error::new(
         ErrorKind::Authentication,
-        format!("token request to {url} {what}"),
+        format!("token request to {} {what}", shown(url)),
     )
     .with_status(status.as_u16())
 }
@@ -196,10 +197,14 @@ pub(crate) fn parse_reply(
         auth_error(
             url,
             status,
-            format!("answered with an instance_url that is not a URL: {instance_url:?}"),
+            format!(
+                "answered with an instance_url that is not a URL: {}",
+                crate::bayeux::batch_excerpt(instance_url.as_bytes())
+            ),
         )
         .with_source(e)
     })?;
+    check_instance_url(&instance_url, url).map_err(|e| e.with_status(status.as_u16()))?;
     let mut token = Token::bearer(access_token, instance_url);
     if let Some(kind) = text(&map, "token_type") {
         kind.clone_into(&mut token.token_type);
@@ -339,6 +344,59 @@ mod tests {
                 .contains("invalid_grant: authentication failure"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_https_login_cannot_send_the_token_to_plain_http_loopback() {
+        let body = br#"{"access_token":"00Dxx!tok","instance_url":"http://127.0.0.1:8080"}"#;
+        let e = parse_reply(&url(), StatusCode::OK, None, body)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(!format!("{e} {e:?}").contains("00Dxx!tok"));
+        // The emulator: logged in on loopback, so its loopback instance is fine.
+        let emulator: Url = "http://127.0.0.1:4000/services/oauth2/token"
+            .parse()
+            .unwrap();
+        let r = parse_reply(&emulator, StatusCode::OK, None, body).unwrap();
+        assert_eq!(r.token.instance_url.as_str(), "http://127.0.0.1:8080/");
+        for bad in [
+            r#"{"access_token":"t","instance_url":"http://acme.my.salesforce.com"}"#,
+            r#"{"access_token":"t","instance_url":"http://localhost:8080"}"#,
+            r#"{"access_token":"t","instance_url":"https://me:pw-secret@acme.my.salesforce.com"}"#,
+            r#"{"access_token":"t","instance_url":"data:text/plain,x"}"#,
+        ] {
+            let e = parse_reply(&url(), StatusCode::OK, None, bad.as_bytes())
+                .err()
+                .unwrap();
+            assert_eq!(e.kind(), ErrorKind::Authentication, "{bad}");
+            assert!(!format!("{e} {e:?}").contains("pw-secret"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn server_text_in_errors_has_no_control_characters() {
+        let body = r#"{"error":"invalid_grant\u001b[2J","error_description":"authentication\u001b]0;pwned\u0007 failure\r\nFAKE LOG LINE\u009b31m"}"#;
+        let e = parse_reply(&url(), StatusCode::BAD_REQUEST, None, body.as_bytes())
+            .err()
+            .unwrap();
+        let oauth = e.oauth_error().unwrap();
+        for text in [
+            e.to_string(),
+            e.message().to_owned(),
+            oauth.to_string(),
+            oauth.error.clone(),
+            oauth.error_description.clone().unwrap(),
+        ] {
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+        }
+        assert!(e.to_string().contains("FAKE LOG LINE"), "{e}");
+        let bad = r#"{"access_token":"t","instance_url":"\u001b[31mnot a url"}"#;
+        let e = parse_reply(&url(), StatusCode::OK, None, bad.as_bytes())
+            .err()
+            .unwrap();
+        assert!(!e.to_string().chars().any(char::is_control), "{e:?}");
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl State {
                 ErrorKind::Authentication,
                 format!(
                     "the token's instance URL {} is not usable",
-                    token.instance_url
+                    crate::url_policy::shown(&token.instance_url)
                 ),
             )
             .with_source(e)

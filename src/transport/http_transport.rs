@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use url::{Host, Url};
+use url::Url;
 
 /// Default cap on a response body. Salesforce batches can exceed 1 MiB (CometD's 1 MiB default
 /// breaks on them, EMP-Connector #60); Salesforce itself sizes its buffer at 10 MB.
@@ -25,31 +25,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 static USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("sfstream/", env!("CARGO_PKG_VERSION")));
 
-/// Whether plain `http://` may be used for `url`: only for loopback hosts, so a token never
-/// crosses a network in the clear.
-pub(crate) fn check_scheme(url: &Url) -> Result<()> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
-        "http" => Err(Error::new(
-            ErrorKind::Client,
-            format!("plain http is only allowed for loopback hosts; use https for {url}"),
-        )),
-        other => Err(Error::new(
-            ErrorKind::Client,
-            format!("unsupported URL scheme {other:?} in {url}"),
-        )),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
+pub(crate) use crate::url_policy::check_scheme;
 
 /// The hyper client shared by the CometD transport and the OAuth flows: one connection pool,
 /// rustls with the ring provider, a response-size cap.
@@ -196,7 +172,10 @@ pub struct HttpTransport {
 impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransport")
-            .field("endpoint", &self.endpoint.as_ref().map(Url::as_str))
+            .field(
+                "endpoint",
+                &self.endpoint.as_ref().map(crate::url_policy::shown),
+            )
             .field("max_response_bytes", &self.http.max_response_bytes)
             .finish_non_exhaustive()
     }
@@ -216,7 +195,10 @@ impl fmt::Debug for HttpTransportBuilder {
         f.debug_struct("HttpTransportBuilder")
             .field("custom_tls", &self.tls.is_some())
             .field("max_response_bytes", &self.max_response_bytes)
-            .field("endpoint", &self.endpoint.as_ref().map(Url::as_str))
+            .field(
+                "endpoint",
+                &self.endpoint.as_ref().map(crate::url_policy::shown),
+            )
             .finish()
     }
 }
@@ -323,31 +305,5 @@ impl Transport for HttpTransport {
 
     fn reset(&self) {
         self.cookies.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_only_for_loopback() {
-        for ok in [
-            "https://na1.salesforce.com/cometd/62.0",
-            "http://127.0.0.1:1/cometd/62.0",
-            "http://127.8.9.1/x",
-            "http://[::1]:8080/x",
-            "http://localhost:9/x",
-        ] {
-            assert!(check_scheme(&ok.parse().unwrap()).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://na1.salesforce.com/cometd",
-            "http://10.0.0.1/x",
-            "ftp://127.0.0.1/x",
-        ] {
-            let e = check_scheme(&bad.parse().unwrap()).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Client, "{bad}");
-        }
     }
 }
