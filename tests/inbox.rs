@@ -7,7 +7,7 @@ use common::mock::{MockServer, mock};
 use common::{token_for, within};
 use futures::StreamExt;
 use serde_json::json;
-use sfstream::Client;
+use sfstream::{Client, ConnectionState, ErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -125,6 +125,31 @@ async fn draining_a_long_queue_lets_other_tasks_run() {
             drain_noting_others(client.receive().unwrap(), N, &other_ran).await,
             "receive() drained {N} queued events without letting another task run"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_messages_count_against_max_pending() {
+    within("malformed messages and backpressure", async {
+        let (client, mut server) = open(2).await;
+        let mut sub = subscribe_with(&client, &mut server, "/event/A__e", Vec::new()).await;
+        let mut states = client.state_updates();
+        let bad = json!({"channel": "/event/A__e", "successful": "yes", "data": {}});
+        let c = server.next_on("/meta/connect").await;
+        c.ok_with(vec![bad.clone(), bad]);
+        while states.next().await != Some(ConnectionState::Paused { pending: 2 }) {}
+        assert_eq!(client.pending_count(), 2);
+        assert!(
+            !server.has_waiting("/meta/connect"),
+            "connect sent over the limit"
+        );
+        for _ in 0..2 {
+            let e = sub.next().await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol);
+        }
+        server.next_on("/meta/connect").await;
+        assert_eq!(client.pending_count(), 0);
     })
     .await;
 }

@@ -34,7 +34,9 @@ pub struct MalformedMessage {
 /// Parse a response body: a JSON array of Bayeux messages.
 ///
 /// Fails with [`ErrorKind::Protocol`] when the body is not JSON (an HTML error page, a truncated
-/// body) or not an array. Individual malformed elements land in [`Batch::malformed`].
+/// body) or not an array. Individual malformed elements land in [`Batch::malformed`], up to 16
+/// per body: a body with more is rejected as a whole. A malformed body is read element by
+/// element, never into a `serde_json::Value` tree, so it costs little more than its own size.
 pub fn parse_batch(body: Bytes) -> Result<Batch, Error> {
     // Fast path: one pass, straight into messages. The body is checked as UTF-8 once up front so
     // that serde_json need not re-check every string and every raw `data` slice.
@@ -82,46 +84,88 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     }
 }
 
+/// Beyond this many malformed elements in one body the whole body is rejected: each one reported
+/// costs an error value, a log line and a queue slot, so a hostile body of `[1,1,1,...]` must not
+/// turn into millions of them.
+pub(crate) const MAX_MALFORMED_PER_BATCH: usize = 16;
+
+/// The slow path, after the fast one failed: element by element, each kept as a borrowed raw
+/// slice until it is read, so a malformed body never becomes a `serde_json::Value` tree.
 fn parse_lenient(body: &Bytes) -> Result<Batch, Error> {
-    let elements: Vec<&RawValue> = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(_)) => serde_json::from_slice(body).map_err(protocol_error(body))?,
-        Ok(other) => {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "expected a JSON array of messages, got {}: {}",
-                    json_type(&other),
-                    excerpt(body)
-                ),
-            ));
-        }
-        Err(e) => return Err(protocol_error(body)(e)),
-    };
-    let mut batch = Batch::default();
-    for (index, raw) in elements.into_iter().enumerate() {
-        match serde_json::from_str::<WireMessage<'_>>(raw.get()) {
-            Ok(w) => batch.messages.push(w.into_message(body)),
-            Err(e) => {
-                #[derive(Deserialize)]
-                struct ChannelOnly {
-                    channel: String,
-                }
-                let channel = serde_json::from_str::<ChannelOnly>(raw.get())
-                    .ok()
-                    .map(|c| c.channel);
-                let error = Error::new(
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let seed = LenientSeed { body };
+    match de::DeserializeSeed::deserialize(seed, &mut de).and_then(|b| de.end().map(|()| b)) {
+        Ok(batch) => Ok(batch),
+        Err(e) => Err(match serde_json::from_slice::<de::IgnoredAny>(body) {
+            // Valid JSON all the same: not an array, or too many malformed elements.
+            Ok(_) => match json_type(body) {
+                Some(what) => Error::new(
                     ErrorKind::Protocol,
                     format!(
-                        "malformed message #{index} in batch: {e}: {}",
-                        excerpt(raw.get().as_bytes())
+                        "expected a JSON array of messages, got {what}: {}",
+                        excerpt(body)
                     ),
-                )
-                .with_source(e);
-                batch.malformed.push(MalformedMessage { channel, error });
-            }
-        }
+                ),
+                None => Error::new(ErrorKind::Protocol, format!("{e}: {}", excerpt(body))),
+            },
+            Err(syntax) => protocol_error(body)(syntax),
+        }),
     }
-    Ok(batch)
+}
+
+struct LenientSeed<'b> {
+    body: &'b Bytes,
+}
+
+impl<'de> de::DeserializeSeed<'de> for LenientSeed<'_> {
+    type Value = Batch;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LenientSeed<'_> {
+    type Value = Batch;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of Bayeux messages")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut batch = Batch::default();
+        let mut index = 0usize;
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            match serde_json::from_str::<WireMessage<'_>>(raw.get()) {
+                Ok(w) => batch.messages.push(w.into_message(self.body)),
+                Err(_) if batch.malformed.len() == MAX_MALFORMED_PER_BATCH => {
+                    return Err(de::Error::custom(format_args!(
+                        "more than {MAX_MALFORMED_PER_BATCH} malformed messages in one response \
+                         (the response is rejected)"
+                    )));
+                }
+                Err(e) => batch.malformed.push(malformed(index, raw, e)),
+            }
+            index += 1;
+        }
+        Ok(batch)
+    }
+}
+
+fn malformed(index: usize, raw: &RawValue, e: serde_json::Error) -> MalformedMessage {
+    #[derive(Deserialize)]
+    struct ChannelOnly {
+        channel: String,
+    }
+    let channel = serde_json::from_str::<ChannelOnly>(raw.get())
+        .ok()
+        .map(|c| c.channel);
+    let error = Error::new(
+        ErrorKind::Protocol,
+        format!(
+            "malformed message #{index} in batch: {e}: {}",
+            excerpt(raw.get().as_bytes())
+        ),
+    )
+    .with_source(e);
+    MalformedMessage { channel, error }
 }
 
 fn protocol_error(body: &[u8]) -> impl FnOnce(serde_json::Error) -> Error + '_ {
@@ -137,14 +181,15 @@ fn protocol_error(body: &[u8]) -> impl FnOnce(serde_json::Error) -> Error + '_ {
     }
 }
 
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// What a valid JSON text is, from its first character.
+fn json_type(body: &[u8]) -> Option<&'static str> {
+    match body.iter().find(|b| !b.is_ascii_whitespace())? {
+        b'n' => Some("null"),
+        b't' | b'f' => Some("a boolean"),
+        b'"' => Some("a string"),
+        b'{' => Some("an object"),
+        b'[' => None,
+        _ => Some("a number"),
     }
 }
 
@@ -387,6 +432,26 @@ mod tests {
         assert!(b.malformed[0].error.to_string().contains("#1"));
         assert_eq!(b.malformed[1].channel, None);
         assert_eq!(b.messages[1].id.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn a_body_of_many_malformed_elements_is_rejected_as_one_error() {
+        let body = format!("[{}1]", "1,".repeat(10_000));
+        let e = parse_batch(Bytes::from(body)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert!(e.to_string().contains("malformed messages"), "{e}");
+        // Up to the cap, each one is reported and the rest of the batch kept.
+        let mut elements = vec!["1"; MAX_MALFORMED_PER_BATCH];
+        elements.push(r#"{"channel":"/meta/connect","successful":true}"#);
+        let b = parse_batch(Bytes::from(format!("[{}]", elements.join(",")))).unwrap();
+        assert_eq!(b.malformed.len(), MAX_MALFORMED_PER_BATCH);
+        assert_eq!(b.messages.len(), 1);
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_protocol_error_not_a_panic() {
+        let body = Bytes::from_static(b"[{\"channel\":\"/a\xff\",\"data\":{}}]");
+        assert_eq!(parse_batch(body).unwrap_err().kind(), ErrorKind::Protocol);
     }
 
     #[test]

@@ -267,7 +267,8 @@ impl Client {
         (!self.closed()).then_some(crate::bayeux::channels::LONG_POLLING)
     }
 
-    /// Events delivered but not yet taken by a consumer.
+    /// Items delivered but not yet taken by a consumer: events, and errors reported on a stream
+    /// (an error reported on several subscriptions counts once per subscription).
     pub fn pending_count(&self) -> usize {
         self.session().map_or(0, |s| s.shared.inbox.pending())
     }

@@ -2,9 +2,9 @@
 //!
 //! One queue per subscription, under one lock. Every item carries a sequence number so that
 //! [`Client::receive`](crate::Client::receive) can take events across queues in arrival order,
-//! and an error broadcast to every queue shows up once there. `pending` counts events delivered
-//! but not yet taken: the connection task sends the next `/meta/connect` only while it is below
-//! `max_pending` (backpressure by polling).
+//! and an error broadcast to every queue shows up once there. `pending` counts the items queued
+//! (events and errors alike, an error once per queue holding it): the connection task sends the
+//! next `/meta/connect` only while it is below `max_pending` (backpressure by polling).
 
 use crate::error::Error;
 use crate::event::Event;
@@ -191,6 +191,9 @@ impl Inbox {
                     seq,
                     value: Err(error.clone()),
                 });
+                // Errors take room like events: a server sending nothing but bad messages to a
+                // stalled consumer must not grow its queue without bound.
+                s.pending += 1;
                 s.take_wakers(*sub, &mut wake);
             }
         }
@@ -239,11 +242,8 @@ impl Inbox {
     /// Forget `sub` and whatever it still held (its handle was dropped).
     pub(crate) fn remove(&self, sub: SubId) {
         let mut s = self.lock();
-        let events = s
-            .queues
-            .remove(&sub)
-            .map_or(0, |q| q.items.iter().filter(|i| i.value.is_ok()).count());
-        self.release(s, events);
+        let items = s.queues.remove(&sub).map_or(0, |q| q.items.len());
+        self.release(s, items);
     }
 
     /// The client is closed: every stream ends once drained.
@@ -267,10 +267,10 @@ impl Inbox {
         self.lock().closed
     }
 
-    /// `events` were taken or dropped: unlock, and wake the connection task if that made room.
-    fn release(&self, mut s: MutexGuard<'_, State>, events: usize) {
+    /// `items` were taken or dropped: unlock, and wake the connection task if that made room.
+    fn release(&self, mut s: MutexGuard<'_, State>, items: usize) {
         let before = s.pending;
-        s.pending -= events;
+        s.pending -= items;
         let after = s.pending;
         drop(s);
         if self.max_pending > 0 && before >= self.max_pending && after < self.max_pending {
@@ -291,7 +291,7 @@ impl Inbox {
                 if track && let Ok(event) = &item.value {
                     q.last_taken = Some(event.clone());
                 }
-                self.release(s, usize::from(item.value.is_ok()));
+                self.release(s, 1);
                 (Poll::Ready(Some(item.value)), done)
             }
             None if q.ended => (Poll::Ready(None), done),
@@ -343,6 +343,7 @@ impl Inbox {
         if q.finished() {
             s.queues.remove(&sub);
         }
+        let mut taken = 1;
         match &item.value {
             Ok(event) if track => {
                 s.receiver_last.insert(receiver, event.clone());
@@ -353,11 +354,13 @@ impl Inbox {
                 for q in s.queues.values_mut().filter(|q| q.detached) {
                     if q.items.front().is_some_and(|i| i.seq == seq) {
                         q.items.pop_front();
+                        taken += 1;
                     }
                 }
+                s.queues.retain(|_, q| !q.finished());
             }
         }
-        self.release(s, usize::from(item.value.is_ok()));
+        self.release(s, taken);
         (Poll::Ready(Some(item.value)), done)
     }
 

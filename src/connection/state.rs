@@ -14,7 +14,7 @@ pub enum ConnectionState {
     /// Backpressure: `pending` events wait for consumers, so the next `/meta/connect` is held
     /// back until one is taken.
     Paused {
-        /// Events delivered but not yet taken.
+        /// Items (events and errors) delivered but not yet taken.
         pending: usize,
     },
     /// The last request failed; the client retries after a backoff.
