@@ -1,7 +1,12 @@
 //! Which subscriptions an incoming event goes to.
 
 use super::inbox::SubId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// At most this many channel names are shared between events; beyond it (wildcard subscriptions
+/// matching ever new names) each run of events gets a name of its own.
+const MAX_INTERNED: usize = 4096;
 
 /// Channel patterns of the live subscriptions: exact names, Bayeux wildcards (`/a/*` one
 /// segment, `/a/**` any depth), and PushTopic filters (`/topic/T?Status__c=Open`, whose events
@@ -10,6 +15,8 @@ use std::collections::HashMap;
 pub(crate) struct Router {
     exact: HashMap<String, Vec<SubId>>,
     wildcards: Vec<(String, bool, SubId)>,
+    /// Names of routed channels, shared by their events; each goes with its last subscription.
+    interned: HashSet<Arc<str>>,
 }
 
 /// The part of a channel name before a PushTopic filter query.
@@ -38,6 +45,27 @@ impl Router {
             !subs.is_empty()
         });
         self.wildcards.retain(|(_, _, s)| *s != sub);
+        let mut interned = std::mem::take(&mut self.interned);
+        interned.retain(|c| self.routes(c));
+        self.interned = interned;
+    }
+
+    /// The shared name of a routed channel (call it only for channels that route somewhere).
+    pub(crate) fn intern(&mut self, channel: String) -> Arc<str> {
+        if let Some(c) = self.interned.get(channel.as_str()) {
+            return c.clone();
+        }
+        let c: Arc<str> = channel.into();
+        if self.interned.len() < MAX_INTERNED {
+            self.interned.insert(c.clone());
+        }
+        c
+    }
+
+    fn routes(&self, channel: &str) -> bool {
+        let mut any = false;
+        self.route(channel, |_| any = true);
+        any
     }
 
     /// Calls `f` once per subscription that wants an event on `channel`.
@@ -90,5 +118,32 @@ mod tests {
         r.remove(4);
         assert_eq!(routed(&r, "/event/A__e"), vec![1]);
         assert_eq!(routed(&r, "/topic/Inv"), Vec::<SubId>::new());
+    }
+
+    #[test]
+    fn unrouted_channels_are_not_interned_and_names_go_with_the_last_subscription() {
+        let mut r = Router::default();
+        r.add("/event/A__e", 1);
+        r.add("/event/A__e", 2);
+        r.add("/data/**", 3);
+        let a = r.intern("/event/A__e".to_owned());
+        assert!(Arc::ptr_eq(&a, &r.intern("/event/A__e".to_owned())));
+        r.intern("/data/AccountChangeEvent".to_owned());
+        assert_eq!(r.interned.len(), 2);
+        r.remove(1);
+        assert_eq!(
+            r.interned.len(),
+            2,
+            "subscription 2 still wants /event/A__e"
+        );
+        r.remove(2);
+        r.remove(3);
+        assert!(r.interned.is_empty());
+        // However many names arrive, the table stays bounded.
+        r.add("/data/**", 4);
+        for i in 0..MAX_INTERNED + 10 {
+            r.intern(format!("/data/E{i}"));
+        }
+        assert_eq!(r.interned.len(), MAX_INTERNED);
     }
 }

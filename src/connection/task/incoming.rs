@@ -42,7 +42,14 @@ impl Task {
             if run.as_ref().is_none_or(|(c, _)| **c != *channel) {
                 let mut targets = Vec::new();
                 self.router.route(&channel, |s| targets.push(s));
-                run = Some((self.intern(channel), targets));
+                // Only names someone subscribed to are kept: a server sending events on ever new
+                // channels must not grow the table.
+                let name = if targets.is_empty() {
+                    Arc::from(channel)
+                } else {
+                    self.router.intern(channel)
+                };
+                run = Some((name, targets));
             }
             let Some((channel, targets)) = &run else {
                 continue;
@@ -114,15 +121,6 @@ impl Task {
             }
         }
         self.shared.inbox.deliver(deliveries);
-    }
-
-    pub(super) fn intern(&mut self, channel: String) -> Arc<str> {
-        if let Some(c) = self.interned.get(channel.as_str()) {
-            return c.clone();
-        }
-        let c: Arc<str> = channel.into();
-        self.interned.insert(c.clone());
-        c
     }
 
     /// Tell the streams that a replay id expired, before any event the fallback brings.

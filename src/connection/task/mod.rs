@@ -88,7 +88,6 @@ pub(crate) fn spawn(
         open_reply: Some(open_tx),
         server_disconnected: false,
         replay_supported: false,
-        interned: HashSet::new(),
         unsubscribing: HashSet::new(),
     };
     tokio::spawn(task.run());
@@ -178,8 +177,6 @@ struct Task {
     server_disconnected: bool,
     /// The handshake reply said `ext.replay: true`: a resubscribe can recover lost events.
     replay_supported: bool,
-    /// Channel names shared by every event of a channel.
-    interned: HashSet<Arc<str>>,
     /// Channels with an unsubscribe in flight.
     unsubscribing: HashSet<String>,
 }
