@@ -39,6 +39,7 @@
 //! | the public client: [`Client`], [`ClientBuilder`], [`Subscription`], [`Events`] | (crate root) |
 //! | OAuth flows | [`auth`] |
 //! | replay storage and commit policies | [`replay`] |
+//! | publishing over the REST API (platform events, generic streaming) | [`publish`] |
 //! | a typed view over an event | [`Event`] |
 //! | an in-process Salesforce emulator (feature `emulator`) | `emulator` |
 //!
@@ -58,6 +59,7 @@ pub mod emulator;
 mod error;
 mod event;
 pub mod middleware;
+pub mod publish;
 pub mod replay;
 pub mod transport;
 mod url_policy;

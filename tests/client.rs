@@ -84,18 +84,20 @@ async fn every_operation_end_to_end() {
             assert_eq!(ev.replay_id(), Some(1));
         }
 
-        // Publish from the client to a generic channel we are subscribed to.
-        let reply = client
-            .publish("/u/Notifications", &json!("from the client"))
+        // Push from the client to a generic channel we are subscribed to, over REST as
+        // Salesforce requires (subscribing created the channel: dynamic channel creation).
+        let pushed = client
+            .push_generic("/u/Notifications", "from the client")
             .await
             .unwrap();
-        assert!(reply.is_successful());
+        assert_eq!(pushed.fanout_count, 1);
         let echoed = subs[3].next().await.unwrap().unwrap();
         assert_eq!(
             echoed.data_field::<String>("payload").unwrap(),
             "from the client"
         );
-        assert_eq!(emu.published().len(), 1);
+        assert_eq!(echoed.replay_id(), Some(2));
+        assert_eq!(emu.stats().rest_events_published, 1);
 
         // Explicit unsubscribe ends that stream.
         client.unsubscribe("/u/Notifications").await.unwrap();
@@ -175,8 +177,12 @@ async fn a_stalled_consumer_stops_the_connect_loop_until_it_polls() {
         );
         assert!(client.pending_count() >= 5);
         // The task still handles control traffic while paused.
-        let reply = client.publish("/u/Other", &json!("ping")).await.unwrap();
-        assert!(reply.is_successful());
+        // (a CometD publish: rejected, as Salesforce does, but answered).
+        let e = client
+            .publish("/u/Other", &json!("ping"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Server, "{e}");
         let _second = client.subscribe("/event/B__e").await.unwrap();
         assert_eq!(
             emu.stats().connects,

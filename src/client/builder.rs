@@ -5,9 +5,10 @@ use crate::connection::Settings;
 use crate::error::Result;
 use crate::middleware::AuthLayer;
 use crate::middleware::replay::ReplayLayer;
+use crate::publish::RestClient;
 use crate::replay::tracker::ReplayState;
 use crate::replay::{CommitPolicy, ReplayOption, ReplayStorage};
-use crate::transport::{BoxTransport, HttpTransport, Layer, Transport};
+use crate::transport::{BoxTransport, HttpClient, HttpTransport, Layer, Transport};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -265,8 +266,17 @@ impl ClientBuilder {
 
     /// Build a closed client; [`Client::open`] connects it.
     pub fn build(self) -> Result<Client> {
-        let base: BoxTransport = match self.transport {
-            Some(t) => t,
+        // The REST publisher shares the HTTP transport's client (pool, TLS); with a custom
+        // transport it gets its own, configured the same way.
+        let (base, http_client): (BoxTransport, _) = match self.transport {
+            Some(t) => (
+                t,
+                HttpClient::new(
+                    self.tls,
+                    self.max_response_bytes
+                        .unwrap_or(crate::transport::DEFAULT_MAX_RESPONSE_BYTES),
+                )?,
+            ),
             None => {
                 let mut http = HttpTransport::builder();
                 if let Some(tls) = self.tls {
@@ -275,7 +285,9 @@ impl ClientBuilder {
                 if let Some(n) = self.max_response_bytes {
                     http = http.max_response_bytes(n);
                 }
-                Arc::new(http.build()?)
+                let http = http.build()?;
+                let client = http.http_client();
+                (Arc::new(http), client)
             }
         };
         let replay = Arc::new(ReplayState::new(
@@ -285,6 +297,7 @@ impl ClientBuilder {
             self.commit_policy,
         ));
         let auth = AuthLayer::from_boxed(self.authenticator, self.api_version);
+        let rest = RestClient::new(http_client, auth.clone(), self.settings.request_timeout);
         let mut transport: BoxTransport = Arc::new(auth.layer(base));
         transport = Arc::new(ReplayLayer::new(replay.clone()).layer(transport));
         for layer in self.layers {
@@ -298,6 +311,7 @@ impl ClientBuilder {
                 session: Mutex::new(None),
                 replay,
                 status: Arc::new(crate::connection::Status::new()),
+                rest,
             }),
         })
     }

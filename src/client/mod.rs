@@ -63,12 +63,18 @@ struct ClientInner {
     session: Mutex<Option<Arc<Session>>>,
     replay: Arc<ReplayState>,
     status: Arc<Status>,
+    rest: crate::publish::RestClient,
 }
 
 impl Client {
     /// Options for a client that logs in with `authenticator`.
     pub fn builder(authenticator: impl Authenticator) -> ClientBuilder {
         ClientBuilder::new(Box::new(authenticator))
+    }
+
+    /// The REST side (publishing), sharing this client's login and HTTP client.
+    pub(crate) fn rest(&self) -> &crate::publish::RestClient {
+        &self.inner.rest
     }
 
     fn session(&self) -> Option<Arc<Session>> {
@@ -204,9 +210,13 @@ impl Client {
             .await
     }
 
-    /// Publish `data` to `channel` and return the server's reply. Salesforce accepts CometD
-    /// publishes only on generic streaming channels (`/u/...`); platform events are published
-    /// through the REST or SOAP API.
+    /// Publish `data` to `channel` over CometD and return the server's reply, for standard
+    /// Bayeux servers (CometD, Faye).
+    ///
+    /// Salesforce does not implement CometD publishing: it rejects every publish with a `403`
+    /// error (an [`ErrorKind::Server`] error). Publish to Salesforce over REST with
+    /// [`publish_event`](Client::publish_event), [`publish_events`](Client::publish_events) and
+    /// [`push_generic`](Client::push_generic).
     pub async fn publish<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<Message> {
         validate_channel(channel)?;
         let data = Data::from_serialize(data).map_err(|e| {

@@ -1,7 +1,6 @@
 //! The Bayeux side: handshake, connect (long-poll), subscribe with replay, unsubscribe, publish
 //! and disconnect, with Salesforce's replies and error strings.
 
-use super::events;
 use super::faults::Target;
 use super::ids;
 use super::retention::{self, ReplayFrom};
@@ -552,6 +551,11 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
         Ok(from) => from,
         Err(error) => return Some(Reply::to(m).subscription(m).error(error)),
     };
+    if base.starts_with("/u/") {
+        // Dynamic streaming channel creation (an org setting, on in the emulator): subscribing
+        // creates the StreamingChannel record the REST push resource needs.
+        st.streaming_channel(base);
+    }
     let now = shared.now();
     let config = &shared.config;
     let ch = st.channel(config, base);
@@ -629,6 +633,15 @@ fn disconnect(shared: &Shared, st: &mut State, m: &In<'_>) -> Option<Reply> {
     Some(Reply::to(m).ok())
 }
 
+/// Salesforce does not implement CometD publishing (aiosfstream's API reference, from
+/// Salesforce's docs: "Salesforce chose not to implement the publishing of Generic Streaming and
+/// Platform events with CometD"; publish over REST instead). Its server is CometD 3 with a
+/// security policy, whose denial CometD words `403:<reason>:publish_denied` with the reason
+/// `denied_by_security_policy` (CometD 3 `BayeuxServerImpl`; the same policy's
+/// `403:denied_by_security_policy:create_denied` is a real Salesforce reply, EMP-Connector#17).
+/// No public capture of Salesforce's publish reply exists: the string is unverified.
+pub(crate) const PUBLISH_DENIED: &str = "403:denied_by_security_policy:publish_denied";
+
 fn publish(shared: &Shared, st: &mut State, m: &In<'_>) -> Option<Reply> {
     let Some(client_id) = m.msg.client_id.as_deref() else {
         return Some(unknown_client(shared, m));
@@ -636,17 +649,12 @@ fn publish(shared: &Shared, st: &mut State, m: &In<'_>) -> Option<Reply> {
     if shared.session(st, client_id).is_none() {
         return Some(unknown_client(shared, m));
     }
-    let reply = Reply {
-        client_id: None,
-        ..Reply::to(m)
-    };
-    let Some(data) = &m.msg.data else {
-        return Some(reply.error("400::Data missing"));
-    };
-    let base = base_channel(&m.msg.channel);
-    let wall = shared.wall();
-    let id = st.channel(&shared.config, base).assign_id();
-    let event = events::frame(base, &events::custom_data(data.to_value(), id, wall));
-    shared.deliver(st, base, &[(id, event)]);
-    Some(reply.ok())
+    // Publish replies carry no clientId.
+    Some(
+        Reply {
+            client_id: None,
+            ..Reply::to(m)
+        }
+        .error(PUBLISH_DENIED),
+    )
 }

@@ -45,6 +45,7 @@ mod events;
 mod faults;
 mod ids;
 mod oauth;
+mod rest;
 mod retention;
 mod server;
 mod state;
@@ -255,6 +256,35 @@ impl Emulator {
         })
     }
 
+    /// Create the StreamingChannel record of a generic streaming channel (`/u/Name`) and return
+    /// its id, as an administrator does; the REST push resource needs it. Subscribing to a `/u/`
+    /// channel also creates it (Salesforce's "dynamic streaming channel creation" setting).
+    /// Creating an existing channel returns its id.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// let id = emu.create_streaming_channel("/u/Notifications");
+    /// assert!(id.starts_with("0M6"));
+    /// # }
+    /// ```
+    pub fn create_streaming_channel(&self, channel: &str) -> String {
+        self.shared().lock().streaming_channel(channel)
+    }
+
+    /// Declare required fields of the platform event `event` (`Order__e`): REST publishes
+    /// lacking one fail with `REQUIRED_FIELD_MISSING`, as Salesforce rejects them.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// emu.require_fields("Order__e", &["Amount__c"]);
+    /// # }
+    /// ```
+    pub fn require_fields(&self, event: &str, fields: &[&str]) {
+        let name = event.strip_prefix("/event/").unwrap_or(event).to_owned();
+        let fields = fields.iter().map(|f| (*f).to_owned()).collect();
+        self.shared().lock().required_fields.insert(name, fields);
+    }
+
     /// Publish `data` as given, except that `data.event.replayId` and `data.event.createdDate`
     /// are set (non-object data becomes `{"event":{..},"payload":data}`). Returns the replay id.
     pub fn publish_data(&self, channel: &str, data: serde_json::Value) -> i64 {
@@ -362,7 +392,8 @@ impl Emulator {
         self.shared().received()
     }
 
-    /// The messages clients published to non-meta channels, in order (the last 100,000).
+    /// The messages clients tried to publish over CometD, in order (the last 100,000). Each was
+    /// rejected as Salesforce rejects them; publish over REST instead.
     pub fn published(&self) -> Vec<crate::bayeux::Message> {
         self.shared().published()
     }

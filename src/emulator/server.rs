@@ -4,6 +4,7 @@ use super::cometd;
 use super::faults::{Action, MAINTENANCE_HTML, Target};
 use super::ids;
 use super::oauth;
+use super::rest;
 use super::state::{CookieSet, Shared, State};
 use bytes::{Bytes, BytesMut};
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
@@ -81,7 +82,11 @@ pub(crate) async fn serve(
 enum Endpoint {
     Cometd,
     Token,
+    Rest,
 }
+
+/// REST bodies (sObject collections of 200 events) may exceed the CometD cap.
+const MAX_REST_BODY: usize = 4 * 1024 * 1024;
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     shared.bump(|s| s.requests += 1);
@@ -90,10 +95,31 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
         Endpoint::Token
     } else if is_cometd_path(&shared.cometd_path, path) {
         Endpoint::Cometd
+    } else if rest::is_rest_path(path) {
+        Endpoint::Rest
     } else {
         tracing::debug!(%path, "emulator: 404");
         return Ok(not_found(path));
     };
+    if endpoint == Endpoint::Rest {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        let (parts, body) = req.into_parts();
+        let Some(body) = read_body(body, MAX_REST_BODY).await? else {
+            return Ok(too_large());
+        };
+        let answer = rest::handle(
+            &shared,
+            &method,
+            &path,
+            query.as_deref(),
+            &parts.headers,
+            &body,
+        );
+        tracing::debug!(%method, %path, status = answer.status.as_u16(), "emulator: REST request");
+        return Ok(bytes_response(answer.status, JSON, answer.body));
+    }
     if req.method() != Method::POST {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -105,19 +131,20 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
-    let Some(body) = read_body(body).await? else {
+    let Some(body) = read_body(body, MAX_BODY).await? else {
         return Ok(too_large());
     };
     match endpoint {
         Endpoint::Token => token(shared, &parts.headers, body).await,
-        Endpoint::Cometd => cometd(shared, &parts.headers, body).await,
+        // REST requests were answered above.
+        Endpoint::Cometd | Endpoint::Rest => cometd(shared, &parts.headers, body).await,
     }
 }
 
-/// Read a body of at most [`MAX_BODY`] bytes; `None` if it is larger. The excess of a larger body
+/// Read a body of at most `limit` bytes; `None` if it is larger. The excess of a larger body
 /// is read and discarded (up to a limit) so the 413 reaches the client instead of a reset.
-async fn read_body(mut body: Incoming) -> Result<Option<Bytes>, CloseConnection> {
-    const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Option<Bytes>, CloseConnection> {
+    let drain_limit = limit.max(4 * 1024 * 1024);
     let mut buf = BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -125,14 +152,14 @@ async fn read_body(mut body: Incoming) -> Result<Option<Bytes>, CloseConnection>
         let frame = frame.map_err(|_| CloseConnection)?;
         if let Ok(data) = frame.into_data() {
             total += data.len();
-            if total <= MAX_BODY {
+            if total <= limit {
                 buf.extend_from_slice(&data);
-            } else if total > DRAIN_LIMIT {
+            } else if total > drain_limit {
                 break;
             }
         }
     }
-    Ok((total <= MAX_BODY).then(|| buf.freeze()))
+    Ok((total <= limit).then(|| buf.freeze()))
 }
 
 /// `/cometd/62.0`, also with a trailing `/handshake`, `/connect`, ... as CometD Java sends.

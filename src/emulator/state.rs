@@ -158,11 +158,23 @@ pub(crate) struct State {
     pub(crate) refresh_tokens: HashSet<String>,
     pub(crate) cookies: HashMap<String, CookieSet>,
     pub(crate) faults: VecDeque<Fault>,
+    /// Generic streaming channels (StreamingChannel records): name to record id.
+    pub(crate) streaming_channels: HashMap<String, String>,
+    /// Platform event API name to its required fields (REST publishing checks them).
+    pub(crate) required_fields: HashMap<String, Vec<String>>,
     next_sweep: Instant,
     next_held: u64,
 }
 
 impl State {
+    /// The StreamingChannel id of a generic channel, creating the record if needed.
+    pub(crate) fn streaming_channel(&mut self, name: &str) -> String {
+        self.streaming_channels
+            .entry(name.to_owned())
+            .or_insert_with(|| super::ids::record_id("0M6"))
+            .clone()
+    }
+
     /// The channel's log, created on first use.
     pub(crate) fn channel(&mut self, config: &Config, base: &str) -> &mut ChannelLog {
         if !self.channels.contains_key(base) {
@@ -226,6 +238,8 @@ impl Shared {
                 refresh_tokens: HashSet::new(),
                 cookies: HashMap::new(),
                 faults: VecDeque::new(),
+                streaming_channels: HashMap::new(),
+                required_fields: HashMap::new(),
                 next_sweep: Instant::now(),
                 next_held: 0,
             }),

@@ -23,7 +23,8 @@ pub struct Stats {
     pub unsubscribes: u64,
     /// `/meta/disconnect` messages received.
     pub disconnects: u64,
-    /// Messages clients published to non-meta channels.
+    /// Messages clients published to non-meta channels over CometD (all rejected, as by
+    /// Salesforce).
     pub publishes: u64,
     /// Live sessions (handshaken and neither disconnected, dropped nor expired).
     pub sessions: u64,
@@ -46,6 +47,10 @@ pub struct Stats {
     /// Bayeux messages rejected for a missing, unknown or revoked access token, including held
     /// connects answered by [`Emulator::revoke_tokens`](super::Emulator::revoke_tokens).
     pub auth_failures: u64,
+    /// REST API requests processed (publishing, channel queries), successful or not.
+    pub rest_requests: u64,
+    /// Events published through the REST API (platform events and generic pushes).
+    pub rest_events_published: u64,
 }
 
 impl Stats {

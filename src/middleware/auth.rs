@@ -106,6 +106,28 @@ impl AuthLayer {
     }
 }
 
+impl AuthLayer {
+    /// The current token (logging in first if needed) and its generation, for the REST
+    /// publisher, which shares this layer's login and refresh.
+    pub(crate) async fn token(&self) -> Result<(u64, Token)> {
+        self.state.session().await.map(|(g, s)| (g, s.token))
+    }
+
+    /// A fresh token after the one of `generation` was rejected (HTTP 401), shared with every
+    /// request rejected together.
+    pub(crate) async fn refreshed_token(&self, generation: u64) -> Result<(u64, Token)> {
+        self.state
+            .refresh(generation)
+            .await
+            .map(|(g, s)| (g, s.token))
+    }
+
+    /// The API version of the endpoints.
+    pub(crate) fn api_version(&self) -> &str {
+        &self.state.api_version
+    }
+}
+
 impl<T: Transport> Layer<T> for AuthLayer {
     type Transport = Auth<T>;
     fn layer(&self, inner: T) -> Auth<T> {

@@ -82,8 +82,24 @@ impl HttpClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<RawResponse> {
+        self.send(http::Method::POST, url, headers, body, timeout)
+            .await
+    }
+
+    /// Send a request with any method (the REST publisher also GETs) and read the whole answer
+    /// (up to the cap) within `timeout`.
+    pub(crate) async fn send(
+        &self,
+        method: http::Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<RawResponse> {
         check_scheme(url)?;
-        let mut request = http::Request::post(url.as_str())
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
             .body(Full::new(body))
             .map_err(|e| {
                 Error::new(ErrorKind::Client, format!("invalid URL {url}")).with_source(e)
@@ -260,6 +276,11 @@ impl HttpTransport {
     /// Options for a transport.
     pub fn builder() -> HttpTransportBuilder {
         HttpTransportBuilder::default()
+    }
+
+    /// The hyper client (pool, TLS, proxy) behind this transport, for the REST publisher.
+    pub(crate) fn http_client(&self) -> HttpClient {
+        self.http.clone()
     }
 
     async fn round_trip(&self, request: Request) -> Result<Response> {
