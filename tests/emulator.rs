@@ -359,7 +359,10 @@ async fn handshake_replies_like_salesforce_and_sets_cookies() {
         let ws = b
             .post(json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["websocket"], "id": "9"}]))
             .await;
-        assert_eq!(ws.reply("/meta/handshake")["error"], "400::Invalid connection type");
+        assert_eq!(
+            ws.reply("/meta/handshake")["error"],
+            "400::Invalid connection type websocket"
+        );
         assert_eq!(ws.reply("/meta/handshake")["successful"], false);
 
         let stats = emu.stats();
@@ -381,7 +384,15 @@ async fn requests_without_the_handshake_cookies_fail() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         let reply = r.reply("/meta/connect");
         assert_eq!(reply["successful"], false);
-        assert_eq!(reply["error"], "400::no BAYEUX_BROWSER cookie present");
+        let mut expected = vectors()["no_bayeux_browser_cookie"][0].clone();
+        expected["clientId"] = b.cid().into();
+        expected["id"] = reply["id"].clone();
+        expected["error"] = format!(
+            "400::Client {} has established a session, but no BAYEUX_BROWSER cookie present",
+            b.cid()
+        )
+        .into();
+        assert_eq!(reply, expected);
         assert_eq!(emu.stats().cookie_failures, 1);
 
         // A jar that re-encodes sfdc-stream is caught too.
@@ -504,11 +515,19 @@ async fn held_connects_are_superseded_and_time_out() {
             .start()
             .await
             .unwrap();
-        let b = Bayeux::session(&quick).await;
+        let b = Bayeux::new(&quick);
+        b.handshake().await;
+        let first = b.poll().await.reply("/meta/connect");
+        assert_eq!(first["advice"]["timeout"], 200);
         let started = Instant::now();
         let r = b.connect().await;
         assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(r.reply("/meta/connect")["advice"]["timeout"], 200);
+        // Only the first connect reply of a session carries advice.
+        let mut expected = vectors()["later_connect_reply_without_advice"][0].clone();
+        let reply = r.reply("/meta/connect");
+        expected["clientId"] = b.cid().into();
+        expected["id"] = reply["id"].clone();
+        assert_eq!(reply, expected);
     })
     .await
 }
@@ -944,8 +963,13 @@ async fn forgotten_and_expired_sessions_are_unknown_clients() {
             json!({"interval": 0, "reconnect": "handshake"})
         );
         let reply = idle.poll().await.reply("/meta/connect");
-        assert_shape(&vectors()["unknown_client"][0], &reply, "unknown client");
+        assert_shape(
+            &vectors()["unknown_client_without_client_id"][0],
+            &reply,
+            "unknown client",
+        );
         assert_eq!(reply["successful"], false);
+        assert!(reply.get("clientId").is_none(), "{reply}");
         let stats = emu.stats();
         assert_eq!((stats.sessions, stats.unknown_client_replies), (0, 2));
         assert!(stats.subscriptions.is_empty());
@@ -1082,10 +1106,7 @@ async fn revoked_and_missing_tokens() {
         b.set_token(None);
         let r = b.poll().await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            r.reply("/meta/connect")["error"],
-            "401::Request requires authentication"
-        );
+        assert_eq!(r.json(), vectors()["request_requires_authentication"]);
 
         // A new token works on the old session (sessions belong to the user, not the token),
         // also with jsforce's "OAuth" scheme.
@@ -1443,8 +1464,21 @@ async fn http_edges() {
         let r = send(&c, Method::POST, &format!("{base}/nope"), &[], Bytes::new()).await.unwrap();
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert!(r.content_type().starts_with("text/html"));
-        let r = send(&c, Method::POST, &format!("{base}/cometd/62.0"), &[], Bytes::new()).await.unwrap();
-        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        // Versions above the served one, or none: HTTP 400 with Salesforce's error.
+        let hs = Bytes::from_static(br#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"],"id":"1"}]"#);
+        for path in ["/cometd/62.0", "/cometd", "/cometd/replay/38.0"] {
+            let r = send(&c, Method::POST, &format!("{base}{path}"), &[], hs.clone()).await.unwrap();
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+            let mut expected = vectors()["api_version_mandatory"].clone();
+            expected[0]["error"] = "400::API version in the URI is mandatory. URI format: '/cometd/45.0'".into();
+            assert_eq!(r.json(), expected, "{path}");
+        }
+        // Older versions are served, as Salesforce serves every version.
+        let old = b
+            .try_post_to(&format!("{base}/cometd/44.0"), &json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"], "id": "1"}]))
+            .await
+            .unwrap();
+        assert_eq!(old.reply("/meta/handshake")["successful"], true);
         let r = send(&c, Method::GET, &emu.cometd_url(), &[], Bytes::new()).await.unwrap();
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
 
@@ -1545,6 +1579,39 @@ async fn many_emulators_run_in_parallel() {
         ports.sort();
         ports.dedup();
         assert_eq!(ports.len(), 8);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unknown_client_rotates_the_sfdc_stream_cookie() {
+    // CometD.NetCore.Salesforce#43: the 403::Unknown client response sets a new sfdc-stream.
+    within(async {
+        let emu = Emulator::start().await.unwrap();
+        let b = Bayeux::session(&emu).await;
+        let old = b.jar.lock().unwrap()["sfdc-stream"].clone();
+        emu.forget_sessions();
+        let r = b.poll().await;
+        assert_eq!(r.reply("/meta/connect")["error"], "403::Unknown client");
+        let set: Vec<&str> = r
+            .headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(set.len(), 1, "{set:?}");
+        assert!(set[0].starts_with("sfdc-stream=") && set[0].ends_with("; Path=/"));
+        let new = b.jar.lock().unwrap()["sfdc-stream"].clone();
+        assert_ne!(new, old);
+        assert_eq!(emu.stats().cookie_rotations, 1);
+
+        // The jar kept the new value: the rehandshake needs no new cookies, and polls work.
+        b.handshake().await;
+        assert_eq!(emu.stats().cookies_issued, 1);
+        assert_eq!(b.poll().await.reply("/meta/connect")["successful"], true);
+        // A jar that kept the old value is refused.
+        b.jar.lock().unwrap().insert("sfdc-stream".into(), old);
+        assert_eq!(b.poll().await.status, StatusCode::BAD_REQUEST);
     })
     .await
 }

@@ -17,7 +17,19 @@ use tokio::time::Instant;
 
 const UNKNOWN_CLIENT: &str = "403::Unknown client";
 const AUTHENTICATION_INVALID: &str = "401::Authentication invalid";
-const NO_COOKIE: &str = "400::no BAYEUX_BROWSER cookie present";
+
+/// The missing-cookie error, as Salesforce words it (cometd/cometd#881, restforce#161).
+fn no_cookie(client_id: &str) -> String {
+    format!(
+        "400::Client {client_id} has established a session, but no BAYEUX_BROWSER cookie present"
+    )
+}
+
+/// A handshake offering no long-polling, or a connect of another type (Salesforce serves only
+/// long-polling; the type is named in the error).
+fn invalid_connection_type(kind: &str) -> String {
+    format!("400::Invalid connection type {kind}")
+}
 
 /// A parsed request body: the messages, and their ids exactly as sent (string or number), which
 /// replies must echo unchanged.
@@ -189,7 +201,14 @@ fn handshake_reply(m: &In<'_>, client_id: String) -> Reply {
 
 fn unknown_client(shared: &Shared, m: &In<'_>) -> Reply {
     shared.bump(|s| s.unknown_client_replies += 1);
-    let reply = Reply::to(m).subscription(m).error(UNKNOWN_CLIENT);
+    // Salesforce does not echo the unknown clientId (CometD.NetCore.Salesforce#43,
+    // cometd/cometd#775).
+    let reply = Reply {
+        client_id: None,
+        ..Reply::to(m)
+    }
+    .subscription(m)
+    .error(UNKNOWN_CLIENT);
     // Salesforce advises a rehandshake on connect replies only.
     if m.msg.channel == channels::CONNECT {
         reply.advice(json!({"interval": 0, "reconnect": "handshake"}))
@@ -258,7 +277,7 @@ struct Out {
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) body: Bytes,
-    pub(crate) cookies: Option<[String; 3]>,
+    pub(crate) cookies: Vec<String>,
 }
 
 fn answer_each(req: &Request, status: StatusCode, f: impl Fn(&In<'_>) -> Reply) -> Answer {
@@ -266,7 +285,7 @@ fn answer_each(req: &Request, status: StatusCode, f: impl Fn(&In<'_>) -> Reply) 
     Answer {
         status,
         body: body(&parts),
-        cookies: None,
+        cookies: Vec::new(),
     }
 }
 
@@ -277,9 +296,20 @@ pub(crate) async fn handle(shared: Arc<Shared>, headers: &HeaderMap, req: Reques
         Ok(processed) => processed,
         Err(rejected) => return rejected,
     };
+    let mut cookies: Vec<String> = cookies.into_iter().flatten().collect();
     if let Some(held) = out.held.take() {
         let parts = wait(&shared, held).await;
         out.parts.extend(parts);
+    }
+    // Salesforce's load balancer sends a new sfdc-stream cookie with `403::Unknown client`
+    // (CometD.NetCore.Salesforce#43): the client's jar must overwrite the old one.
+    let unknown = out
+        .parts
+        .iter()
+        .any(|p| matches!(p, Part::Reply(r) if r.error.as_deref() == Some(UNKNOWN_CLIENT)));
+    if unknown && let Some(cookie) = server::rotate_sfdc_stream(&mut shared.lock(), headers) {
+        shared.bump(|s| s.cookie_rotations += 1);
+        cookies.push(cookie);
     }
     Answer {
         status: StatusCode::OK,
@@ -298,9 +328,15 @@ fn process(
     let n = req.messages.len() as u64;
     let Some(token) = server::bearer(headers) else {
         shared.bump(|s| s.auth_failures += n);
-        return Err(answer_each(req, StatusCode::UNAUTHORIZED, |m| {
-            Reply::to(m).error("401::Request requires authentication")
-        }));
+        // Rejected before Bayeux processing: one reply, with neither channel nor id
+        // (restforce#103).
+        return Err(Answer {
+            status: StatusCode::UNAUTHORIZED,
+            body: Bytes::from_static(
+                br#"[{"error":"401::Request requires authentication","successful":false}]"#,
+            ),
+            cookies: Vec::new(),
+        });
     };
     let mut st = shared.lock();
     if !st.access_tokens.contains(token) {
@@ -329,7 +365,7 @@ fn process(
         drop(st);
         shared.bump(|s| s.cookie_failures += 1);
         return Err(answer_each(req, StatusCode::BAD_REQUEST, |m| {
-            Reply::to(m).error(NO_COOKIE)
+            Reply::to(m).error(no_cookie(m.msg.client_id.as_deref().unwrap_or_default()))
         }));
     }
 
@@ -355,6 +391,9 @@ fn process(
     // Clients that already hold valid cookies keep them, as with CometD's BAYEUX_BROWSER.
     let cookies =
         (out.handshaken && cookies != CookieCheck::Valid).then(|| server::issue_cookies(&mut st));
+    if cookies.is_some() {
+        shared.bump(|s| s.cookies_issued += 1);
+    }
     Ok((out, cookies))
 }
 
@@ -365,7 +404,13 @@ fn handshake(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
         .as_ref()
         .is_some_and(|t| t.iter().any(|t| t == channels::LONG_POLLING));
     if !long_polling {
-        return Some(Reply::to(m).error("400::Invalid connection type"));
+        let offered = m
+            .msg
+            .supported_connection_types
+            .as_ref()
+            .and_then(|t| t.first())
+            .map_or("", String::as_str);
+        return Some(Reply::to(m).error(invalid_connection_type(offered)));
     }
     if m.msg
         .version
@@ -411,8 +456,21 @@ fn connect(
     let Some(session) = shared.session(st, client_id) else {
         return Some(unknown_client(shared, m));
     };
+    if let Some(kind) = m
+        .msg
+        .connection_type
+        .as_deref()
+        .filter(|k| *k != channels::LONG_POLLING)
+    {
+        return Some(Reply::to(m).error(invalid_connection_type(kind)));
+    }
     session.wake(Wake::Superseded, now);
-    let reply = Reply::to(m).ok().advice(shared.connect_advice.clone());
+    let mut reply = Reply::to(m).ok();
+    // Only the first connect reply of a session carries advice (CometD.NetCore.Salesforce#43,
+    // cometd/cometd#775); clients keep it.
+    if !std::mem::replace(&mut session.advised, true) {
+        reply = reply.advice(shared.connect_advice.clone());
+    }
     let at_once = m.msg.advice.as_ref().and_then(|a| a.timeout) == Some(0);
     if at_once || !may_hold || !session.queue.is_empty() {
         let events = session.drain(shared.config.max_batch);
@@ -505,6 +563,7 @@ async fn wait(shared: &Arc<Shared>, held: Held) -> Vec<Part> {
                 channel: channels::DISCONNECT.into(),
                 ..Reply::default()
             };
+            // EMP-Connector#15's capture echoes the clientId here (tests/data vectors).
             vec![
                 Part::reply(bare),
                 Part::reply(reply.error(UNKNOWN_CLIENT).advice(none())),
@@ -520,6 +579,10 @@ async fn wait(shared: &Arc<Shared>, held: Held) -> Vec<Part> {
         (_, None) => {
             shared.bump(|s| s.unknown_client_replies += 1);
             let advice = json!({"interval": 0, "reconnect": "handshake"});
+            let reply = Reply {
+                client_id: None,
+                ..reply
+            };
             vec![Part::reply(reply.error(UNKNOWN_CLIENT).advice(advice))]
         }
     }

@@ -83,6 +83,8 @@ enum Endpoint {
     Cometd,
     Token,
     Rest,
+    /// `/cometd` without a version Salesforce serves.
+    BadVersion,
 }
 
 /// REST bodies (sObject collections of 200 events) may exceed the CometD cap.
@@ -93,8 +95,12 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path();
     let endpoint = if path == TOKEN_PATH {
         Endpoint::Token
-    } else if is_cometd_path(&shared.cometd_path, path) {
-        Endpoint::Cometd
+    } else if let Some(served) = cometd_version(&shared.config.api_version, path) {
+        if served {
+            Endpoint::Cometd
+        } else {
+            Endpoint::BadVersion
+        }
     } else if rest::is_rest_path(path) {
         Endpoint::Rest
     } else {
@@ -136,6 +142,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
     };
     match endpoint {
         Endpoint::Token => token(shared, &parts.headers, body).await,
+        Endpoint::BadVersion => Ok(bad_version(&shared, &body)),
         // REST requests were answered above.
         Endpoint::Cometd | Endpoint::Rest => cometd(shared, &parts.headers, body).await,
     }
@@ -162,12 +169,59 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Option<Bytes>, Cl
     Ok((total <= limit).then(|| buf.freeze()))
 }
 
-/// `/cometd/62.0`, also with a trailing `/handshake`, `/connect`, ... as CometD Java sends.
-fn is_cometd_path(base: &str, path: &str) -> bool {
-    match path.strip_prefix(base) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+/// For a path under `/cometd`: whether its version is served. Salesforce serves every API
+/// version up to the current one; the emulator serves 24.0 up to its own. `/cometd/62.0` may
+/// go on with `/handshake`, `/connect`, ... as CometD Java sends.
+fn cometd_version(served: &str, path: &str) -> Option<bool> {
+    let rest = path.strip_prefix("/cometd")?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
     }
+    let version = rest
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let parse = |v: &str| -> Option<(u32, u32)> {
+        let (major, minor) = v.split_once('.')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(major) && digits(minor))
+            .then(|| Some((major.parse().ok()?, minor.parse().ok()?)))?
+    };
+    Some(match (parse(version), parse(served)) {
+        (Some(v), Some(max)) => v >= (24, 0) && v <= max,
+        (Some(_), None) => version == served,
+        (None, _) => false,
+    })
+}
+
+/// The reply to a CometD request without a served version: HTTP 400 and, per message, its
+/// channel and Salesforce's error, without id (reply captured in a public client's test
+/// fixture: `[{"channel":"/meta/handshake","error":"400::API version in the URI is mandatory.
+/// URI format: '/cometd/65.0'","successful":false}]`). Salesforce's answer to a version above
+/// the current one is not documented; the emulator gives the same.
+fn bad_version(shared: &Shared, body: &Bytes) -> Response<Full<Bytes>> {
+    let error = format!(
+        "400::API version in the URI is mandatory. URI format: '/cometd/{}'",
+        shared.config.api_version
+    );
+    let channels: Vec<String> = crate::bayeux::parse_batch(body.clone())
+        .map(|b| b.messages.into_iter().map(|m| m.channel).collect())
+        .unwrap_or_default();
+    let channels = if channels.is_empty() {
+        vec![crate::bayeux::channels::HANDSHAKE.to_owned()]
+    } else {
+        channels
+    };
+    let replies: Vec<Value> = channels
+        .into_iter()
+        .map(|channel| json!({"channel": channel, "error": error, "successful": false}))
+        .collect();
+    bytes_response(
+        StatusCode::BAD_REQUEST,
+        JSON,
+        Bytes::from(serde_json::to_vec(&replies).unwrap_or_default()),
+    )
 }
 
 async fn token(shared: Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Reply {
@@ -248,11 +302,9 @@ async fn cometd(shared: Arc<Shared>, headers: &HeaderMap, body: Bytes) -> Reply 
         return Err(CloseConnection);
     }
     let mut resp = bytes_response(answer.status, JSON, answer.body);
-    if let Some(cookies) = answer.cookies {
-        for cookie in cookies {
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                resp.headers_mut().append(SET_COOKIE, v);
-            }
+    for cookie in answer.cookies {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(SET_COOKIE, v);
         }
     }
     Ok(resp)
@@ -404,6 +456,15 @@ pub(crate) fn check_cookies(st: &State, headers: &HeaderMap) -> CookieCheck {
     }
 }
 
+/// A new `sfdc-stream` value for the request's cookie set, as the `Set-Cookie` header; `None`
+/// when the request carries no known `BAYEUX_BROWSER`.
+pub(crate) fn rotate_sfdc_stream(st: &mut State, headers: &HeaderMap) -> Option<String> {
+    let browser = cookie(headers, "BAYEUX_BROWSER")?;
+    let set = st.cookies.get_mut(browser)?;
+    set.sfdc_stream = ids::sfdc_stream();
+    Some(format!("sfdc-stream={}; Path=/", set.sfdc_stream))
+}
+
 /// Mint the three cookies of a handshake reply, shaped like Salesforce's minus `Secure`.
 pub(crate) fn issue_cookies(st: &mut State) -> [String; 3] {
     let browser = ids::bayeux_browser();
@@ -427,10 +488,16 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert!(is_cometd_path("/cometd/62.0", "/cometd/62.0"));
-        assert!(is_cometd_path("/cometd/62.0", "/cometd/62.0/connect"));
-        assert!(!is_cometd_path("/cometd/62.0", "/cometd/62.01"));
-        assert!(!is_cometd_path("/cometd/62.0", "/cometd/61.0"));
+        assert_eq!(cometd_version("62.0", "/cometd/62.0"), Some(true));
+        assert_eq!(cometd_version("62.0", "/cometd/62.0/connect"), Some(true));
+        assert_eq!(cometd_version("62.0", "/cometd/61.0"), Some(true));
+        assert_eq!(cometd_version("62.0", "/cometd/62.01"), Some(false));
+        assert_eq!(cometd_version("62.0", "/cometd/63.0"), Some(false));
+        assert_eq!(cometd_version("62.0", "/cometd/23.0"), Some(false));
+        assert_eq!(cometd_version("62.0", "/cometd"), Some(false));
+        assert_eq!(cometd_version("62.0", "/cometd/replay/38.0"), Some(false));
+        assert_eq!(cometd_version("62.0", "/cometdx"), None);
+        assert_eq!(cometd_version("62.0", "/other"), None);
     }
 
     #[test]

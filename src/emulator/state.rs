@@ -115,6 +115,8 @@ pub(crate) struct Session {
     pub(crate) subscriptions: HashMap<String, String>,
     pub(crate) queue: VecDeque<Queued>,
     held: Option<HeldSlot>,
+    /// Whether a connect reply with advice went out (only the first one carries it).
+    pub(crate) advised: bool,
     /// When the last response went out (or the last request came in); the reconnect window runs
     /// from here while no connect is held.
     pub(crate) last_active: Instant,
@@ -126,6 +128,7 @@ impl Session {
             subscriptions: HashMap::new(),
             queue: VecDeque::new(),
             held: None,
+            advised: false,
             last_active: now,
         }
     }

@@ -36,6 +36,10 @@ pub struct Stats {
     pub unknown_client_replies: u64,
     /// Requests rejected for a missing, unknown or altered cookie.
     pub cookie_failures: u64,
+    /// Handshakes that set new cookies (a client whose jar kept them sets none).
+    pub cookies_issued: u64,
+    /// New `sfdc-stream` cookies sent with `403::Unknown client`.
+    pub cookie_rotations: u64,
     /// Channel (without PushTopic filter) to the number of live sessions subscribed to it.
     pub subscriptions: BTreeMap<String, u64>,
     /// HTTP requests received, on any path.
