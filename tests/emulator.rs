@@ -1106,7 +1106,12 @@ async fn revoked_and_missing_tokens() {
         b.set_token(None);
         let r = b.poll().await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(r.json(), vectors()["request_requires_authentication"]);
+        // restforce#103: no channel, no id. (Not in tests/data yet: the client's parser
+        // rejects a reply without channel, issue 9 client defect 3.)
+        assert_eq!(
+            r.json(),
+            json!([{"error": "401::Request requires authentication", "successful": false}])
+        );
 
         // A new token works on the old session (sessions belong to the user, not the token),
         // also with jsforce's "OAuth" scheme.
