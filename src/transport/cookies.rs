@@ -1,12 +1,35 @@
-//! One RFC 6265 cookie jar per client (BAYEUX_BROWSER, load-balancer cookies).
+//! One RFC 6265 cookie jar per client (BAYEUX_BROWSER, load-balancer cookies), with limits: the
+//! server decides what goes in, and a hostile or compromised one must not be able to grow the
+//! jar (and the `Cookie` header sent with every request) without bound.
 
-use cookie_store::CookieStore;
+use cookie_store::{Cookie, CookieDomain, CookieStore};
 #[cfg(test)]
 use http::header::COOKIE;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue};
 use std::sync::Mutex;
 use url::Url;
+
+/// Longest `Set-Cookie` value stored, attributes included: RFC 6265 §6.1's minimum a user
+/// agent must support. Salesforce's longest are a few hundred bytes.
+const MAX_COOKIE_BYTES: usize = 4096;
+/// Cookies per domain: RFC 6265 §6.1's minimum. Salesforce sets fewer than ten.
+const MAX_COOKIES_PER_DOMAIN: usize = 50;
+/// Names and values of all cookies in the jar together, so the `Cookie` header stays bounded.
+/// One client talks to one instance host and its parent domains.
+const MAX_JAR_BYTES: usize = 64 * 1024;
+
+/// Why a `Set-Cookie` was not stored.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    TooLarge,
+    /// `Domain=com`: a single-label domain is a public suffix (or a TLD), and a cookie for it
+    /// would go to every host under it.
+    PublicSuffix,
+    DomainFull,
+    JarFull,
+    Invalid(String),
+}
 
 /// The jar of one client session. `cookie_store` does the RFC 6265 work (domain and path
 /// matching, the default-path of Path-less cookies, expiry, loopback hosts); values are stored and
@@ -44,13 +67,20 @@ impl CookieJar {
         for value in values {
             match value.to_str() {
                 Ok(text) => {
-                    if let Err(e) = store.parse(text, url) {
-                        tracing::debug!(error = %e, "ignoring a Set-Cookie the jar rejected");
+                    if let Err(why) = store_one(&mut store, text, url) {
+                        tracing::debug!(?why, "ignoring a Set-Cookie the jar refused");
                     }
                 }
                 Err(_) => tracing::debug!("ignoring a non-ASCII Set-Cookie"),
             }
         }
+    }
+
+    #[cfg(test)]
+    fn stored_bytes(&self) -> (usize, usize) {
+        let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let all: Vec<_> = store.iter_unexpired().collect();
+        (all.len(), all.iter().map(|c| size(c)).sum())
     }
 
     pub(crate) fn clear(&self) {
@@ -63,6 +93,57 @@ impl CookieJar {
             headers.insert(COOKIE, v);
         }
     }
+}
+
+/// What a cookie adds to the `Cookie` header.
+fn size(cookie: &Cookie<'_>) -> usize {
+    cookie.name().len() + cookie.value().len() + 2
+}
+
+fn store_one(store: &mut CookieStore, text: &str, url: &Url) -> Result<(), Refused> {
+    if text.len() > MAX_COOKIE_BYTES {
+        return Err(Refused::TooLarge);
+    }
+    let mut cookie = Cookie::parse(text, url)
+        .map_err(|e| Refused::Invalid(e.to_string()))?
+        .into_owned();
+    if let CookieDomain::Suffix(domain) = &cookie.domain
+        && !domain.contains('.')
+    {
+        // RFC 6265 §5.3 step 5: a public-suffix domain equal to the host means host-only.
+        if cookie.domain.host_is_identical(url) {
+            cookie.domain =
+                CookieDomain::host_only(url).map_err(|e| Refused::Invalid(e.to_string()))?;
+        } else {
+            return Err(Refused::PublicSuffix);
+        }
+    }
+    // A removal (an expired cookie) is always taken.
+    if !cookie.is_expired() {
+        let domain = cookie.domain.as_cow().map(|d| d.into_owned());
+        let replaces = |c: &Cookie<'_>| {
+            c.name() == cookie.name()
+                && c.path == cookie.path
+                && c.domain.as_cow().map(|d| d.into_owned()) == domain
+        };
+        let (mut in_domain, mut bytes) = (0, 0);
+        for c in store.iter_unexpired().filter(|c| !replaces(c)) {
+            bytes += size(c);
+            if c.domain.as_cow().map(|d| d.into_owned()) == domain {
+                in_domain += 1;
+            }
+        }
+        if in_domain >= MAX_COOKIES_PER_DOMAIN {
+            return Err(Refused::DomainFull);
+        }
+        if bytes + size(&cookie) > MAX_JAR_BYTES {
+            return Err(Refused::JarFull);
+        }
+    }
+    store
+        .insert(cookie, url)
+        .map(drop)
+        .map_err(|e| Refused::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -167,5 +248,83 @@ mod tests {
         );
         jar.clear();
         assert!(sent(&jar, "http://127.0.0.1:8080/cometd/62.0").is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_cookies_is_capped_per_domain_and_in_total() {
+        let jar = CookieJar::default();
+        let url = Url::parse("https://na1.my.salesforce.com/cometd/62.0").unwrap();
+        let value = "v".repeat(1000);
+        for response in 0..100 {
+            let cookies: Vec<String> = (0..100)
+                .map(|i| format!("c{response}x{i}={value}; Path=/"))
+                .collect();
+            let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+            jar.store_from(&url, &set_cookies(&refs));
+        }
+        let (count, bytes) = jar.stored_bytes();
+        assert!(count <= MAX_COOKIES_PER_DOMAIN, "{count} cookies");
+        assert!(bytes <= MAX_JAR_BYTES, "{bytes} bytes");
+        let header = jar.header_for(&url).unwrap();
+        assert!(header.len() <= MAX_JAR_BYTES, "{} bytes", header.len());
+
+        // Parent domains do not multiply the limit past the total.
+        let jar = CookieJar::default();
+        for domain in [
+            "na1.my.salesforce.com",
+            "my.salesforce.com",
+            "salesforce.com",
+        ] {
+            let cookies: Vec<String> = (0..60)
+                .map(|i| format!("{domain}{i}={value}; Domain={domain}; Path=/"))
+                .collect();
+            let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+            jar.store_from(&url, &set_cookies(&refs));
+        }
+        let (_, bytes) = jar.stored_bytes();
+        assert!(bytes <= MAX_JAR_BYTES, "{bytes} bytes");
+
+        // Once full, a known cookie can still be updated (same size) and removed.
+        let jar = CookieJar::default();
+        let many: Vec<String> = (0..60).map(|i| format!("n{i}=1; Path=/")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        jar.store_from(&url, &set_cookies(&refs));
+        jar.store_from(
+            &url,
+            &set_cookies(&["n0=2; Path=/", "n1=; Max-Age=0; Path=/"]),
+        );
+        let sent = sent(&jar, "https://na1.my.salesforce.com/cometd/62.0");
+        assert!(sent.contains(&"n0=2".to_owned()), "{sent:?}");
+        assert!(!sent.iter().any(|c| c.starts_with("n1=")), "{sent:?}");
+    }
+
+    #[test]
+    fn an_oversized_cookie_is_refused() {
+        let jar = CookieJar::default();
+        let url = Url::parse("https://na1.my.salesforce.com/cometd/62.0").unwrap();
+        let big = format!("big={}; Path=/", "v".repeat(MAX_COOKIE_BYTES));
+        jar.store_from(&url, &set_cookies(&[&big, "small=1; Path=/"]));
+        assert_eq!(sent(&jar, url.as_str()), vec!["small=1"]);
+    }
+
+    #[test]
+    fn single_label_public_suffix_domains_are_refused() {
+        let jar = CookieJar::default();
+        let url = Url::parse("https://na1.my.salesforce.com/cometd/62.0").unwrap();
+        jar.store_from(
+            &url,
+            &set_cookies(&[
+                "tld=1; Domain=com; Path=/",
+                "dot=1; Domain=.com; Path=/",
+                "ok=1; Domain=.salesforce.com; Path=/",
+            ]),
+        );
+        assert_eq!(sent(&jar, url.as_str()), vec!["ok=1"]);
+        // Would have gone to every .com host.
+        assert!(sent(&jar, "https://attacker.com/x").is_empty());
+        // A single-label host naming itself is a host-only cookie (RFC 6265 §5.3 step 5).
+        let intranet = Url::parse("https://intranet/cometd").unwrap();
+        jar.store_from(&intranet, &set_cookies(&["lb=1; Domain=intranet; Path=/"]));
+        assert_eq!(sent(&jar, intranet.as_str()), vec!["lb=1"]);
     }
 }
