@@ -550,8 +550,12 @@ async fn events_of_every_family_are_salesforce_shaped() {
         emu.publish("/x/custom", json!({"anything": [1, 2]}));
         emu.publish("/topic/InvoiceStatementUpdates", json!({}));
         emu.publish("/u/Notifications", json!({"not": "a string"}));
-        let events = b.poll().await.events();
-        assert_eq!(events.len(), 8);
+        let mut events = b.poll().await.events();
+        assert_eq!(events.len(), 9);
+        // The Account change also reached /data/ChangeEvents, with the same data and replay id.
+        let account_on_all = events.remove(3);
+        assert_eq!(account_on_all["channel"], "/data/ChangeEvents");
+        assert_eq!(account_on_all["data"], events[2]["data"]);
         let vector = vectors()["connect_with_events_numeric_ids"].clone();
         for (i, e) in events.iter().take(4).enumerate() {
             assert_eq!(e["channel"], vector[i]["channel"]);
@@ -1617,6 +1621,188 @@ async fn unknown_client_rotates_the_sfdc_stream_cookie() {
         // A jar that kept the old value is refused.
         b.jar.lock().unwrap().insert("sfdc-stream".into(), old);
         assert_eq!(b.poll().await.status, StatusCode::BAD_REQUEST);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn org_limits_answer_with_salesforce_strings() {
+    within(async {
+        let emu = Emulator::builder()
+            .daily_event_limit(Some(2))
+            .max_clients(Some(1))
+            .start()
+            .await
+            .unwrap();
+        let a = Bayeux::subscribed(&emu, "/event/X__e", -1).await;
+        let b = Bayeux::new(&emu);
+        let r = b.handshake().await.reply("/meta/handshake");
+        assert_eq!(
+            r["error"],
+            "403::Organization concurrent user limit exceeded"
+        );
+        assert_eq!(r["successful"], false);
+
+        for n in 0..3 {
+            emu.publish("/event/X__e", json!({"n": n}));
+        }
+        assert_eq!(a.poll().await.events().len(), 2, "the allocation is 2");
+        let reply = a.poll().await.reply("/meta/connect");
+        let mut expected = vectors()["daily_limit_exceeded"][0].clone();
+        expected["clientId"] = a.cid().into();
+        expected["id"] = reply["id"].clone();
+        assert_eq!(reply, expected);
+        let r = a
+            .subscribe("/event/Y__e", None)
+            .await
+            .reply("/meta/subscribe");
+        assert_eq!(
+            r["error"],
+            "403::Organization total events daily limit exceeded"
+        );
+        // A new day: the waiting event goes out.
+        emu.reset_daily_limit();
+        assert_eq!(a.poll().await.events().len(), 1);
+        a.disconnect().await;
+        // Used up again (1 + 1); the handshake is refused too, until 24 h later.
+        let c = Bayeux::subscribed(&emu, "/event/X__e", -1).await;
+        emu.publish("/event/X__e", json!({}));
+        assert_eq!(c.poll().await.events().len(), 1);
+        c.disconnect().await;
+        let r = c.handshake().await.reply("/meta/handshake");
+        assert_eq!(
+            r["error"],
+            "403::Organization total events daily limit exceeded"
+        );
+        emu.advance_clock(Duration::from_secs(24 * 3600));
+        assert_eq!(
+            c.handshake().await.reply("/meta/handshake")["successful"],
+            true
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn strict_channels_refuse_channels_that_do_not_exist() {
+    within(async {
+        let emu = Emulator::builder()
+            .strict_channels(true)
+            .start()
+            .await
+            .unwrap();
+        let b = Bayeux::session(&emu).await;
+        let r = b
+            .subscribe("/topic/Nope", None)
+            .await
+            .reply("/meta/subscribe");
+        assert_eq!(
+            r["error"],
+            "400::The channel you requested to subscribe to doesn't exist {/topic/Nope}"
+        );
+        assert_eq!(r["subscription"], "/topic/Nope");
+        emu.create_channel("/topic/Nope");
+        emu.publish("/event/Known__e", json!({}));
+        for ch in [
+            "/topic/Nope",
+            "/event/Known__e",
+            "/u/Anything",
+            "/data/ChangeEvents",
+        ] {
+            let r = b.subscribe(ch, None).await.reply("/meta/subscribe");
+            assert_eq!(r["successful"], true, "{ch}: {r}");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn change_events_share_one_replay_id_space_and_reach_data_change_events() {
+    within(async {
+        let emu = Emulator::start().await.unwrap();
+        let all = Bayeux::subscribed(&emu, "/data/ChangeEvents", -1).await;
+        let accounts = Bayeux::subscribed(&emu, "/data/AccountChangeEvent", -1).await;
+        let contacts = Bayeux::subscribed(&emu, "/data/ContactChangeEvent", -1).await;
+        let a1 = emu.publish("/data/AccountChangeEvent", json!({"Phone": "1"}));
+        let c1 = emu.publish("/data/ContactChangeEvent", json!({"LastName": "Lovelace"}));
+        let a2 = emu.publish(
+            "/data/ChangeEvents",
+            json!({"entityName": "Account", "Phone": "2"}),
+        );
+        assert_eq!((a1, c1, a2), (1, 2, 3));
+        let r = all.poll().await;
+        assert_eq!(r.replay_ids(), [1, 2, 3]);
+        assert!(
+            r.events()
+                .iter()
+                .all(|e| e["channel"] == "/data/ChangeEvents")
+        );
+        let r = accounts.poll().await;
+        assert_eq!(r.replay_ids(), [1, 3]);
+        assert!(
+            r.events()
+                .iter()
+                .all(|e| e["channel"] == "/data/AccountChangeEvent")
+        );
+        assert_eq!(contacts.poll().await.replay_ids(), [2]);
+        // Replay on an entity channel follows the shared ids.
+        let late = Bayeux::subscribed(&emu, "/data/AccountChangeEvent", 1).await;
+        assert_eq!(late.poll().await.replay_ids(), [3]);
+
+        // Gap and overflow events on demand: the header only.
+        let g = emu.publish_gap(
+            "/data/AccountChangeEvent",
+            "GAP_UPDATE",
+            &["001xx000003DGb2AAG"],
+        );
+        let o = emu.publish_gap("/data/AccountChangeEvent", "GAP_OVERFLOW", &[]);
+        assert_eq!((g, o), (4, 5));
+        let events = accounts.poll().await.events();
+        let gap = &events[0]["data"]["payload"];
+        assert_eq!(gap.as_object().unwrap().len(), 1, "{gap}");
+        let header = &gap["ChangeEventHeader"];
+        assert_eq!(header["changeType"], "GAP_UPDATE");
+        assert_eq!(header["recordIds"], json!(["001xx000003DGb2AAG"]));
+        assert_eq!(header["changedFields"], json!([]));
+        assert_eq!(header["sequenceNumber"], 1);
+        let overflow = &events[1]["data"]["payload"]["ChangeEventHeader"];
+        assert_eq!(overflow["changeType"], "GAP_OVERFLOW");
+        assert_eq!(overflow["entityName"], "Account");
+        assert_eq!(all.poll().await.replay_ids(), [4, 5]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_event_bus_delivers_nothing_then_fails_the_replay() {
+    // Salesforce knowledge article 005321562.
+    within(async {
+        let emu = Emulator::start().await.unwrap();
+        let b = Bayeux::subscribed(&emu, "/event/X__e", -1).await;
+        emu.publish("/event/X__e", json!({}));
+        assert_eq!(b.poll().await.replay_ids(), [1]);
+        emu.stall_channel("/event/X__e");
+        emu.publish("/event/X__e", json!({}));
+        emu.publish("/event/X__e", json!({}));
+        // The session is healthy, and nothing arrives, also after resubscribing from 1.
+        let r = b.poll().await;
+        assert_eq!(r.reply("/meta/connect")["successful"], true);
+        assert!(r.events().is_empty());
+        let again = Bayeux::subscribed(&emu, "/event/X__e", 1).await;
+        assert!(again.poll().await.events().is_empty());
+        assert_eq!(emu.retained("/event/X__e"), 3);
+
+        emu.fail_stalled_channel("/event/X__e");
+        assert_eq!(b.poll().await.reply("/meta/connect")["error"], "403::Unknown client");
+        let fresh = Bayeux::session(&emu).await;
+        let r = fresh
+            .subscribe("/event/X__e", Some(json!({"/event/X__e": 1})))
+            .await
+            .reply("/meta/subscribe");
+        assert_eq!(
+            r["error"],
+            "400::The replayId {1} you provided was invalid.  Please provide a valid ID, -2 to replay all events, or -1 to replay only new events."
+        );
     })
     .await
 }

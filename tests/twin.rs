@@ -46,3 +46,70 @@ async fn the_jar_takes_the_sfdc_stream_cookie_rotated_with_unknown_client() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_stalled_event_bus_ends_in_a_replay_error_the_stream_reports() {
+    // Salesforce knowledge article 005321562, end to end: the client resubscribes from its last
+    // delivered replay id, which has aged out.
+    within("backlog", async {
+        let emu = Emulator::start().await.unwrap();
+        let client = emu
+            .client_builder()
+            .backoff(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_millis(50),
+            )
+            .connect()
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("/event/X__e").await.unwrap();
+        emu.publish("/event/X__e", json!({}));
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(1));
+        emu.stall_channel("/event/X__e");
+        emu.publish("/event/X__e", json!({}));
+        emu.fail_stalled_channel("/event/X__e");
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), sfstream::ErrorKind::Replay, "{e}");
+        assert!(e.to_string().contains("replayId {1}"), "{e}");
+        client.close().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_daily_limit_on_connect_is_retried_until_a_new_day() {
+    within("daily limit", async {
+        let emu = Emulator::builder()
+            .daily_event_limit(Some(1))
+            .start()
+            .await
+            .unwrap();
+        let client = emu
+            .client_builder()
+            .backoff(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_millis(50),
+            )
+            .connect()
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("/event/X__e").await.unwrap();
+        emu.publish("/event/X__e", json!({}));
+        emu.publish("/event/X__e", json!({}));
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(1));
+        // The next connects get the limit error; the client keeps trying.
+        let before = emu.stats().connects;
+        emu.wait_until(|s| s.connects >= before + 2).await;
+        emu.reset_daily_limit();
+        let mut second = None;
+        while second.is_none() {
+            match sub.next().await.unwrap() {
+                Ok(event) => second = event.replay_id(),
+                Err(e) => assert!(e.to_string().contains("daily limit"), "{e}"),
+            }
+        }
+        assert_eq!(second, Some(2));
+        client.close().await.unwrap();
+    })
+    .await
+}

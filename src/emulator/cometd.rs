@@ -5,7 +5,7 @@ use super::faults::Target;
 use super::ids;
 use super::retention::{self, ReplayFrom};
 use super::server::{self, CookieCheck};
-use super::state::{Queued, Shared, State, Wake, base_channel};
+use super::state::{CLIENT_LIMIT, DAILY_LIMIT, Queued, Shared, State, Wake, base_channel};
 use crate::bayeux::{Message, channels, parse_batch};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
@@ -419,10 +419,28 @@ fn handshake(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
     {
         return Some(Reply::to(m).error("400::Unsupported version"));
     }
+    if shared
+        .config
+        .max_clients
+        .is_some_and(|max| st.sessions.len() >= max)
+    {
+        return Some(Reply::to(m).error(CLIENT_LIMIT));
+    }
+    if st.allowance(&shared.config, shared.now()) == Some(0) {
+        return Some(Reply::to(m).error(DAILY_LIMIT));
+    }
     let client_id = ids::client_id();
     shared.create_session(st, client_id.clone());
     out.handshaken = true;
     Some(handshake_reply(m, client_id))
+}
+
+/// The most events one connect may take: the configured batch, within the daily allowance.
+fn batch_limit(shared: &Shared, allowance: Option<usize>) -> Option<usize> {
+    match (shared.config.max_batch, allowance) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Queued events and the connect reply, in the configured order.
@@ -453,9 +471,14 @@ fn connect(
         return Some(unknown_client(shared, m));
     };
     let now = shared.now();
+    let allowance = st.allowance(&shared.config, now);
     let Some(session) = shared.session(st, client_id) else {
         return Some(unknown_client(shared, m));
     };
+    if allowance == Some(0) {
+        // No advice, clientId echoed (tests/data `daily_limit_exceeded`).
+        return Some(Reply::to(m).error(DAILY_LIMIT));
+    }
     if let Some(kind) = m
         .msg
         .connection_type
@@ -473,7 +496,8 @@ fn connect(
     }
     let at_once = m.msg.advice.as_ref().and_then(|a| a.timeout) == Some(0);
     if at_once || !may_hold || !session.queue.is_empty() {
-        let events = session.drain(shared.config.max_batch);
+        let events = session.drain(batch_limit(shared, allowance));
+        st.count_delivered(events.len());
         out.parts.extend(connect_parts(shared, events, reply));
         return None;
     }
@@ -544,6 +568,7 @@ async fn wait(shared: &Arc<Shared>, held: Held) -> Vec<Part> {
     };
     let mut st = shared.lock();
     guard.release(&mut st);
+    let allowance = st.allowance(&shared.config, shared.now());
     let reply = held.reply;
     let session = match why {
         None | Some(Wake::Events | Wake::Superseded) => shared.session(&mut st, &held.client_id),
@@ -571,9 +596,21 @@ async fn wait(shared: &Arc<Shared>, held: Held) -> Vec<Part> {
         }
         (Some(Wake::ClientDisconnect), _) => vec![Part::reply(reply.advice(none()))],
         (Some(Wake::Superseded), Some(_)) => connect_parts(shared, Vec::new(), reply),
+        (_, Some(_)) if allowance == Some(0) => {
+            vec![Part::reply(
+                Reply {
+                    advice: None,
+                    ..reply
+                }
+                .error(DAILY_LIMIT),
+            )]
+        }
         (_, Some(session)) => {
-            let events = session.drain(shared.config.max_batch);
-            connect_parts(shared, events, reply)
+            let events = session.drain(batch_limit(shared, allowance));
+            let n = events.len();
+            let parts = connect_parts(shared, events, reply);
+            st.count_delivered(n);
+            parts
         }
         // Forgotten, expired, or dropped while this connect was answering.
         (_, None) => {
@@ -602,6 +639,14 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
     if !base.starts_with('/') || base.starts_with("/meta/") || base.len() < 2 {
         return Some(Reply::to(m).subscription(m).error("403::Forbidden channel"));
     }
+    if st.allowance(&shared.config, shared.now()) == Some(0) {
+        return Some(Reply::to(m).subscription(m).error(DAILY_LIMIT));
+    }
+    if shared.config.strict_channels && !channel_exists(st, base) {
+        return Some(Reply::to(m).subscription(m).error(format!(
+            "400::The channel you requested to subscribe to doesn't exist {{{subscription}}}"
+        )));
+    }
     // The replay map is keyed by the channel without its PushTopic filter.
     let from = match m.msg.ext_field("replay") {
         Some(map @ Value::Object(entries)) => match entries.get(base) {
@@ -621,16 +666,20 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
     }
     let now = shared.now();
     let config = &shared.config;
+    let stalled = st.stalled.contains(base);
     let ch = st.channel(config, base);
     ch.trim(now, config.retention_age);
     let backlog = match ch.backlog(from) {
+        // A stalled event bus seeks forever: the subscription gets nothing (KA 005321562).
+        Ok(_) if stalled => Vec::new(),
         Ok(backlog) => backlog,
         Err(error) => return Some(Reply::to(m).subscription(m).error(error)),
     };
     let name = ch.name.clone();
+    let mut in_reply = 0;
     let State {
         sessions, channels, ..
-    } = st;
+    } = &mut *st;
     let Some(session) = sessions.get_mut(client_id) else {
         return Some(unknown_client(shared, m));
     };
@@ -646,6 +695,7 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
         shared.bump(|s| s.subscribed(base));
         if !backlog.is_empty() {
             if config.backlog_in_subscribe_reply {
+                in_reply = backlog.len();
                 let n = backlog.len() as u64;
                 shared.bump(|s| s.events_delivered += n);
                 out.parts.extend(backlog.into_iter().map(Part::Event));
@@ -660,7 +710,15 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
             }
         }
     }
+    st.count_delivered(in_reply);
     Some(Reply::to(m).subscription(m).ok())
+}
+
+/// Whether a channel exists for a subscribe, when channels are strict: created with
+/// [`Emulator::create_channel`](super::Emulator::create_channel) or published to, a generic
+/// channel (dynamic creation), or the multi-entity change channel.
+fn channel_exists(st: &State, base: &str) -> bool {
+    base == "/data/ChangeEvents" || base.starts_with("/u/") || st.channels.contains_key(base)
 }
 
 fn unsubscribe(shared: &Shared, st: &mut State, m: &In<'_>) -> Option<Reply> {

@@ -68,6 +68,64 @@ fn family(channel: &str) -> Family {
     }
 }
 
+/// The multi-entity change channel; every change event is also delivered there.
+pub(crate) const ALL_CHANGES: &str = "/data/ChangeEvents";
+
+/// For a change event published on `channel`: its per-entity channel (`/data/<Entity>ChangeEvent`,
+/// `/data/<Name>__ChangeEvent` for custom objects). On `/data/ChangeEvents` the entity is
+/// `fields["entityName"]` (default `Account`). `None` for other channels (custom `__chn`).
+pub(crate) fn entity_channel(channel: &str, fields: &Value) -> Option<String> {
+    if channel == ALL_CHANGES {
+        let entity = fields["entityName"].as_str().unwrap_or("Account");
+        return Some(match entity.strip_suffix("__c") {
+            Some(custom) => format!("/data/{custom}__ChangeEvent"),
+            None => format!("/data/{entity}ChangeEvent"),
+        });
+    }
+    match family(channel) {
+        Family::ChangeEvent(Some(_)) => Some(channel.to_owned()),
+        _ => None,
+    }
+}
+
+/// A gap event (`GAP_CREATE`, `GAP_UPDATE`, `GAP_DELETE`, `GAP_UNDELETE`) or an overflow event
+/// (`GAP_OVERFLOW`): header only, no record fields, `sequenceNumber` 1, no changed fields (Change
+/// Data Capture developer guide, "Gap Events" and "Overflow Events"). An overflow event names no
+/// record: its `recordIds` holds the placeholder `000000000000000AAA` (not verified).
+pub(crate) fn gap_data(
+    channel: &str,
+    change_type: &str,
+    record_ids: &[&str],
+    replay_id: i64,
+    now: SystemTime,
+) -> Value {
+    let entity = match family(channel) {
+        Family::ChangeEvent(Some(e)) => e,
+        _ => "Account".to_owned(),
+    };
+    let ids: Vec<&str> = if record_ids.is_empty() && change_type == "GAP_OVERFLOW" {
+        vec!["000000000000000AAA"]
+    } else {
+        record_ids.to_vec()
+    };
+    json!({
+        "schema": ids::schema_id(channel),
+        "payload": {"ChangeEventHeader": {
+            "entityName": entity,
+            "recordIds": ids,
+            "changeType": change_type,
+            "changeOrigin": "",
+            "transactionKey": ids::uuid(),
+            "sequenceNumber": 1,
+            "commitTimestamp": epoch_ms(now),
+            "commitNumber": 10_585_193_000_000u64 + ids::sequence(),
+            "commitUser": USER_ID,
+            "changedFields": [],
+        }},
+        "event": {"replayId": replay_id},
+    })
+}
+
 /// The `data` of an event published with [`Emulator::publish`](super::Emulator::publish).
 pub(crate) fn salesforce_data(
     channel: &str,

@@ -249,8 +249,18 @@ impl Emulator {
     /// let id = emu.publish("/topic/InvoiceStatementUpdates", serde_json::json!({"type": "updated", "Name": "INV-1"}));
     /// # }
     /// ```
+    ///
+    /// A change event (`/data/<Entity>ChangeEvent`, or `/data/ChangeEvents` with
+    /// `fields["entityName"]`) goes to its entity's channel *and* to `/data/ChangeEvents`, with
+    /// one replay id from the space every change channel shares, as Salesforce's multi-entity
+    /// channel works (Change Data Capture developer guide, "Subscription Channels").
     pub fn publish(&self, channel: &str, fields: serde_json::Value) -> i64 {
         let base = base_channel(channel);
+        if let Some(entity) = events::entity_channel(base, &fields) {
+            return self.shared().publish_change(&entity, |id, now| {
+                events::salesforce_data(&entity, fields, id, now)
+            });
+        }
         self.shared().publish_with(channel, |id, now| {
             events::salesforce_data(base, fields, id, now)
         })
@@ -283,6 +293,82 @@ impl Emulator {
         let name = event.strip_prefix("/event/").unwrap_or(event).to_owned();
         let fields = fields.iter().map(|f| (*f).to_owned()).collect();
         self.shared().lock().required_fields.insert(name, fields);
+    }
+
+    /// Publish a gap event (`change_type` `GAP_CREATE`, `GAP_UPDATE`, `GAP_DELETE`,
+    /// `GAP_UNDELETE`) or an overflow event (`GAP_OVERFLOW`) for the records `record_ids` on a
+    /// change channel (`/data/AccountChangeEvent`; also delivered on `/data/ChangeEvents`), as
+    /// Salesforce sends when it cannot build a change event: the header only, no record fields.
+    /// Returns its replay id.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// emu.publish_gap("/data/AccountChangeEvent", "GAP_UPDATE", &["001xx000003DGb2AAG"]);
+    /// emu.publish_gap("/data/AccountChangeEvent", "GAP_OVERFLOW", &[]);
+    /// # }
+    /// ```
+    pub fn publish_gap(&self, channel: &str, change_type: &str, record_ids: &[&str]) -> i64 {
+        let base = base_channel(channel);
+        let fields = serde_json::json!({});
+        let entity = events::entity_channel(base, &fields).unwrap_or_else(|| base.to_owned());
+        self.shared().publish_change(&entity, |id, now| {
+            events::gap_data(&entity, change_type, record_ids, id, now)
+        })
+    }
+
+    /// Create a channel, as defining a PushTopic, a platform event or enabling Change Data
+    /// Capture for an entity does; only needed with
+    /// [`strict_channels`](EmulatorBuilder::strict_channels). Publishing to a channel creates it
+    /// too.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// emu.create_channel("/topic/InvoiceStatementUpdates");
+    /// # }
+    /// ```
+    pub fn create_channel(&self, channel: &str) {
+        let shared = self.shared();
+        shared.lock().channel(&shared.config, base_channel(channel));
+    }
+
+    /// Start a new daily delivery allocation now (see [`EmulatorBuilder::daily_event_limit`]);
+    /// advancing the virtual clock by 24 h does the same.
+    pub fn reset_daily_limit(&self) {
+        let shared = self.shared();
+        let now = shared.now();
+        shared.lock().reset_daily_limit(now);
+    }
+
+    /// Inject the event-bus backlog failure of Salesforce knowledge article 005321562: events
+    /// published on `channel` are retained but reach no subscriber, and (re)subscribing with a
+    /// replay id replays nothing, while sessions stay healthy. End it with
+    /// [`fail_stalled_channel`](Emulator::fail_stalled_channel).
+    pub fn stall_channel(&self, channel: &str) {
+        self.shared()
+            .lock()
+            .stalled
+            .insert(base_channel(channel).to_owned());
+    }
+
+    /// End a [`stall_channel`](Emulator::stall_channel) the way the article describes: the
+    /// stalled events age out of retention (all retained events of `channel` are dropped) and
+    /// the subscribed sessions are dropped (`403::Unknown client`), so a client resubscribing
+    /// from its last replay id gets `400::The replayId {..} you provided was invalid..`.
+    pub fn fail_stalled_channel(&self, channel: &str) {
+        let base = base_channel(channel);
+        let shared = self.shared();
+        let mut st = shared.lock();
+        st.stalled.remove(base);
+        let subscribers: Vec<String> = match st.channels.get_mut(base) {
+            Some(ch) => {
+                ch.expire_through(i64::MAX);
+                ch.subscribers.iter().cloned().collect()
+            }
+            None => Vec::new(),
+        };
+        for id in subscribers {
+            shared.remove_session(&mut st, &id, Wake::Gone);
+        }
     }
 
     /// Publish `data` as given, except that `data.event.replayId` and `data.event.createdDate`
@@ -447,6 +533,9 @@ impl fmt::Debug for EmulatorBuilder {
             .field("require_cookies", &c.require_cookies)
             .field("port", &c.port)
             .field("rotate_refresh_tokens", &c.rotate_refresh_tokens)
+            .field("daily_event_limit", &c.daily_event_limit)
+            .field("max_clients", &c.max_clients)
+            .field("strict_channels", &c.strict_channels)
             .finish_non_exhaustive()
     }
 }
@@ -631,6 +720,44 @@ impl EmulatorBuilder {
     /// ```
     pub fn port(mut self, port: u16) -> Self {
         self.config.port = port;
+        self
+    }
+
+    /// The org's daily event delivery allocation (default `None`: unlimited): once this many
+    /// events were delivered in 24 h of the virtual clock, handshakes, connects and subscribes
+    /// fail with `403::Organization total events daily limit exceeded` and events wait, until
+    /// the day is over or [`Emulator::reset_daily_limit`].
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().daily_event_limit(Some(10_000));
+    /// ```
+    pub fn daily_event_limit(mut self, limit: Option<u64>) -> Self {
+        self.config.daily_event_limit = limit;
+        self
+    }
+
+    /// The org's concurrent CometD client limit (default `None`: unlimited; Salesforce: 2,000
+    /// Performance/Unlimited, 1,000 Enterprise, 20 others): a handshake beyond it fails with
+    /// `403::Organization concurrent user limit exceeded`.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().max_clients(Some(20));
+    /// ```
+    pub fn max_clients(mut self, max: Option<usize>) -> Self {
+        self.config.max_clients = max;
+        self
+    }
+
+    /// Refuse subscriptions to channels nobody created (default `false`: any channel can be
+    /// subscribed): `400::The channel you requested to subscribe to doesn't exist {channel}`.
+    /// Channels exist once created with [`Emulator::create_channel`] or published to; generic
+    /// `/u/` channels and `/data/ChangeEvents` always do.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().strict_channels(true);
+    /// ```
+    pub fn strict_channels(mut self, on: bool) -> Self {
+        self.config.strict_channels = on;
         self
     }
 

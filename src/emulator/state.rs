@@ -47,6 +47,12 @@ pub(crate) struct Config {
     /// The PEM public key that JWT bearer assertions must be signed for.
     #[cfg(feature = "jwt")]
     pub(crate) jwt_public_key: Option<String>,
+    /// Events delivered per 24 h (virtual clock) before the daily limit error; `None`: no limit.
+    pub(crate) daily_event_limit: Option<u64>,
+    /// Live sessions before the concurrent-client error; `None`: no limit.
+    pub(crate) max_clients: Option<usize>,
+    /// Whether subscribing to a channel nobody created is refused.
+    pub(crate) strict_channels: bool,
 }
 
 impl Default for Config {
@@ -71,6 +77,9 @@ impl Default for Config {
             rotate_refresh_tokens: false,
             #[cfg(feature = "jwt")]
             jwt_public_key: None,
+            daily_event_limit: None,
+            max_clients: None,
+            strict_channels: false,
         }
     }
 }
@@ -165,11 +174,44 @@ pub(crate) struct State {
     pub(crate) streaming_channels: HashMap<String, String>,
     /// Platform event API name to its required fields (REST publishing checks them).
     pub(crate) required_fields: HashMap<String, Vec<String>>,
+    /// Events delivered in the current 24 h window, and when it started (virtual clock).
+    delivered_today: u64,
+    day_started: Instant,
+    /// Channels whose deliveries are held back (the event-bus backlog fault).
+    pub(crate) stalled: HashSet<String>,
     next_sweep: Instant,
     next_held: u64,
 }
 
+/// The error of an exhausted daily delivery allocation (Salesforce's wording, tests/data
+/// `daily_limit_exceeded`; the streaming guide's limits page).
+pub(crate) const DAILY_LIMIT: &str = "403::Organization total events daily limit exceeded";
+/// The error of too many concurrent CometD clients (streaming guide, limits; aiocometd#1).
+pub(crate) const CLIENT_LIMIT: &str = "403::Organization concurrent user limit exceeded";
+
 impl State {
+    /// How many more events may be delivered today (`None`: unlimited). A new 24 h window
+    /// starts a day after the last one started.
+    pub(crate) fn allowance(&mut self, config: &Config, now: Instant) -> Option<usize> {
+        let limit = config.daily_event_limit?;
+        if now.saturating_duration_since(self.day_started) >= Duration::from_secs(24 * 3600) {
+            self.day_started = now;
+            self.delivered_today = 0;
+        }
+        Some(usize::try_from(limit.saturating_sub(self.delivered_today)).unwrap_or(usize::MAX))
+    }
+
+    /// Count deliveries against the daily allocation.
+    pub(crate) fn count_delivered(&mut self, n: usize) {
+        self.delivered_today = self.delivered_today.saturating_add(n as u64);
+    }
+
+    /// Start a new 24 h window now.
+    pub(crate) fn reset_daily_limit(&mut self, now: Instant) {
+        self.day_started = now;
+        self.delivered_today = 0;
+    }
+
     /// The StreamingChannel id of a generic channel, creating the record if needed.
     pub(crate) fn streaming_channel(&mut self, name: &str) -> String {
         self.streaming_channels
@@ -243,6 +285,9 @@ impl Shared {
                 faults: VecDeque::new(),
                 streaming_channels: HashMap::new(),
                 required_fields: HashMap::new(),
+                delivered_today: 0,
+                day_started: Instant::now(),
+                stalled: HashSet::new(),
                 next_sweep: Instant::now(),
                 next_held: 0,
             }),
@@ -442,13 +487,42 @@ impl Shared {
         id
     }
 
+    /// Publish a change event on its entity channel and on `/data/ChangeEvents`, with one
+    /// replay id from the space all change channels share (the multi-entity channel's).
+    pub(crate) fn publish_change(
+        &self,
+        entity_channel: &str,
+        build: impl FnOnce(i64, SystemTime) -> Value,
+    ) -> i64 {
+        let wall = self.wall();
+        let mut st = self.lock();
+        let id = st.channel(&self.config, events::ALL_CHANGES).assign_id();
+        let data = build(id, wall);
+        let on_entity = events::frame(entity_channel, &data);
+        let on_all = events::frame(events::ALL_CHANGES, &data);
+        self.deliver_quietly(&mut st, entity_channel, &[(id, on_entity)]);
+        self.deliver(&mut st, events::ALL_CHANGES, &[(id, on_all)]);
+        id
+    }
+
     /// Retain events on `base` and queue them for every subscribed session.
     pub(crate) fn deliver(&self, st: &mut State, base: &str, batch: &[(i64, Bytes)]) {
+        self.deliver_quietly(st, base, batch);
+        let n = batch.len() as u64;
+        self.bump(|s| s.events_published += n);
+    }
+
+    /// [`deliver`](Shared::deliver) without counting the events as published (a copy of
+    /// events counted elsewhere).
+    fn deliver_quietly(&self, st: &mut State, base: &str, batch: &[(i64, Bytes)]) {
         let now = self.now();
         let config = &self.config;
         st.channel(config, base);
         let State {
-            channels, sessions, ..
+            channels,
+            sessions,
+            stalled,
+            ..
         } = st;
         let Some(ch) = channels.get_mut(base) else {
             return;
@@ -457,7 +531,13 @@ impl Shared {
         for (id, event) in batch {
             ch.retain(*id, now, event.clone(), config.retention_count);
         }
-        for client_id in &ch.subscribers {
+        // A stalled channel retains but delivers nothing (the event-bus backlog fault).
+        let subscribers = if stalled.contains(base) {
+            None
+        } else {
+            Some(&ch.subscribers)
+        };
+        for client_id in subscribers.into_iter().flatten() {
             if let Some(session) = sessions.get_mut(client_id) {
                 session.queue.extend(batch.iter().map(|(_, event)| Queued {
                     channel: ch.name.clone(),
@@ -466,8 +546,6 @@ impl Shared {
                 session.wake(Wake::Events, now);
             }
         }
-        let n = batch.len() as u64;
-        self.bump(|s| s.events_published += n);
     }
 
     // ---- logs --------------------------------------------------------------------------------
