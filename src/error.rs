@@ -11,6 +11,7 @@
 //! }
 //! ```
 
+use crate::Event;
 use crate::bayeux::{Advice, ServerError};
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +51,11 @@ pub enum ErrorKind {
     /// retention window and the subscription restarted from the configured fallback, so events
     /// between the two may have been missed. The stream goes on. See [`Error::replay_gap_info`].
     ReplayGap,
+    /// An event's payload does not match the type it was read into (a typed subscription,
+    /// [`Event::decode`](crate::Event::decode), [`Event::deserialize`](crate::Event::deserialize)):
+    /// the event is fine, the type is not. See [`Error::decode_failure`] for where, and
+    /// [`Error::event`] for the event itself. A typed stream goes on after it.
+    Decode,
 }
 
 impl ErrorKind {
@@ -65,6 +71,7 @@ impl ErrorKind {
             ErrorKind::Server => "server error",
             ErrorKind::Replay => "replay error",
             ErrorKind::ReplayGap => "replay gap",
+            ErrorKind::Decode => "event does not match the expected type",
         }
     }
 }
@@ -79,6 +86,19 @@ pub struct ReplayGap {
     pub rejected_id: Option<i64>,
     /// The replay id used instead (-2 all retained events, -1 new events only).
     pub fallback_id: i64,
+}
+
+/// Where an event did not match the type it was read into ([`ErrorKind::Decode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecodeFailure {
+    /// The channel the event arrived on.
+    pub channel: String,
+    /// The event's replay id, if it has one.
+    pub replay_id: Option<i64>,
+    /// The path of the field that did not fit, from the message's `data`, e.g.
+    /// `data.payload.Amount__c` or `data.payload.ChangeEventHeader.recordIds[0]`.
+    pub path: String,
 }
 
 /// The error pair of a token request the OAuth server refused, e.g. HTTP 400
@@ -153,6 +173,8 @@ struct Inner {
     failure_reason: Option<String>,
     replay_gap: Option<ReplayGap>,
     oauth: Option<OAuthError>,
+    decode: Option<DecodeFailure>,
+    event: Option<Event>,
     /// The request never left: no connection could be made.
     connect_failure: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -173,6 +195,8 @@ impl Error {
             failure_reason: None,
             replay_gap: None,
             oauth: None,
+            decode: None,
+            event: None,
             connect_failure: false,
             source: None,
         }))
@@ -262,6 +286,33 @@ impl Error {
         Error::new(ErrorKind::ReplayGap, message).map_inner(|i| i.replay_gap = Some(gap))
     }
 
+    /// `event` does not fit the type asked for: at `path`, because of `detail` (serde's words,
+    /// which never quote a secret: events carry none).
+    pub(crate) fn decode(
+        event: &Event,
+        path: impl Into<String>,
+        detail: impl fmt::Display,
+    ) -> Self {
+        let failure = DecodeFailure {
+            channel: event.channel().to_owned(),
+            replay_id: event.replay_id(),
+            path: path.into(),
+        };
+        let replay = match failure.replay_id {
+            Some(id) => format!(" (replay id {id})"),
+            None => String::new(),
+        };
+        let message = format!(
+            "the event on {}{replay} does not fit at {}: {detail}",
+            failure.channel, failure.path
+        );
+        let event = event.clone();
+        Error::new(ErrorKind::Decode, message).map_inner(|i| {
+            i.decode = Some(failure);
+            i.event = Some(event);
+        })
+    }
+
     pub(crate) fn closed() -> Self {
         Error::new(ErrorKind::InvalidOperation, "the client is closed")
     }
@@ -301,6 +352,19 @@ impl Error {
     /// status).
     pub fn oauth_error(&self) -> Option<&OAuthError> {
         self.0.oauth.as_ref()
+    }
+
+    /// For [`ErrorKind::Decode`]: the channel, replay id and field path of the event that did
+    /// not fit.
+    pub fn decode_failure(&self) -> Option<&DecodeFailure> {
+        self.0.decode.as_ref()
+    }
+
+    /// For [`ErrorKind::Decode`]: the event that did not fit, to set aside (a dead-letter
+    /// queue) and, under [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual),
+    /// to [`ack`](Event::ack) so the stored replay marker can move past it.
+    pub fn event(&self) -> Option<&Event> {
+        self.0.event.as_ref()
     }
 
     /// The error message, without the kind prefix.
@@ -343,6 +407,9 @@ impl fmt::Debug for Error {
         }
         if let Some(o) = &self.0.oauth {
             d.field("oauth", o);
+        }
+        if let Some(x) = &self.0.decode {
+            d.field("decode", x);
         }
         if let Some(s) = &self.0.source {
             d.field("source", &s.to_string());

@@ -20,6 +20,8 @@
 
 use crate::bayeux::{Data, Message};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::FromEvent;
+use crate::events::decode;
 use crate::replay::ReplayMarker;
 use crate::replay::tracker::Ticket;
 use serde::de::DeserializeOwned;
@@ -123,8 +125,16 @@ impl Event {
         self.header().ok()?.event?.event_uuid
     }
 
+    /// The event read as one of the typed events of [`events`](crate::events), e.g.
+    /// `event.decode::<ChangeEvent<Account>>()`. Fails with
+    /// [`ErrorKind::Decode`] naming the field that did not fit.
+    pub fn decode<T: FromEvent>(&self) -> Result<T> {
+        T::from_event(self)
+    }
+
     /// The payload deserialized into `T`: `data.sobject` for PushTopic events (`/topic/...`),
     /// `data.payload` for everything else (platform events, Change Data Capture, generic).
+    /// Fails with [`ErrorKind::Decode`] naming the field that did not fit.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T> {
         let field = if self.channel.starts_with("/topic/") {
             "sobject"
@@ -136,24 +146,16 @@ impl Event {
 
     /// The whole `data` deserialized into `T`.
     pub fn deserialize_data<T: DeserializeOwned>(&self) -> Result<T> {
-        self.data
-            .deserialize()
-            .map_err(|e| self.shape_error("data", e))
+        let mut de = serde_json::Deserializer::from_str(self.data.get());
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            Error::decode(self, decode::join("data", &e.path().to_string()), e.inner())
+        })
     }
 
     /// One field of `data` deserialized into `T`.
     pub fn data_field<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
-        let mut map: serde_json::Map<String, serde_json::Value> = self
-            .data
-            .deserialize()
-            .map_err(|e| self.shape_error("data", e))?;
-        let value = map.remove(name).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("event on {} has no data.{name}", self.channel),
-            )
-        })?;
-        serde_json::from_value(value).map_err(|e| self.shape_error(name, e))
+        let mut data = decode::data_object(self)?;
+        decode::take(self, &mut data, name, "data")
     }
 
     /// The event as a `{channel, data}` message.
@@ -165,14 +167,6 @@ impl Event {
 
     fn header(&self) -> std::result::Result<Header, serde_json::Error> {
         self.data.deserialize()
-    }
-
-    fn shape_error(&self, what: &str, e: serde_json::Error) -> Error {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("cannot read {what} of the event on {}: {e}", self.channel),
-        )
-        .with_source(e)
     }
 }
 

@@ -41,6 +41,7 @@
 //! | replay storage and commit policies | [`replay`] |
 //! | publishing over the REST API (platform events, generic streaming) | [`publish`] |
 //! | a typed view over an event | [`Event`] |
+//! | typed events of each family (CDC, PushTopic, platform, generic) | [`events`] |
 //! | an in-process Salesforce emulator (feature `emulator`) | `emulator` |
 //!
 //! Backpressure comes from polling: the next `/meta/connect` is sent only while fewer than
@@ -58,6 +59,7 @@ mod connection;
 pub mod emulator;
 mod error;
 mod event;
+pub mod events;
 pub mod middleware;
 pub mod publish;
 pub mod replay;
@@ -66,7 +68,7 @@ mod url_policy;
 
 pub use client::{Client, ClientBuilder, Events, Subscription};
 pub use connection::ConnectionState;
-pub use error::{Error, ErrorKind, OAuthError, ReplayGap, Result};
+pub use error::{DecodeFailure, Error, ErrorKind, OAuthError, ReplayGap, Result};
 pub use event::Event;
 /// URLs (instance, login, My Domain) are [`url::Url`]s, re-exported so you need not depend on
 /// `url` yourself.

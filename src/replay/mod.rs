@@ -48,6 +48,7 @@ pub(crate) mod tracker;
 pub use file::FileStorage;
 pub use mapping::{ConstantReplayId, DefaultMappingStorage, MappingStorage, MarkerMap};
 pub use marker::ReplayMarker;
+pub(crate) use marker::parse_date;
 pub use storage::ReplayStorage;
 
 /// The replay ids Salesforce gives a meaning to.
