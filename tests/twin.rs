@@ -113,3 +113,41 @@ async fn a_daily_limit_on_connect_is_retried_until_a_new_day() {
     })
     .await
 }
+
+/// Every Bayeux vector in tests/data/salesforce-messages.json, read by the client's own model:
+/// no element is malformed, every error is a typed `ServerError` with Salesforce's code, every
+/// event has its replay id.
+#[test]
+fn every_salesforce_vector_is_typed_by_the_client() {
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("data/salesforce-messages.json")).unwrap();
+    for (key, vector) in vectors.as_object().unwrap() {
+        let Some(elements) = vector.as_array() else {
+            continue; // OAuth replies, REST results, notes: not Bayeux.
+        };
+        if key == "set_cookie_headers_seen" {
+            continue;
+        }
+        let batch = sfstream::bayeux::parse_batch(bytes::Bytes::from(vector.to_string()))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(batch.malformed.is_empty(), "{key}: {:?}", batch.malformed);
+        assert_eq!(batch.messages.len(), elements.len(), "{key}");
+        for (message, element) in batch.messages.iter().zip(elements) {
+            if let Some(error) = element["error"].as_str() {
+                let parsed = message.server_error().expect("a typed server error");
+                let code: u16 = error.split(':').next().unwrap().parse().unwrap();
+                assert_eq!(parsed.code, Some(code), "{key}");
+                assert!(!message.is_successful(), "{key}");
+            }
+            if element.get("data").is_some() {
+                let event = sfstream::Event::from_json(&element.to_string())
+                    .unwrap_or_else(|e| panic!("{key}: {e}"));
+                assert_eq!(
+                    event.replay_id(),
+                    element["data"]["event"]["replayId"].as_i64(),
+                    "{key}"
+                );
+            }
+        }
+    }
+}

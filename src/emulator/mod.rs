@@ -1,7 +1,9 @@
 //! An in-process Salesforce Streaming API emulator (cargo feature `emulator`).
 //!
 //! [`Emulator`] serves, on `127.0.0.1` and an ephemeral port, the OAuth token endpoint
-//! (`/services/oauth2/token`) and the CometD endpoint (`/cometd/<version>`) the way Salesforce
+//! (`/services/oauth2/token`), the CometD endpoint (`/cometd/<version>`) and the REST resources
+//! clients publish with (`/services/data/vXX.X/sobjects/<Event__e>/`, `composite/sobjects`,
+//! StreamingChannel `push`) the way Salesforce
 //! does on the wire: the same reply shapes and error strings, the `BAYEUX_BROWSER`,
 //! `sfdc-stream` and `sfproxy-id` cookies, long-polling with `advice`, the replay extension with
 //! per-channel retention, and Salesforce-shaped events for PushTopics, platform events, change
@@ -12,11 +14,56 @@
 //! Many emulators can run in one process; each is independent. Events are serialized once when
 //! published and shared by every subscriber, so it also serves benchmarks.
 //!
-//! Not emulated: PushTopic filters are accepted (`/topic/Foo?Status__c=Open` subscribes to
-//! `/topic/Foo`) but not evaluated; `/data/ChangeEvents` receives only what is published on it,
-//! not the events of the per-entity channels; any non-meta channel can be subscribed (Salesforce
-//! rejects unknown ones); no WebSocket transport or org limits. The JWT bearer grant needs the
-//! `jwt` feature and a public key ([`EmulatorBuilder::jwt_public_key`]).
+//! # Fidelity
+//!
+//! Each Salesforce behaviour the emulator knows of, where it comes from, and whether it is
+//! emulated. Sources: the Salesforce developer guides (Streaming API, Platform Events, Change Data
+//! Capture, REST API), the knowledge base, captures in public issue trackers, and
+//! `tests/data/salesforce-messages.json` (one test vector per shape, each with its source; the
+//! test `every_salesforce_vector_is_emulated_or_listed` checks the emulator against every one).
+//! "Unverified" marks a shape no public capture shows: the emulator's choice is documented here.
+//!
+//! | behaviour | source | emulated |
+//! |---|---|---|
+//! | handshake reply with `ext.replay` / `payload.format`, only long-polling | streaming guide; tests/data `handshake_reply` | yes |
+//! | `403::Handshake denied`, `ext.sfdc.failureReason` `401::Authentication invalid`, advice `none` | tests/data `handshake_denied` | yes |
+//! | first connect reply with advice `{interval 0, timeout 110000, reconnect retry}`, later replies without advice | CometD.NetCore.Salesforce#43, cometd/cometd#775 | yes |
+//! | connect held up to 110 s; session dropped 40 s after the last response | streaming guide (timeouts) | yes (virtual clock) |
+//! | `401::Authentication invalid`, advice `none`, on a revoked token | tests/data `authentication_invalid` | yes |
+//! | `[{"error":"401::Request requires authentication","successful":false}]`, no channel or id, without a token | restforce#103 | yes (HTTP 401: status unverified) |
+//! | `403::Unknown client`, advice `{interval 0, reconnect handshake}` on connect only, no `clientId` | CometD.NetCore.Salesforce#43, cometd/cometd#775 | yes |
+//! | a new `sfdc-stream` cookie with `403::Unknown client` | CometD.NetCore.Salesforce#43 | yes |
+//! | bare `/meta/disconnect` then `403::Unknown client` with advice `none` | EMP-Connector#15 | yes ([`Emulator::disconnect_sessions`]) |
+//! | `BAYEUX_BROWSER`, `sfdc-stream`, `sfproxy-id` cookies, required byte-exact after the handshake | tests/data `set_cookie_headers_seen`; EMP-Connector, CometD.NetCore#29 | yes (no `Secure` on http) |
+//! | `400::Client {id} has established a session, but no BAYEUX_BROWSER cookie present` | cometd/cometd#881, restforce#161 | yes (HTTP 400: status unverified) |
+//! | `400::Invalid connection type {type}` | streaming guide (long-polling only); wording of `{type}` unverified | yes (handshake and connect) |
+//! | `400::API version in the URI is mandatory. URI format: '/cometd/NN.N'`, HTTP 400, no id | a public client's test fixture; EMP-Connector#1 (HTTP 400 for `/cometd/replay/38.0`) | yes; the answer to a version above the current one is unverified |
+//! | every API version up to the current one served | Salesforce API versioning | yes (24.0 up to the configured one) |
+//! | replay `-1`, `-2`, `N`; `400::The replayId {N} you provided was invalid...` (two spaces) | streaming guide; tests/data `subscribe_invalid_replay_id` | yes |
+//! | `400::The replayId for channel {..} wasn't found using the provided replay ID map {..}.` | tests/data `subscribe_replay_map_missing_channel` | yes |
+//! | retention 24 h (PushTopic, generic) / 72 h (platform events, CDC) | streaming guide, message durability | one configurable age for all ([`EmulatorBuilder::retention_age`]) |
+//! | replay ids opaque, not contiguous | streaming guide, message durability | yes ([`EmulatorBuilder::replay_id_step`]) |
+//! | event shapes of PushTopic, platform event (API 52+ `EventUuid`), CDC, generic | streaming, platform events and CDC guides; tests/data | yes; the API 39 platform-event shape is not |
+//! | `/data/ChangeEvents` receives every entity's change events; one replay-id space for change channels | CDC guide, subscription channels | yes (the shared space is the emulator's reading) |
+//! | gap events (`GAP_CREATE`..`GAP_UNDELETE`) and overflow events (`GAP_OVERFLOW`): header only | CDC guide, gap and overflow events | yes ([`Emulator::publish_gap`]); the overflow placeholder record id is unverified |
+//! | `400::The channel you requested to subscribe to doesn't exist {channel}` | issue 9 (EMP-Connector#17 shows `403:denied_by_security_policy:create_denied` for a missing topic) | with [`EmulatorBuilder::strict_channels`]; braces unverified |
+//! | generic channels created by subscribing (dynamic streaming channel creation) | streaming guide, generic streaming | yes |
+//! | `403::Organization total events daily limit exceeded` on handshake, connect, subscribe | tests/data `daily_limit_exceeded`; streaming guide limits; issue 9 | yes ([`EmulatorBuilder::daily_event_limit`]); on handshake and subscribe unverified |
+//! | `403::Organization concurrent user limit exceeded` on handshake | reference notes; aiocometd#1 | yes ([`EmulatorBuilder::max_clients`]); exact shape unverified |
+//! | `400::Authenticated user id does not match the session's user id` | cometd/cometd#1246 | no (one user) |
+//! | CometD publish rejected: `403:denied_by_security_policy:publish_denied` | aiosfstream reference (Salesforce does not implement CometD publish); CometD 3 `BayeuxServerImpl` | yes; the string is unverified |
+//! | REST publish of platform events: `201 {"id","success","errors":[{"statusCode":"OPERATION_ENQUEUED","message":<EventUuid>}]}` | platform events guide, "Publish Event Messages with Salesforce APIs" | yes |
+//! | sObject collections: one save result per record, `allOrNone`, 200 records | REST API guide | yes (`INVALID_BATCH_SIZE` wording unverified) |
+//! | `REQUIRED_FIELD_MISSING` save results, REST error arrays `[{"message","errorCode","fields"}]` | REST API guide, status codes and errors | yes ([`Emulator::require_fields`]) |
+//! | StreamingChannel query and `push` (`[{"fanoutCount","userOnlineStatus"}]`) | streaming guide, generic streaming | yes (one emulated user) |
+//! | event-bus backlog: nothing delivered for hours while the session is healthy, then an invalid replay id | knowledge article 005321562 | yes ([`Emulator::stall_channel`], [`Emulator::fail_stalled_channel`]) |
+//! | PushTopic filters (`/topic/T?Field=value`) | streaming guide, filtered subscriptions | accepted, not evaluated |
+//! | POST body over 32 KB refused with 413 | streaming guide | yes |
+//! | maintenance page (HTML with HTTP 200), proxy errors | field reports | as faults ([`Fault`]) |
+//! | WebSocket transport | Salesforce offers none | no |
+//!
+//! The JWT bearer grant needs the `jwt` feature and a public key
+//! ([`EmulatorBuilder::jwt_public_key`]).
 //!
 //! ```
 //! use sfstream::emulator::{Emulator, Fault, Target};
