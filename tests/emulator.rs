@@ -745,12 +745,14 @@ async fn pushtopic_filters_are_keyed_by_the_base_channel() {
         let reply = r.reply("/meta/subscribe");
         assert_eq!(reply["successful"], true);
         assert_eq!(reply["subscription"], filtered);
+        // The filter applies to the replayed events as well, delivered on the filtered name.
         let events = b.poll().await.events();
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0]["channel"], "/topic/Inv");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["channel"], filtered);
         assert_eq!(emu.stats().subscriptions.get("/topic/Inv"), Some(&1));
         emu.publish("/topic/Inv", json!({}));
-        assert_eq!(b.poll().await.replay_ids(), [3]);
+        emu.publish("/topic/Inv", json!({"Status__c": "Open"}));
+        assert_eq!(b.poll().await.replay_ids(), [4]);
     })
     .await
 }
@@ -1961,6 +1963,64 @@ async fn every_salesforce_vector_is_emulated_or_listed() {
             }
         }
         assert!(missing.is_empty(), "vectors neither emulated nor listed in NOT_EMULATED: {missing:?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn pushtopic_filters_are_evaluated_on_the_record() {
+    // Streaming guide, "Filtered Subscriptions"; the filter forms of issue 9 and EMP-Connector.
+    within(async {
+        let emu = Emulator::start().await.unwrap();
+        emu.define_push_topic(
+            "/topic/AllAccounts",
+            &["Id", "Name", "Industry", "ShippingCity"],
+        );
+        let filtered = "/topic/AllAccounts?Industry='Energy'&ShippingCity='San Francisco'";
+        let b = Bayeux::session(&emu).await;
+        let r = b
+            .subscribe(filtered, Some(json!({"/topic/AllAccounts": -1})))
+            .await;
+        assert_eq!(r.reply("/meta/subscribe")["successful"], true);
+        assert_eq!(r.reply("/meta/subscribe")["subscription"], filtered);
+        let bare = Bayeux::subscribed(&emu, "/topic/AllAccounts", -1).await;
+        emu.publish(
+            "/topic/AllAccounts",
+            json!({"Industry": "Energy", "ShippingCity": "San Francisco"}),
+        );
+        emu.publish(
+            "/topic/AllAccounts",
+            json!({"Industry": "Energy", "ShippingCity": "Oakland"}),
+        );
+        emu.publish(
+            "/topic/AllAccounts",
+            json!({"Industry": "Retail", "ShippingCity": "San Francisco"}),
+        );
+        let events = b.poll().await.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0]["channel"], filtered,
+            "delivered on the name subscribed"
+        );
+        assert_eq!(events[0]["data"]["event"]["replayId"], 1);
+        assert_eq!(bare.poll().await.replay_ids(), [1, 2, 3]);
+        // Replay through a filter is filtered too.
+        let late = Bayeux::session(&emu).await;
+        late.subscribe(
+            "/topic/AllAccounts?ShippingCity=San Francisco",
+            Some(json!({"/topic/AllAccounts": -2})),
+        )
+        .await;
+        assert_eq!(late.poll().await.replay_ids(), [1, 3]);
+        // A field the topic's query does not select.
+        let r = b
+            .subscribe("/topic/AllAccounts?Phone=1", None)
+            .await
+            .reply("/meta/subscribe");
+        assert_eq!(
+            r["error"],
+            "400::Query fields Phone do not exist on the topic entity"
+        );
     })
     .await
 }

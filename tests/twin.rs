@@ -151,3 +151,22 @@ fn every_salesforce_vector_is_typed_by_the_client() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_filtered_pushtopic_subscription_gets_only_matching_records() {
+    within("filter", async {
+        let emu = Emulator::start().await.unwrap();
+        let client = emu.client_builder().connect().await.unwrap();
+        let mut open = client
+            .subscribe("/topic/Invoices?Status__c=Open")
+            .await
+            .unwrap();
+        emu.publish("/topic/Invoices", json!({"Status__c": "Closed"}));
+        emu.publish("/topic/Invoices", json!({"Status__c": "Open"}));
+        let event = open.next().await.unwrap().unwrap();
+        assert_eq!(event.replay_id(), Some(2));
+        assert_eq!(event.channel(), "/topic/Invoices?Status__c=Open");
+        client.close().await.unwrap();
+    })
+    .await
+}

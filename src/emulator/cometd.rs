@@ -647,6 +647,17 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
             "400::The channel you requested to subscribe to doesn't exist {{{subscription}}}"
         )));
     }
+    let filter = super::filter::Filter::of(subscription);
+    if let (Some(filter), Some(fields)) = (&filter, st.push_topics.get(base)) {
+        let unknown = filter.unknown_fields(fields);
+        if !unknown.is_empty() {
+            return Some(
+                Reply::to(m)
+                    .subscription(m)
+                    .error(super::filter::unknown_fields_error(&unknown)),
+            );
+        }
+    }
     // The replay map is keyed by the channel without its PushTopic filter.
     let from = match m.msg.ext_field("replay") {
         Some(map @ Value::Object(entries)) => match entries.get(base) {
@@ -672,7 +683,13 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
     let backlog = match ch.backlog(from) {
         // A stalled event bus seeks forever: the subscription gets nothing (KA 005321562).
         Ok(_) if stalled => Vec::new(),
-        Ok(backlog) => backlog,
+        Ok(backlog) => match &filter {
+            Some(filter) => backlog
+                .iter()
+                .filter_map(|event| filter.apply(subscription, event))
+                .collect(),
+            None => backlog,
+        },
         Err(error) => return Some(Reply::to(m).subscription(m).error(error)),
     };
     let name = ch.name.clone();

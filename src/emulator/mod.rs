@@ -57,7 +57,9 @@
 //! | `REQUIRED_FIELD_MISSING` save results, REST error arrays `[{"message","errorCode","fields"}]` | REST API guide, status codes and errors | yes ([`Emulator::require_fields`]) |
 //! | StreamingChannel query and `push` (`[{"fanoutCount","userOnlineStatus"}]`) | streaming guide, generic streaming | yes (one emulated user) |
 //! | event-bus backlog: nothing delivered for hours while the session is healthy, then an invalid replay id | knowledge article 005321562 | yes ([`Emulator::stall_channel`], [`Emulator::fail_stalled_channel`]) |
-//! | PushTopic filters (`/topic/T?Field=value`) | streaming guide, filtered subscriptions | accepted, not evaluated |
+//! | PushTopic filters (`/topic/T?Field=value&F2='v 2'`): equality only, on the record's fields, events delivered on the filtered name | streaming guide, filtered subscriptions; EMP-Connector README | yes, replays included |
+//! | `400::Query fields ... do not exist on the topic entity` for a field the topic does not select | issue 9 | yes, for topics given with [`Emulator::define_push_topic`]; wording after "fields" unverified |
+//! | one filter per topic per client | not found in the guides | a second filter on the same topic replaces the first |
 //! | POST body over 32 KB refused with 413 | streaming guide | yes |
 //! | maintenance page (HTML with HTTP 200), proxy errors | field reports | as faults ([`Fault`]) |
 //! | WebSocket transport | Salesforce offers none | no |
@@ -90,6 +92,7 @@
 mod cometd;
 mod events;
 mod faults;
+mod filter;
 mod ids;
 mod oauth;
 mod rest;
@@ -376,6 +379,27 @@ impl Emulator {
     pub fn create_channel(&self, channel: &str) {
         let shared = self.shared();
         shared.lock().channel(&shared.config, base_channel(channel));
+    }
+
+    /// Define a PushTopic: its channel (`/topic/Name`) and the fields its query selects. Filtered
+    /// subscriptions (`/topic/Name?Field=value`) may then use only those fields; others get
+    /// `400::Query fields ... do not exist on the topic entity`. Topics not defined accept any
+    /// field. Creates the channel too.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// emu.define_push_topic("/topic/AllAccounts", &["Id", "Name", "Industry", "ShippingCity"]);
+    /// # }
+    /// ```
+    pub fn define_push_topic(&self, channel: &str, fields: &[&str]) {
+        let shared = self.shared();
+        let base = base_channel(channel);
+        let mut st = shared.lock();
+        st.channel(&shared.config, base);
+        st.push_topics.insert(
+            base.to_owned(),
+            fields.iter().map(|f| (*f).to_owned()).collect(),
+        );
     }
 
     /// Start a new daily delivery allocation now (see [`EmulatorBuilder::daily_event_limit`]);

@@ -4,6 +4,7 @@
 
 use super::events;
 use super::faults::Fault;
+use super::filter::Filter;
 use super::oauth::TokenRequest;
 use super::retention::ChannelLog;
 use super::stats::Stats;
@@ -177,6 +178,8 @@ pub(crate) struct State {
     /// Events delivered in the current 24 h window, and when it started (virtual clock).
     delivered_today: u64,
     day_started: Instant,
+    /// PushTopic channel to the fields its query selects (filters may use only those).
+    pub(crate) push_topics: HashMap<String, Vec<String>>,
     /// Channels whose deliveries are held back (the event-bus backlog fault).
     pub(crate) stalled: HashSet<String>,
     next_sweep: Instant,
@@ -288,6 +291,7 @@ impl Shared {
                 delivered_today: 0,
                 day_started: Instant::now(),
                 stalled: HashSet::new(),
+                push_topics: HashMap::new(),
                 next_sweep: Instant::now(),
                 next_held: 0,
             }),
@@ -539,11 +543,24 @@ impl Shared {
         };
         for client_id in subscribers.into_iter().flatten() {
             if let Some(session) = sessions.get_mut(client_id) {
-                session.queue.extend(batch.iter().map(|(_, event)| Queued {
-                    channel: ch.name.clone(),
-                    event: event.clone(),
-                }));
-                session.wake(Wake::Events, now);
+                let filtered = session
+                    .subscriptions
+                    .get(base)
+                    .and_then(|s| Filter::of(s).map(|f| (f, s.clone())));
+                let before = session.queue.len();
+                for (_, event) in batch {
+                    let event = match &filtered {
+                        Some((filter, subscription)) => filter.apply(subscription, event),
+                        None => Some(event.clone()),
+                    };
+                    session.queue.extend(event.map(|event| Queued {
+                        channel: ch.name.clone(),
+                        event,
+                    }));
+                }
+                if session.queue.len() > before {
+                    session.wake(Wake::Events, now);
+                }
             }
         }
     }
