@@ -54,7 +54,7 @@ impl Filter {
             match got {
                 Some(Value::String(s)) => s == want,
                 Some(Value::Null) | None => want.eq_ignore_ascii_case("null"),
-                Some(other) => other.to_string() == *want,
+                Some(other) => serde_json::from_str::<Value>(want).ok().as_ref() == Some(other),
             }
         })
     }
