@@ -208,3 +208,37 @@ async fn bad_names_and_fields_are_refused_before_any_request() {
     })
     .await
 }
+
+#[tokio::test]
+async fn rest_failures_are_typed_and_a_401_is_refreshed_once() {
+    within("rest faults", async {
+        use sfstream::emulator::{Fault, Target};
+        let emu = Emulator::start().await.unwrap();
+        let client = emu.client_builder().build().unwrap();
+        emu.inject(Fault::on(Target::Rest).status(503, "Service Unavailable"));
+        let e = client.publish_event("A__e", &json!({})).await.unwrap_err();
+        assert_eq!(
+            (e.kind(), e.status()),
+            (ErrorKind::Transport, Some(503)),
+            "{e}"
+        );
+        emu.inject(Fault::on(Target::Rest).html());
+        let e = client.publish_event("A__e", &json!({})).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+        // A 401 from the REST API: one refresh, then the retry goes through.
+        let logins = emu.stats().token_requests;
+        emu.inject(Fault::on(Target::Rest).status(
+            401,
+            r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#,
+        ));
+        assert!(
+            client
+                .publish_event("A__e", &json!({}))
+                .await
+                .unwrap()
+                .success
+        );
+        assert_eq!(emu.stats().token_requests, logins + 1);
+    })
+    .await
+}

@@ -170,3 +170,26 @@ async fn a_filtered_pushtopic_subscription_gets_only_matching_records() {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_concurrent_client_limit_refuses_open_with_a_typed_error() {
+    within("client limit", async {
+        let emu = Emulator::builder()
+            .max_clients(Some(1))
+            .start()
+            .await
+            .unwrap();
+        let first = emu.client_builder().connect().await.unwrap();
+        let e = emu.client_builder().connect().await.unwrap_err();
+        assert_eq!(e.kind(), sfstream::ErrorKind::Server, "{e}");
+        assert!(
+            e.to_string().contains("concurrent user limit exceeded"),
+            "{e}"
+        );
+        // Closing frees the slot (the client disconnects): the next client gets in.
+        first.close().await.unwrap();
+        let second = emu.client_builder().connect().await.unwrap();
+        second.close().await.unwrap();
+    })
+    .await
+}

@@ -5,8 +5,9 @@ use std::time::Duration;
 /// Which request a [`Fault`] applies to.
 ///
 /// A CometD request matches when any message in its batch is of that kind (`Publish` means a
-/// message on a non-meta channel). `Token` is the OAuth token endpoint. `Any` matches every
-/// request, including token requests and bodies that are not valid JSON.
+/// message on a non-meta channel). `Token` is the OAuth token endpoint, `Rest` the REST API.
+/// `Any` matches every request, including token and REST requests and bodies that are not
+/// valid JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Target {
@@ -24,6 +25,8 @@ pub enum Target {
     Disconnect,
     /// A request to the OAuth token endpoint.
     Token,
+    /// A request to the REST API (`/services/data/...`: publishing, channel queries).
+    Rest,
     /// Any request.
     Any,
 }

@@ -115,6 +115,19 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
         let Some(body) = read_body(body, MAX_REST_BODY).await? else {
             return Ok(too_large());
         };
+        let mut lose = false;
+        if let Some(action) = take_fault(&shared, &[Target::Rest]) {
+            match action {
+                Action::Delay(d) => tokio::time::sleep(d).await,
+                Action::LoseResponse => lose = true,
+                other => {
+                    let real = json!([{"message": "emulated", "errorCode": "UNKNOWN_EXCEPTION"}]);
+                    let object = real[0].clone();
+                    let mistyped = json!([{"message": 1, "errorCode": true}]);
+                    return fault_response(other, real, object, mistyped).await;
+                }
+            }
+        }
         let answer = rest::handle(
             &shared,
             &method,
@@ -124,6 +137,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
             &body,
         );
         tracing::debug!(%method, %path, status = answer.status.as_u16(), "emulator: REST request");
+        if lose {
+            return Err(CloseConnection);
+        }
         return Ok(bytes_response(answer.status, JSON, answer.body));
     }
     if req.method() != Method::POST {
