@@ -2024,3 +2024,59 @@ async fn pushtopic_filters_are_evaluated_on_the_record() {
     })
     .await
 }
+
+#[tokio::test]
+async fn rest_resources_answer_like_salesforce() {
+    within(async {
+        let emu = Emulator::start().await.unwrap();
+        let base = format!("{}/services/data/v62.0", emu.instance_url());
+        let auth = ("authorization", format!("Bearer {}", emu.issue_token()));
+        let json_ct = ("content-type", "application/json".to_owned());
+        let c = http();
+        // No token: INVALID_SESSION_ID.
+        let r = send(&c, Method::POST, &format!("{base}/sobjects/A__e/"), &[json_ct.clone()], Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json(), json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]));
+        // Not an event type, or not a resource: NOT_FOUND.
+        for path in ["/sobjects/Account/", "/nope"] {
+            let r = send(&c, Method::POST, &format!("{base}{path}"), &[auth.clone(), json_ct.clone()], Bytes::from_static(b"{}")).await.unwrap();
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(r.json()[0]["errorCode"], "NOT_FOUND");
+        }
+        // Bad JSON.
+        let r = send(&c, Method::POST, &format!("{base}/sobjects/A__e/"), &[auth.clone(), json_ct.clone()], Bytes::from_static(b"{")).await.unwrap();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.json()[0]["errorCode"], "JSON_PARSER_ERROR");
+        // Collections with allOrNone: one failure rolls every record back.
+        emu.require_fields("A__e", &["N__c"]);
+        let body = json!({"allOrNone": true, "records": [
+            {"attributes": {"type": "A__e"}, "N__c": 1},
+            {"attributes": {"type": "A__e"}},
+        ]});
+        let r = send(&c, Method::POST, &format!("{base}/composite/sobjects"), &[auth.clone(), json_ct.clone()], Bytes::from(body.to_string())).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        let results = r.json();
+        assert_eq!(results[0]["errors"][0]["statusCode"], "ALL_OR_NONE_OPERATION_ROLLED_BACK");
+        assert_eq!(results[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
+        assert_eq!(results[1]["errors"][0]["fields"], json!(["N__c"]));
+        assert_eq!(emu.stats().rest_events_published, 0);
+        // StreamingChannel query and push.
+        let id = emu.create_streaming_channel("/u/News");
+        let q = "SELECT Id FROM StreamingChannel WHERE Name='/u/News'";
+        let url = format!("{base}/query?q={}", q.replace(' ', "+").replace('\'', "%27"));
+        let r = send(&c, Method::GET, &url, &[auth.clone()], Bytes::new()).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json(), json!({"totalSize": 1, "done": true, "records": [{
+            "attributes": {"type": "StreamingChannel", "url": format!("/services/data/v62.0/sobjects/StreamingChannel/{id}")},
+            "Id": id,
+        }]}));
+        let listener = Bayeux::subscribed(&emu, "/u/News", -1).await;
+        let push = json!({"pushEvents": [{"payload": "hello", "userIds": []}]});
+        let r = send(&c, Method::POST, &format!("{base}/sobjects/StreamingChannel/{id}/push"), &[auth.clone(), json_ct.clone()], Bytes::from(push.to_string())).await.unwrap();
+        assert_eq!(r.json(), json!([{"fanoutCount": 1, "userOnlineStatus": {}}]));
+        let events = listener.poll().await.events();
+        assert_eq!(events[0]["data"]["payload"], "hello");
+        assert_eq!(events[0]["data"]["event"]["replayId"], 1);
+    })
+    .await
+}

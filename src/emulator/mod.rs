@@ -450,7 +450,9 @@ impl Emulator {
     }
 
     /// Build and serialize Salesforce-shaped events now (assigning their replay ids and dates),
-    /// for [`push_prepared`](Emulator::push_prepared) to deliver later.
+    /// for [`push_prepared`](Emulator::push_prepared) to deliver later. For benchmarks: events
+    /// go to `channel` only (change events are not copied to `/data/ChangeEvents`), with the
+    /// channel's own replay ids.
     pub fn prepare(&self, channel: &str, fields: &[serde_json::Value]) -> PreparedBatch {
         let base = base_channel(channel);
         let shared = self.shared();

@@ -100,7 +100,7 @@ pub(crate) fn handle(
     };
     let segments: Vec<&str> = resource.trim_end_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
-        (&Method::GET, ["query"]) => streaming_channel_query(&mut st, query),
+        (&Method::GET, ["query"]) => streaming_channel_query(&mut st, path, query),
         (&Method::POST, ["composite", "sobjects"]) => match json_body(body) {
             Ok(body) => collection(shared, &mut st, &body),
             Err(e) => e,
@@ -257,7 +257,9 @@ fn collection(shared: &Shared, st: &mut State, body: &Value) -> RestAnswer {
 }
 
 /// `SELECT Id FROM StreamingChannel WHERE Name='/u/..'`, the only query the emulator answers.
-fn streaming_channel_query(st: &mut State, query: Option<&str>) -> RestAnswer {
+fn streaming_channel_query(st: &mut State, path: &str, query: Option<&str>) -> RestAnswer {
+    // `/services/data/vNN.N/query` -> `/services/data/vNN.N`, for the records' URLs.
+    let root = path.trim_end_matches('/').trim_end_matches("/query");
     let q = query
         .into_iter()
         .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
@@ -293,7 +295,7 @@ fn streaming_channel_query(st: &mut State, query: Option<&str>) -> RestAnswer {
         .get(name)
         .map(|id| {
             json!({
-                "attributes": {"type": "StreamingChannel", "url": format!("/services/data/v66.0/sobjects/StreamingChannel/{id}")},
+                "attributes": {"type": "StreamingChannel", "url": format!("{root}/sobjects/StreamingChannel/{id}")},
                 "Id": id,
             })
         })
