@@ -2034,7 +2034,7 @@ async fn rest_resources_answer_like_salesforce() {
         let json_ct = ("content-type", "application/json".to_owned());
         let c = http();
         // No token: INVALID_SESSION_ID.
-        let r = send(&c, Method::POST, &format!("{base}/sobjects/A__e/"), &[json_ct.clone()], Bytes::from_static(b"{}")).await.unwrap();
+        let r = send(&c, Method::POST, &format!("{base}/sobjects/A__e/"), std::slice::from_ref(&json_ct), Bytes::from_static(b"{}")).await.unwrap();
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.json(), json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]));
         // Not an event type, or not a resource: NOT_FOUND.
@@ -2064,7 +2064,7 @@ async fn rest_resources_answer_like_salesforce() {
         let id = emu.create_streaming_channel("/u/News");
         let q = "SELECT Id FROM StreamingChannel WHERE Name='/u/News'";
         let url = format!("{base}/query?q={}", q.replace(' ', "+").replace('\'', "%27"));
-        let r = send(&c, Method::GET, &url, &[auth.clone()], Bytes::new()).await.unwrap();
+        let r = send(&c, Method::GET, &url, std::slice::from_ref(&auth), Bytes::new()).await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json(), json!({"totalSize": 1, "done": true, "records": [{
             "attributes": {"type": "StreamingChannel", "url": format!("/services/data/v62.0/sobjects/StreamingChannel/{id}")},
