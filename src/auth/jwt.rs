@@ -1,11 +1,17 @@
 use super::token_endpoint::{TokenEndpoint, endpoint_setters, sandbox_setter};
 use super::{Authenticator, LoginUrl, Secret, Token};
 use crate::error::{Error, ErrorKind, Result};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::future::BoxFuture;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long an assertion is valid unless [`JwtBearerAuthenticator::assertion_lifetime`] says
@@ -21,8 +27,9 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(120);
 /// must be pre-authorized for the connected app, else Salesforce answers `invalid_grant` /
 /// `user hasn't approved this consumer`.
 ///
-/// Signing uses the `jsonwebtoken` crate with ring, the crypto backend rustls uses here. The key
-/// is parsed and checked when the authenticator is built; `Debug` never shows it.
+/// Signing is RS256 (RSASSA-PKCS1-v1_5 with SHA-256) by ring, the crypto backend rustls uses
+/// here; the PEM is read by rustls' PEM parser. The key is parsed and checked when the
+/// authenticator is built; `Debug` never shows it.
 ///
 /// ```no_run
 /// # async fn f() -> sfstream::Result<()> {
@@ -36,7 +43,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(120);
 pub struct JwtBearerAuthenticator {
     client_id: String,
     username: String,
-    key: EncodingKey,
+    key: Arc<RsaKeyPair>,
     audience: Option<String>,
     lifetime: Duration,
     endpoint: TokenEndpoint,
@@ -87,16 +94,16 @@ impl JwtBearerAuthenticator {
         username: impl Into<String>,
         private_key_pem: impl AsRef<[u8]>,
     ) -> Result<Self> {
-        let key = EncodingKey::from_rsa_pem(private_key_pem.as_ref()).map_err(|_| key_error())?;
+        let key = rsa_key(private_key_pem.as_ref()).ok_or_else(key_error)?;
         let auth = JwtBearerAuthenticator {
             client_id: consumer_key.into(),
             username: username.into(),
-            key,
+            key: Arc::new(key),
             audience: None,
             lifetime: DEFAULT_LIFETIME,
             endpoint: TokenEndpoint::new(LoginUrl::Production),
         };
-        // The PEM parser accepts keys ring later refuses; find out now, not at the first login.
+        // Sign once now, so a key that cannot sign fails here and not at the first login.
         auth.assertion()?;
         Ok(auth)
     }
@@ -183,10 +190,38 @@ impl JwtBearerAuthenticator {
             aud: &audience,
             exp,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
+        sign(&self.key, &claims)
             .map(Secret::new)
-            .map_err(|_| key_error())
+            .ok_or_else(key_error)
     }
+}
+
+/// An RSA key pair from a PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8 (`BEGIN PRIVATE KEY`) PEM.
+fn rsa_key(pem: &[u8]) -> Option<RsaKeyPair> {
+    match PrivateKeyDer::from_pem_slice(pem).ok()? {
+        PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()).ok(),
+        PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).ok(),
+        _ => None,
+    }
+}
+
+/// A compact JWS (RFC 7515): `base64url(header).base64url(claims).base64url(RS256 signature)`.
+fn sign(key: &RsaKeyPair, claims: &Claims<'_>) -> Option<String> {
+    let claims = serde_json::to_vec(claims).ok()?;
+    let mut jws = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut jws);
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        jws.as_bytes(),
+        &mut signature,
+    )
+    .ok()?;
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
+    Some(jws)
 }
 
 sandbox_setter!(
@@ -211,5 +246,62 @@ impl Authenticator for JwtBearerAuthenticator {
                 .await?;
             Ok(reply.token)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+
+    const KEY: &str = include_str!("../../tests/data/test-only-jwt-key.pem");
+    const KEY_PKCS1: &str = include_str!("../../tests/data/test-only-jwt-key.pkcs1.pem");
+
+    /// Decoded parts of a compact JWS.
+    fn parts(jws: &str) -> (serde_json::Value, serde_json::Value, Vec<u8>, &str) {
+        let (input, signature) = jws.rsplit_once('.').unwrap();
+        let (header, claims) = input.split_once('.').unwrap();
+        let json = |part: &str| {
+            serde_json::from_slice::<serde_json::Value>(&URL_SAFE_NO_PAD.decode(part).unwrap())
+                .unwrap()
+        };
+        (
+            json(header),
+            json(claims),
+            URL_SAFE_NO_PAD.decode(signature).unwrap(),
+            input,
+        )
+    }
+
+    #[test]
+    fn assertions_are_rs256_jws_that_verify_with_the_public_key() {
+        for pem in [KEY, KEY_PKCS1] {
+            let auth = JwtBearerAuthenticator::new("3MVG9-key", "ada@example.com", pem)
+                .unwrap()
+                .audience("https://login.salesforce.com");
+            let jws = auth.assertion().unwrap();
+            let (header, claims, signature, input) = parts(jws.expose());
+            assert_eq!(header["alg"], "RS256");
+            assert_eq!(claims["iss"], "3MVG9-key");
+            assert_eq!(claims["sub"], "ada@example.com");
+            assert_eq!(claims["aud"], "https://login.salesforce.com");
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let exp = claims["exp"].as_u64().unwrap();
+            assert!(exp > now && exp <= now + 121, "{exp} vs {now}");
+            let public = auth.key.public().as_ref().to_vec();
+            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &public)
+                .verify(input.as_bytes(), &signature)
+                .expect("the signature verifies");
+            let mut tampered = input.to_owned();
+            tampered.push('x');
+            assert!(
+                UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &public)
+                    .verify(tampered.as_bytes(), &signature)
+                    .is_err()
+            );
+        }
     }
 }

@@ -216,13 +216,23 @@ fn jwt_parties(_form: &Form) -> (Option<String>, Option<String>) {
 mod jwt {
     use super::{Form, OAuthError};
     use crate::emulator::state::Shared;
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    use rustls_pki_types::pem::PemObject;
     use serde::Deserialize;
+    use serde::de::DeserializeOwned;
     use serde_json::Value;
     use std::time::UNIX_EPOCH;
 
     /// How far ahead `exp` may be. Salesforce documents three minutes; a little slack for clocks.
     const MAX_AHEAD_SECS: u64 = 5 * 60;
+
+    #[derive(Deserialize)]
+    struct Header {
+        alg: Option<String>,
+    }
 
     #[derive(Deserialize)]
     struct Claims {
@@ -232,33 +242,90 @@ mod jwt {
         exp: Option<Value>,
     }
 
-    fn validation(verify: bool) -> Validation {
-        let mut v = Validation::new(Algorithm::RS256);
-        // Checked by hand below, with Salesforce's error for each.
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.validate_aud = false;
-        v.required_spec_claims.clear();
-        if !verify {
-            v.insecure_disable_signature_validation();
-        }
-        v
+    /// A compact JWS split into its signing input, decoded header and claims, and signature.
+    struct Jws<'a> {
+        input: &'a str,
+        header: Header,
+        claims: Claims,
+        signature: Vec<u8>,
+    }
+
+    fn json<T: DeserializeOwned>(part: &str) -> Option<T> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
+    }
+
+    fn split(assertion: &str) -> Option<Jws<'_>> {
+        let (input, signature) = assertion.rsplit_once('.')?;
+        let (header, claims) = input.split_once('.')?;
+        Some(Jws {
+            input,
+            header: json(header)?,
+            claims: json(claims)?,
+            signature: URL_SAFE_NO_PAD.decode(signature).ok()?,
+        })
     }
 
     pub(super) fn parties(form: &Form) -> (Option<String>, Option<String>) {
-        let key = DecodingKey::from_secret(&[]);
         form.get("assertion")
-            .and_then(|a| jsonwebtoken::decode::<Claims>(a, &key, &validation(false)).ok())
-            .map_or((None, None), |d| (d.claims.iss, d.claims.sub))
+            .and_then(split)
+            .map_or((None, None), |jws| (jws.claims.iss, jws.claims.sub))
     }
 
-    /// Parse the configured public key (PEM). `None` when unset.
-    pub(crate) fn public_key(pem: Option<&str>) -> Result<Option<DecodingKey>, String> {
-        pem.map(|pem| {
-            DecodingKey::from_rsa_pem(pem.as_bytes())
-                .map_err(|e| format!("the JWT public key is not an RSA public key in PEM: {e}"))
-        })
-        .transpose()
+    /// The PKCS#1 `RSAPublicKey` DER that ring verifies with, from a PEM `BEGIN PUBLIC KEY`
+    /// (SubjectPublicKeyInfo) or `BEGIN RSA PUBLIC KEY` (PKCS#1). `None` when unset.
+    pub(crate) fn public_key(pem: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+        let Some(pem) = pem else { return Ok(None) };
+        let der = if let Ok(spki) = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()) {
+            rsa_public_key(spki.as_ref())
+        } else {
+            pkcs1_pem(pem)
+        };
+        der.map(Some)
+            .ok_or_else(|| "the JWT public key is not an RSA public key in PEM".to_owned())
+    }
+
+    /// The body of a `BEGIN RSA PUBLIC KEY` PEM (rustls' PEM parser knows no such section).
+    fn pkcs1_pem(pem: &str) -> Option<Vec<u8>> {
+        let (_, rest) = pem.split_once("-----BEGIN RSA PUBLIC KEY-----")?;
+        let (body, _) = rest.split_once("-----END RSA PUBLIC KEY-----")?;
+        let body: String = body.split_whitespace().collect();
+        STANDARD.decode(body).ok().filter(|der| !der.is_empty())
+    }
+
+    /// One DER element with `tag`: its content and what follows.
+    fn der(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let (&t, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        if t != tag {
+            return None;
+        }
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+
+    /// The `RSAPublicKey` inside a SubjectPublicKeyInfo whose algorithm is rsaEncryption.
+    fn rsa_public_key(spki: &[u8]) -> Option<Vec<u8>> {
+        const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+        let (info, _) = der(spki, 0x30)?;
+        let (algorithm, rest) = der(info, 0x30)?;
+        let (oid, _) = der(algorithm, 0x06)?;
+        if oid != RSA_ENCRYPTION {
+            return None;
+        }
+        let (bits, _) = der(rest, 0x03)?;
+        let (&unused, key) = bits.split_first()?;
+        (unused == 0 && !key.is_empty()).then(|| key.to_vec())
     }
 
     /// The RS256 signature against the configured public key, then `iss` (the consumer key),
@@ -273,9 +340,15 @@ mod jwt {
             .ok()
             .flatten()
             .ok_or(OAuthError::InvalidGrant("invalid assertion"))?;
-        let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation(true))
-            .map_err(|_| OAuthError::InvalidGrant("invalid assertion"))?
-            .claims;
+        let jws = split(assertion).ok_or(OAuthError::InvalidGrant("invalid assertion"))?;
+        // Only RS256: never `none`, never an HMAC keyed with the public key.
+        if jws.header.alg.as_deref() != Some("RS256") {
+            return Err(OAuthError::InvalidGrant("invalid assertion"));
+        }
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &key)
+            .verify(jws.input.as_bytes(), &jws.signature)
+            .map_err(|_| OAuthError::InvalidGrant("invalid assertion"))?;
+        let claims = jws.claims;
         if claims.iss.as_deref() != Some(config.client_id.as_str()) {
             return Err(OAuthError::InvalidClientId);
         }
@@ -317,6 +390,44 @@ mod jwt {
             ));
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        const PUBLIC_KEY: &str = include_str!("../../tests/data/test-only-jwt-key.pub.pem");
+
+        #[test]
+        fn public_keys_in_both_pem_forms_and_nothing_else() {
+            let from_spki = public_key(Some(PUBLIC_KEY)).unwrap().unwrap();
+            let pkcs1 = format!(
+                "-----BEGIN RSA PUBLIC KEY-----\n{}\n-----END RSA PUBLIC KEY-----\n",
+                STANDARD.encode(&from_spki)
+            );
+            assert_eq!(public_key(Some(&pkcs1)).unwrap().unwrap(), from_spki);
+            assert_eq!(public_key(None), Ok(None));
+            for bad in [
+                "",
+                "not a key",
+                include_str!("../../tests/data/test-only-jwt-key.pem"),
+            ] {
+                assert!(public_key(Some(bad)).is_err(), "{bad}");
+            }
+        }
+
+        #[test]
+        fn unsigned_or_malformed_assertions_do_not_split() {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+            let claims = URL_SAFE_NO_PAD.encode(br#"{"iss":"a","sub":"b"}"#);
+            let unsigned = format!("{header}.{claims}.");
+            let jws = split(&unsigned).unwrap();
+            assert_eq!(jws.header.alg.as_deref(), Some("none"));
+            assert!(jws.signature.is_empty());
+            for bad in ["", "a.b", "!.!.!", "a.b.c.d"] {
+                assert!(split(bad).is_none(), "{bad}");
+            }
+        }
     }
 }
 
