@@ -60,6 +60,9 @@ pub mod emulator;
 mod error;
 mod event;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod middleware;
 pub mod publish;
 pub mod replay;

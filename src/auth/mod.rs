@@ -46,6 +46,8 @@ pub use password::PasswordAuthenticator;
 pub use refresh::RefreshTokenAuthenticator;
 pub use secret::Secret;
 pub use token::Token;
+#[cfg(feature = "fuzzing")]
+pub(crate) use token_endpoint::parse_reply as parse_token_reply;
 
 use crate::error::Result;
 use futures::future::BoxFuture;

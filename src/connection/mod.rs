@@ -17,4 +17,6 @@ pub(crate) use router::base_channel;
 pub(crate) use shared::Shared;
 pub use state::ConnectionState;
 pub(crate) use state::Status;
+#[cfg(feature = "fuzzing")]
+pub(crate) use task::advised;
 pub(crate) use task::{Settings, spawn};

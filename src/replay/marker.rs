@@ -49,7 +49,7 @@ impl ReplayMarker {
                     .change_event_header
                     .as_ref()?
                     .commit_timestamp?;
-                Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+                storable(SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))?)
             })
             .or_else(|| {
                 payload
@@ -65,17 +65,37 @@ impl ReplayMarker {
 /// RFC 3339 (`2026-11-28T07:00:01.000Z`), and the `+0000` offsets of API versions before 37.
 pub(crate) fn parse_date(text: &str) -> Option<SystemTime> {
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t.into());
+        return storable(t.into());
     }
-    // 2016-03-29T16:40:08.208+0000: insert the colon RFC 3339 wants.
-    let (head, tail) = text.split_at(text.len().checked_sub(2)?);
+    // 2016-03-29T16:40:08.208+0000: insert the colon RFC 3339 wants. Server data: the split
+    // point may fall inside a multibyte character.
+    let split = text.len().checked_sub(2)?;
+    let (head, tail) = (text.get(..split)?, text.get(split..)?);
     let fixed = format!("{head}:{tail}");
-    OffsetDateTime::parse(&fixed, &Rfc3339).ok().map(Into::into)
+    storable(OffsetDateTime::parse(&fixed, &Rfc3339).ok()?.into())
 }
 
+/// The date if it can be written back as RFC 3339 in UTC (years 0 to 9999); a date that
+/// cannot be stored must not make a marker.
+fn storable(date: SystemTime) -> Option<SystemTime> {
+    utc(date)
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .map(|_| date)
+}
+
+/// `OffsetDateTime::from(SystemTime)` without its panic on dates out of `time`'s range.
+fn utc(date: SystemTime) -> Option<OffsetDateTime> {
+    match date.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => OffsetDateTime::UNIX_EPOCH.checked_add(after.try_into().ok()?),
+        Err(e) => OffsetDateTime::UNIX_EPOCH.checked_sub(e.duration().try_into().ok()?),
+    }
+}
+
+/// RFC 3339 in UTC; empty for a date no RFC 3339 text can hold (only a marker built by hand
+/// with [`ReplayMarker::new`] can have one).
 pub(crate) fn format_date(date: SystemTime) -> String {
-    OffsetDateTime::from(date)
-        .format(&Rfc3339)
+    utc(date)
+        .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
 
@@ -185,6 +205,36 @@ mod tests {
                 serde_json::json!({"event": {"replayId": 5_000_000_000_i64, "createdDate": "garbage"}})
             ),
             Some(ReplayMarker::new(5_000_000_000, None))
+        );
+    }
+
+    #[test]
+    fn multibyte_character_at_the_end_of_a_date_is_no_date() {
+        for text in ["2026-11-28€", "€", "2016-03-29T16:40:08.208+00Ō"] {
+            assert_eq!(parse_date(text), None, "{text}");
+        }
+        assert_eq!(
+            marker(
+                &serde_json::json!({"data": {"event": {"replayId": 7, "createdDate": "2026-11-28€"}}})
+            ),
+            Some(ReplayMarker::new(7, None))
+        );
+    }
+
+    #[test]
+    fn dates_that_cannot_be_stored_make_no_marker_date() {
+        // Past year 9999 in UTC: RFC 3339 cannot write them back.
+        assert_eq!(parse_date("9999-12-31T23:59:59-23:59"), None);
+        assert_eq!(parse_date("0000-01-01T00:00:00+23:59"), None);
+        let far = serde_json::json!({"data": {"event": {"replayId": 8},
+            "payload": {"ChangeEventHeader": {"commitTimestamp": u64::MAX}}}});
+        assert_eq!(marker(&far), Some(ReplayMarker::new(8, None)));
+        // A hand-made marker out of range formats as nothing instead of panicking.
+        let huge = SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(format_date(huge), "");
+        assert_eq!(
+            parse_date(&format_date(at("9999-12-31T23:59:59Z"))),
+            Some(at("9999-12-31T23:59:59Z"))
         );
     }
 

@@ -100,6 +100,23 @@ type Flight = BoxFuture<'static, Result<Response>>;
 const MAX_ADVICE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const MAX_ADVICE_INTERVAL_MS: u64 = 60 * 1000;
 
+/// The long-poll timeout and connect interval after `advice`, given the current ones.
+pub(crate) fn advised(
+    advice: &Advice,
+    timeout: Duration,
+    interval: Duration,
+) -> (Duration, Duration) {
+    // Capped: a server's typo must not park the loop for days.
+    (
+        advice.timeout.map_or(timeout, |t| {
+            Duration::from_millis(t.min(MAX_ADVICE_TIMEOUT_MS))
+        }),
+        advice.interval.map_or(interval, |i| {
+            Duration::from_millis(i.min(MAX_ADVICE_INTERVAL_MS))
+        }),
+    )
+}
+
 enum Next {
     Handshake {
         at: Instant,
@@ -536,13 +553,8 @@ impl Task {
 
     fn apply_advice(&mut self, advice: Option<&Advice>) {
         if let Some(a) = advice {
-            // Capped: a server's typo must not park the loop for days.
-            if let Some(t) = a.timeout {
-                self.advice_timeout = Duration::from_millis(t.min(MAX_ADVICE_TIMEOUT_MS));
-            }
-            if let Some(i) = a.interval {
-                self.advice_interval = Duration::from_millis(i.min(MAX_ADVICE_INTERVAL_MS));
-            }
+            (self.advice_timeout, self.advice_interval) =
+                advised(a, self.advice_timeout, self.advice_interval);
         }
     }
 
