@@ -48,9 +48,9 @@ pub(crate) mod tracker;
 pub use file::FileStorage;
 pub use mapping::{ConstantReplayId, DefaultMappingStorage, MappingStorage, MarkerMap};
 pub use marker::ReplayMarker;
-pub(crate) use marker::parse_date;
 #[cfg(feature = "fuzzing")]
 pub(crate) use marker::format_date;
+pub(crate) use marker::parse_date;
 pub use storage::ReplayStorage;
 
 /// The replay ids Salesforce gives a meaning to.
