@@ -56,6 +56,11 @@ pub enum ErrorKind {
     /// the event is fine, the type is not. See [`Error::decode_failure`] for where, and
     /// [`Error::event`] for the event itself. A typed stream goes on after it.
     Decode,
+    /// Not an error but a notice: the subscription delivered nothing for the client's
+    /// [`stall_timeout`](crate::ClientBuilder::stall_timeout) while the connection was healthy,
+    /// so the client subscribed its channel again from the last delivered replay id. Events the
+    /// server still retains arrive after it, once each. The stream goes on.
+    Stalled,
 }
 
 impl ErrorKind {
@@ -72,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Replay => "replay error",
             ErrorKind::ReplayGap => "replay gap",
             ErrorKind::Decode => "event does not match the expected type",
+            ErrorKind::Stalled => "subscription stalled",
         }
     }
 }

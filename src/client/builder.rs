@@ -79,6 +79,7 @@ impl ClientBuilder {
                 backoff_step: Duration::from_secs(1),
                 backoff_max: Duration::from_secs(30),
                 advice_timeout: Duration::from_secs(110),
+                stall_timeout: None,
             },
             tls: None,
             max_response_bytes: None,
@@ -175,6 +176,29 @@ impl ClientBuilder {
     /// ```
     pub fn connection_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.settings.connection_timeout = timeout;
+        self
+    }
+
+    /// Stall detection (default off): when a subscription has delivered nothing for this long
+    /// while the connection is healthy (connected, not paused by backpressure), the client
+    /// unsubscribes and subscribes that channel again from the last replay id it delivered (a
+    /// rehandshake follows if the server no longer knows the session), and the stream yields an
+    /// [`ErrorKind::Stalled`](crate::ErrorKind::Stalled) notice first. It guards against the
+    /// Salesforce event-bus backlog of knowledge article 005321562, where a subscriber receives
+    /// nothing for hours while its session looks healthy; Salesforce's advice is to resubscribe
+    /// after a quiet period.
+    ///
+    /// Leave it off for PushTopic (`/topic/`) and generic (`/u/`) channels, where silence is
+    /// normal. For Change Data Capture (`/data/`) and platform events (`/event/`) that carry
+    /// steady traffic, set it to a few times the longest quiet period you expect (for example
+    /// 15 minutes): a resubscribe costs one unsubscribe and one subscribe, and loses nothing the
+    /// server still retains (72 hours). It applies to every subscription of the client.
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.stall_timeout(Some(std::time::Duration::from_secs(15 * 60))); }
+    /// ```
+    pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings.stall_timeout = timeout;
         self
     }
 

@@ -421,6 +421,14 @@ impl Emulator {
             .insert(base_channel(channel).to_owned());
     }
 
+    /// End a [`stall_channel`](Emulator::stall_channel) with the retained events intact: the
+    /// subscriptions that were stalled stay behind (what was published during the stall never
+    /// reaches them), and a subscribe with a replay id replays it, as a client resubscribing
+    /// after a quiet period (the article's advice) gets it from Salesforce.
+    pub fn end_stall(&self, channel: &str) {
+        self.shared().lock().stalled.remove(base_channel(channel));
+    }
+
     /// End a [`stall_channel`](Emulator::stall_channel) the way the article describes: the
     /// stalled events age out of retention (all retained events of `channel` are dropped) and
     /// the subscribed sessions are dropped (`403::Unknown client`), so a client resubscribing

@@ -245,6 +245,13 @@ impl ReplayState {
         }
     }
 
+    /// The replay id of the last event delivered on `channel` (stall notices, health).
+    pub(crate) fn last_delivered_id(&self, channel: &str) -> Option<i64> {
+        let inner = self.lock();
+        let data = inner.delivered.get(base_channel(channel))?;
+        ReplayMarker::of(data).map(|m| m.replay_id)
+    }
+
     /// The replay id for a subscribe of `channel` now: after the last delivered event, else an
     /// explicit start or fallback, else the stored marker, else the configured option.
     pub(crate) async fn start_id(&self, channel: &str) -> Result<i64> {

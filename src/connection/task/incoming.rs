@@ -65,6 +65,7 @@ impl Task {
             events.push(Event::new(channel.clone(), data));
         }
         if !events.is_empty() {
+            self.note_activity(&targets_of);
             self.deliver(events, &targets_of);
         }
         for m in replies {

@@ -1,4 +1,5 @@
 mod incoming;
+mod stall;
 mod subscriptions;
 
 use super::Shared;
@@ -33,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) backoff_max: Duration,
     /// Long-poll timeout assumed until the server advises one (Salesforce: 110 s).
     pub(crate) advice_timeout: Duration,
+    /// Resubscribe a subscription that delivered nothing for this long while connected.
+    pub(crate) stall_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -49,6 +52,7 @@ impl Settings {
             *d = (*d).min(FAR_FUTURE);
         }
         self.connection_timeout = self.connection_timeout.map(|d| d.min(FAR_FUTURE));
+        self.stall_timeout = self.stall_timeout.map(|d| d.min(FAR_FUTURE));
         self
     }
 }
@@ -134,6 +138,8 @@ struct Sub {
     state: SubState,
     /// The caller of `subscribe()` waiting for the first reply.
     waiter: Option<oneshot::Sender<Result<()>>>,
+    /// Since when it delivered nothing (confirmed, or its last event): stall detection.
+    quiet_since: Instant,
 }
 
 #[derive(PartialEq, Eq)]
@@ -234,7 +240,7 @@ impl Task {
                 }
                 _ => {}
             }
-            if let Some(t) = self.outage_deadline() {
+            for t in [self.outage_deadline(), self.stall_deadline()].into_iter().flatten() {
                 deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
             }
 
@@ -268,7 +274,10 @@ impl Task {
                 Some((ids, result)) = self.control.next(), if !self.control.is_empty() => {
                     self.on_control(ids, result);
                 }
-                () = sleep_until(deadline), if deadline.is_some() => self.check_outage(),
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.check_outage();
+                    self.check_stalls();
+                }
                 () = self.shared.inbox.room(), if wait_for_room => {}
             }
         }

@@ -29,6 +29,7 @@ impl Task {
                         channel,
                         state: SubState::Wanted,
                         waiter: Some(reply),
+                        quiet_since: Instant::now(),
                     },
                 );
                 self.send_subscribe(sub);
@@ -135,6 +136,7 @@ impl Task {
         let error = match reply {
             Ok(m) if m.is_successful() => {
                 s.state = SubState::Active;
+                s.quiet_since = Instant::now();
                 let channel = s.channel.clone();
                 if let Some(w) = s.waiter.take()
                     && w.send(Ok(())).is_err()
