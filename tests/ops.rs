@@ -49,7 +49,10 @@ async fn events_published_during_a_stall_arrive_exactly_once_after_recovery() {
         let mut sub = client.subscribe(channel).await.unwrap();
         let mut notices = 0;
         emu.publish(channel, json!({"n": 1}));
-        assert_eq!(next_event(&mut sub, &mut notices).await.replay_id(), Some(1));
+        assert_eq!(
+            next_event(&mut sub, &mut notices).await.replay_id(),
+            Some(1)
+        );
 
         // The event bus stalls: the session stays healthy, the subscription hears nothing.
         emu.stall_channel(channel);
@@ -69,11 +72,20 @@ async fn events_published_during_a_stall_arrive_exactly_once_after_recovery() {
         assert_eq!((two.replay_id(), three.replay_id()), (Some(2), Some(3)));
         // Nothing twice: the next events are the new ones.
         emu.publish(channel, json!({"n": 4}));
-        assert_eq!(next_event(&mut sub, &mut notices).await.replay_id(), Some(4));
+        assert_eq!(
+            next_event(&mut sub, &mut notices).await.replay_id(),
+            Some(4)
+        );
         emu.publish(channel, json!({"n": 5}));
-        assert_eq!(next_event(&mut sub, &mut notices).await.replay_id(), Some(5));
+        assert_eq!(
+            next_event(&mut sub, &mut notices).await.replay_id(),
+            Some(5)
+        );
         let stats = emu.stats();
-        assert!(stats.subscribes >= 2 && stats.unsubscribes >= 1, "{stats:?}");
+        assert!(
+            stats.subscribes >= 2 && stats.unsubscribes >= 1,
+            "{stats:?}"
+        );
         assert_eq!(stats.sessions, 1, "recovered without a new session");
         client.close().await.unwrap();
     })

@@ -240,7 +240,10 @@ impl Task {
                 }
                 _ => {}
             }
-            for t in [self.outage_deadline(), self.stall_deadline()].into_iter().flatten() {
+            for t in [self.outage_deadline(), self.stall_deadline()]
+                .into_iter()
+                .flatten()
+            {
                 deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
             }
 
