@@ -56,8 +56,8 @@ pub struct ChangeEventHeader {
     /// The API name of the object, e.g. `Account` (`entityName`).
     pub entity_name: String,
     /// The ids of the changed records: one, or several when one transaction made the same
-    /// change to many (`recordIds`). An overflow event names the key prefix with a wildcard
-    /// (`001*`).
+    /// change to many (`recordIds`). An overflow event names no particular record (a
+    /// placeholder id such as `000000000000000AAA`).
     #[serde(default)]
     pub record_ids: Vec<String>,
     /// The operation (`changeType`).

@@ -10,7 +10,7 @@
 //!
 //! `T` is your own `serde::Deserialize` type, or (the default) a JSON map. Read one event with
 //! [`Event::decode`](crate::Event::decode), or a whole subscription with
-//! `Subscription::typed`. A payload that does not match `T` is an
+//! [`Subscription::typed`](crate::Subscription::typed) (a [`TypedStream`]). A payload that does not match `T` is an
 //! [`ErrorKind::Decode`](crate::ErrorKind::Decode)
 //! error naming the channel, the replay id and the path of the field that did not fit.
 //!
@@ -73,12 +73,14 @@ mod fields;
 mod generic;
 mod platform;
 mod push_topic;
+mod stream;
 
 pub use cdc::{ChangeEvent, ChangeEventHeader, ChangeType};
 pub use fields::{Address, Field, PersonName};
 pub use generic::GenericEvent;
 pub use platform::PlatformEvent;
 pub use push_topic::{PushTopicEvent, PushTopicEventType};
+pub use stream::{TypedEvent, TypedStream};
 
 use crate::Event;
 use crate::error::Result;
