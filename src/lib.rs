@@ -60,6 +60,7 @@ pub mod emulator;
 mod error;
 mod event;
 pub mod events;
+pub mod health;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -73,6 +74,7 @@ pub use client::{Client, ClientBuilder, Events, Subscription};
 pub use connection::ConnectionState;
 pub use error::{DecodeFailure, Error, ErrorKind, OAuthError, ReplayGap, Result};
 pub use event::Event;
+pub use health::Health;
 /// URLs (instance, login, My Domain) are [`url::Url`]s, re-exported so you need not depend on
 /// `url` yourself.
 pub use url::Url;

@@ -7,8 +7,8 @@ use common::within;
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
-use sfstream::emulator::Emulator;
-use sfstream::{Client, ClientBuilder, ErrorKind, Event, Subscription};
+use sfstream::emulator::{Emulator, Fault, Target};
+use sfstream::{Client, ClientBuilder, ConnectionState, ErrorKind, Event, Health, Subscription};
 use std::time::Duration;
 
 fn builder(emu: &Emulator) -> ClientBuilder {
@@ -106,6 +106,147 @@ async fn a_quiet_subscription_is_left_alone_without_a_stall_timeout() {
         let event = sub.next().await.unwrap().unwrap();
         assert_eq!(event.replay_id(), Some(1));
         client.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Waits (no sleeping: health is pushed) until the client's health satisfies `pred`.
+async fn wait_health(client: &Client, pred: impl Fn(&Health) -> bool) -> Health {
+    let mut rx = client.health_updates();
+    let seen = rx.wait_for(|h| pred(h)).await.expect("health updates go on");
+    seen.clone()
+}
+
+#[tokio::test]
+async fn health_reports_the_session_and_its_subscriptions() {
+    within("health", async {
+        let emu = quick_emulator().await;
+        let client = builder(&emu).build().unwrap();
+        let before = client.health();
+        assert!(!before.healthy && !before.connected, "{before:?}");
+        client.open().await.unwrap();
+        let h = client.health();
+        assert!(h.healthy && h.connected, "healthy once open() returns: {h:?}");
+        let mut sub = client.subscribe("/event/A__e").await.unwrap();
+        let h = client.health();
+        assert!(h.healthy && h.connected && h.since.is_some(), "{h:?}");
+        assert_eq!(h.subscriptions.len(), 1);
+        assert_eq!(h.subscriptions[0].channel, "/event/A__e");
+        assert!(h.subscriptions[0].subscribed);
+        assert_eq!(h.subscriptions[0].replay_id, None);
+        emu.publish("/event/A__e", json!({}));
+        let h = wait_health(&client, |h| h.subscriptions[0].replay_id == Some(1)).await;
+        assert!(h.subscriptions[0].last_event.is_some());
+        assert!(h.last_round_trip.is_some());
+        // The event waits for its consumer: pending counts it (read live by health()).
+        assert_eq!(client.health().pending, 1);
+        sub.next().await.unwrap().unwrap();
+        assert_eq!(client.health().pending, 0);
+        client.close().await.unwrap();
+        let h = client.health();
+        assert!(!h.healthy && !h.connected && h.subscriptions.is_empty(), "{h:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_survives_a_failed_connect_and_turns_unhealthy_after_the_threshold() {
+    within("health threshold", async {
+        let emu = quick_emulator().await;
+        let client = builder(&emu)
+            .backoff(Duration::from_millis(50), Duration::from_millis(50))
+            .unhealthy_after(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap();
+        let _sub = client.subscribe("/event/A__e").await.unwrap();
+        // One failed connect: the state says Reconnecting, health stays healthy.
+        let mut states = client.state_updates();
+        emu.inject(Fault::on(Target::Connect).status(503, "busy"));
+        loop {
+            if let Some(ConnectionState::Reconnecting { failures, .. }) = states.next().await {
+                assert_eq!(failures, 1);
+                break;
+            }
+        }
+        let h = client.health();
+        assert!(h.healthy, "one failure is not unhealthy: {h:?}");
+        wait_health(&client, |h| h.connected && h.failures == 0).await;
+        // A long outage (faults for 40 connects, 50 ms apart) crosses the 300 ms threshold.
+        for _ in 0..40 {
+            emu.inject(Fault::on(Target::Connect).status(503, "busy"));
+        }
+        let h = wait_health(&client, |h| !h.healthy).await;
+        assert!(!h.connected && h.failures >= 2, "{h:?}");
+        // And recovers once the server answers again.
+        let h = wait_health(&client, |h| h.healthy && h.connected).await;
+        assert_eq!(h.failures, 0);
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+fn example_binary(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/ops-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --all-features` builds the examples before running tests",
+        bin.display()
+    );
+    bin
+}
+
+/// One plain HTTP/1.1 GET over loopback: (status, body).
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_health_example_serves_kubernetes_probes() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    within("health example", async {
+        let mut child = tokio::process::Command::new(example_binary("health"))
+            .args(["--requests", "4"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().expect("a first line");
+        let addr = first
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        assert_eq!(http_get(&addr, "/livez").await, (200, "ok\n".to_owned()));
+        assert_eq!(http_get(&addr, "/readyz").await, (200, "ok\n".to_owned()));
+        let (status, body) = http_get(&addr, "/health").await;
+        assert_eq!(status, 200);
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["healthy"], true);
+        assert_eq!(health["subscriptions"][0]["channel"], "/event/Order_Placed__e");
+        assert_eq!(http_get(&addr, "/nope").await.0, 404);
+        let status = child.wait().await.unwrap();
+        assert!(status.success(), "{status}");
     })
     .await;
 }

@@ -80,6 +80,7 @@ impl ClientBuilder {
                 backoff_max: Duration::from_secs(30),
                 advice_timeout: Duration::from_secs(110),
                 stall_timeout: None,
+                unhealthy_after: None,
             },
             tls: None,
             max_response_bytes: None,
@@ -199,6 +200,19 @@ impl ClientBuilder {
     /// ```
     pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.settings.stall_timeout = timeout;
+        self
+    }
+
+    /// How long the connection may fail before [`Client::health`] reports unhealthy (default:
+    /// the [`connection_timeout`](Self::connection_timeout), or 10 s when that is `None`). A
+    /// single failed connect never does: probes wired to health must not restart a pod on
+    /// every blip.
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.unhealthy_after(std::time::Duration::from_secs(60)); }
+    /// ```
+    pub fn unhealthy_after(mut self, threshold: Duration) -> Self {
+        self.settings.unhealthy_after = Some(threshold);
         self
     }
 

@@ -316,6 +316,36 @@ impl Client {
         self.inner.status.updates()
     }
 
+    /// Health for probes (see [`crate::health`]): cheap, it reads a shared value and the
+    /// pending count, and never waits for the connection task.
+    ///
+    /// ```no_run
+    /// # fn f(client: sfstream::Client) {
+    /// let ready = client.health().connected;
+    /// # }
+    /// ```
+    pub fn health(&self) -> crate::Health {
+        let mut health = self.inner.status.health();
+        health.pending = self.pending_count();
+        health
+    }
+
+    /// Health as a [`watch::Receiver`](tokio::sync::watch::Receiver): it changes with the
+    /// connection state, each successful round trip, subscriptions and the health threshold.
+    /// `pending` in it is as of the last change. Lives across `close` and `open`.
+    ///
+    /// ```no_run
+    /// # async fn f(client: sfstream::Client) {
+    /// let mut health = client.health_updates();
+    /// while health.changed().await.is_ok() {
+    ///     println!("healthy: {}", health.borrow().healthy);
+    /// }
+    /// # }
+    /// ```
+    pub fn health_updates(&self) -> tokio::sync::watch::Receiver<crate::Health> {
+        self.inner.status.health_updates()
+    }
+
     /// The replay storage the client reads and writes markers in, if one was configured
     /// (aiosfstream's `replay_storage` property).
     pub fn replay_storage(&self) -> Option<Arc<dyn crate::replay::ReplayStorage>> {

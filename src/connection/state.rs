@@ -1,4 +1,5 @@
 use crate::error::Error;
+use crate::health::Health;
 use futures::{Stream, StreamExt};
 use tokio::sync::{broadcast, watch};
 
@@ -56,6 +57,8 @@ pub(crate) struct Status {
     state: watch::Sender<ConnectionState>,
     /// Every change, for `state_updates()` (a watch alone would skip intermediate states).
     changes: broadcast::Sender<ConnectionState>,
+    /// Kept by the connection task; see [`crate::health`].
+    health: watch::Sender<Health>,
 }
 
 impl Status {
@@ -63,6 +66,7 @@ impl Status {
         Status {
             state: watch::Sender::new(ConnectionState::Closed),
             changes: broadcast::Sender::new(256),
+            health: watch::Sender::new(Health::default()),
         }
     }
 
@@ -70,9 +74,11 @@ impl Status {
         self.state.borrow().clone()
     }
 
-    pub(crate) fn set(&self, state: ConnectionState) {
+    /// Returns whether the state changed.
+    pub(crate) fn set(&self, state: ConnectionState) -> bool {
         let changes = &self.changes;
-        self.state.send_if_modified(|current| {
+        let closed = state == ConnectionState::Closed;
+        let changed = self.state.send_if_modified(|current| {
             if *current == state {
                 return false;
             }
@@ -80,6 +86,34 @@ impl Status {
             *current = state;
             true
         });
+        if closed && changed {
+            // Whoever closed it (the task, or the guard of a task that died), health follows.
+            self.health.send_modify(|h| {
+                let since = h.since.filter(|_| !h.connected);
+                *h = Health {
+                    since: since.or(Some(std::time::SystemTime::now())),
+                    last_round_trip: h.last_round_trip,
+                    ..Health::default()
+                };
+            });
+        }
+        changed
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        self.health.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
+    }
+
+    pub(crate) fn health_updates(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
     }
 
     /// The current state, then every change (a slow reader skips what it missed); ends when the

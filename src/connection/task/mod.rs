@@ -1,3 +1,4 @@
+mod health;
 mod incoming;
 mod stall;
 mod subscriptions;
@@ -36,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) advice_timeout: Duration,
     /// Resubscribe a subscription that delivered nothing for this long while connected.
     pub(crate) stall_timeout: Option<Duration>,
+    /// Health turns unhealthy after failing this long (`None`: the connection timeout).
+    pub(crate) unhealthy_after: Option<Duration>,
 }
 
 impl Settings {
@@ -53,6 +56,7 @@ impl Settings {
         }
         self.connection_timeout = self.connection_timeout.map(|d| d.min(FAR_FUTURE));
         self.stall_timeout = self.stall_timeout.map(|d| d.min(FAR_FUTURE));
+        self.unhealthy_after = self.unhealthy_after.map(|d| d.min(FAR_FUTURE));
         self
     }
 }
@@ -93,6 +97,7 @@ pub(crate) fn spawn(
         server_disconnected: false,
         replay_supported: false,
         unsubscribing: HashSet::new(),
+        clock: health::Clock::new(),
     };
     tokio::spawn(task.run());
     (tx, open_rx)
@@ -140,6 +145,8 @@ struct Sub {
     waiter: Option<oneshot::Sender<Result<()>>>,
     /// Since when it delivered nothing (confirmed, or its last event): stall detection.
     quiet_since: Instant,
+    /// When it last delivered an event (health).
+    last_event: Option<std::time::SystemTime>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -202,6 +209,7 @@ struct Task {
     replay_supported: bool,
     /// Channels with an unsubscribe in flight.
     unsubscribing: HashSet<String>,
+    clock: health::Clock,
 }
 
 async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
@@ -240,7 +248,11 @@ impl Task {
                 }
                 _ => {}
             }
-            for t in [self.outage_deadline(), self.stall_deadline()]
+            for t in [
+                self.outage_deadline(),
+                self.stall_deadline(),
+                self.health_deadline(),
+            ]
                 .into_iter()
                 .flatten()
             {
@@ -280,14 +292,17 @@ impl Task {
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.check_outage();
                     self.check_stalls();
+                    self.check_health();
                 }
                 () = self.shared.inbox.room(), if wait_for_room => {}
             }
         }
     }
 
-    fn set_state(&self, state: ConnectionState) {
-        self.shared.status.set(state);
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.shared.status.set(state) {
+            self.publish_health();
+        }
     }
 
     fn id(&mut self) -> String {
@@ -459,8 +474,12 @@ impl Task {
                 self.apply_advice(r.advice.as_ref());
                 self.backoff.reset();
                 self.outage = None;
+                self.clock.round_trip();
+                // Health says healthy before open() returns.
+                let open = self.open_reply.take();
                 self.set_state(ConnectionState::Connected);
-                if let Some(open) = self.open_reply.take() {
+                self.publish_health();
+                if let Some(open) = open {
                     tracing::info!("connected");
                     let _ = open.send(Ok(()));
                 }

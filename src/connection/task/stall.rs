@@ -1,6 +1,6 @@
 //! Stall detection: a subscription that delivers nothing while the session is healthy (the
 //! event-bus backlog of Salesforce knowledge article 005321562) is subscribed again from the
-//! last replay id it delivered.
+//! last replay id it delivered. Deliveries are noted here for health too.
 
 use super::*;
 
@@ -17,10 +17,8 @@ impl Task {
 
     /// Events reached these subscriptions (one entry per event and target).
     pub(super) fn note_activity(&mut self, targets_of: &[(SubId, usize)]) {
-        if self.settings.stall_timeout.is_none() {
-            return;
-        }
         let now = Instant::now();
+        let wall = std::time::SystemTime::now();
         let mut last = None;
         for (sub, _) in targets_of {
             if last == Some(*sub) {
@@ -29,6 +27,7 @@ impl Task {
             last = Some(*sub);
             if let Some(s) = self.subs.get_mut(sub) {
                 s.quiet_since = now;
+                s.last_event = Some(wall);
             }
         }
     }

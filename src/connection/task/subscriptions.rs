@@ -30,6 +30,7 @@ impl Task {
                         state: SubState::Wanted,
                         waiter: Some(reply),
                         quiet_since: Instant::now(),
+                        last_event: None,
                     },
                 );
                 self.send_subscribe(sub);
@@ -150,6 +151,7 @@ impl Task {
                     self.announce_gap(&[sub], gap);
                 }
                 self.shared.set_subscribed(&channel, true);
+                self.publish_health();
                 return;
             }
             Ok(m) => Error::from_reply(&format!("subscribe to {}", s.channel), &m),
@@ -193,6 +195,7 @@ impl Task {
         // Events it delivered but nobody took were not processed: a new subscription of the
         // channel starts from the stored marker, not after them.
         self.shared.replay.forget(&s.channel);
+        self.publish_health();
         Some(s)
     }
 
