@@ -79,7 +79,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn probe(client: Client, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn probe(
+    client: Client,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let health = client.health();
     let (status, body) = match req.uri().path() {
         "/livez" => (ok_if(health.healthy), "ok\n".to_owned()),
@@ -141,9 +144,7 @@ fn args() -> Result<(u16, Option<usize>), String> {
         let value = it.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--port" => port = value.parse().map_err(|e| format!("--port: {e}"))?,
-            "--requests" => {
-                requests = Some(value.parse().map_err(|e| format!("--requests: {e}"))?)
-            }
+            "--requests" => requests = Some(value.parse().map_err(|e| format!("--requests: {e}"))?),
             _ => return Err(format!("unknown argument {a}")),
         }
     }

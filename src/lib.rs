@@ -60,10 +60,10 @@ pub mod emulator;
 mod error;
 mod event;
 pub mod events;
-pub mod health;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod middleware;
 pub mod publish;
 pub mod replay;

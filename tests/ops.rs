@@ -113,7 +113,10 @@ async fn a_quiet_subscription_is_left_alone_without_a_stall_timeout() {
 /// Waits (no sleeping: health is pushed) until the client's health satisfies `pred`.
 async fn wait_health(client: &Client, pred: impl Fn(&Health) -> bool) -> Health {
     let mut rx = client.health_updates();
-    let seen = rx.wait_for(|h| pred(h)).await.expect("health updates go on");
+    let seen = rx
+        .wait_for(|h| pred(h))
+        .await
+        .expect("health updates go on");
     seen.clone()
 }
 
@@ -126,7 +129,10 @@ async fn health_reports_the_session_and_its_subscriptions() {
         assert!(!before.healthy && !before.connected, "{before:?}");
         client.open().await.unwrap();
         let h = client.health();
-        assert!(h.healthy && h.connected, "healthy once open() returns: {h:?}");
+        assert!(
+            h.healthy && h.connected,
+            "healthy once open() returns: {h:?}"
+        );
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
         let h = client.health();
         assert!(h.healthy && h.connected && h.since.is_some(), "{h:?}");
@@ -144,7 +150,10 @@ async fn health_reports_the_session_and_its_subscriptions() {
         assert_eq!(client.health().pending, 0);
         client.close().await.unwrap();
         let h = client.health();
-        assert!(!h.healthy && !h.connected && h.subscriptions.is_empty(), "{h:?}");
+        assert!(
+            !h.healthy && !h.connected && h.subscriptions.is_empty(),
+            "{h:?}"
+        );
     })
     .await;
 }
@@ -243,7 +252,10 @@ async fn the_health_example_serves_kubernetes_probes() {
         assert_eq!(status, 200);
         let health: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(health["healthy"], true);
-        assert_eq!(health["subscriptions"][0]["channel"], "/event/Order_Placed__e");
+        assert_eq!(
+            health["subscriptions"][0]["channel"],
+            "/event/Order_Placed__e"
+        );
         assert_eq!(http_get(&addr, "/nope").await.0, 404);
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{status}");

@@ -253,8 +253,8 @@ impl Task {
                 self.stall_deadline(),
                 self.health_deadline(),
             ]
-                .into_iter()
-                .flatten()
+            .into_iter()
+            .flatten()
             {
                 deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
             }
