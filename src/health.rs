@@ -23,8 +23,9 @@
 
 use std::time::{Duration, SystemTime};
 
-/// The client's health at one moment. Times are wall-clock times.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The client's health at one moment. Times are wall-clock times. The default is a client
+/// never opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Health {
     /// Connected, or failing for less than the `unhealthy_after` threshold. `false` when closed
@@ -77,21 +78,6 @@ pub struct SubscriptionHealth {
     pub last_event: Option<SystemTime>,
     /// The replay id of the last event delivered on its channel.
     pub replay_id: Option<i64>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            healthy: false,
-            connected: false,
-            since: None,
-            last_round_trip: None,
-            failures: 0,
-            pending: 0,
-            paused: None,
-            subscriptions: Vec::new(),
-        }
-    }
 }
 
 /// The default `unhealthy_after` when `connection_timeout` is `None`.
