@@ -733,3 +733,41 @@ async fn close_reports_markers_that_could_not_be_stored() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_late_ack_from_an_earlier_subscription_never_commits_a_newer_event() {
+    within("late ack", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 10);
+        let storage = MappingStorage::new();
+        let client = stored(&emu, storage.clone())
+            .commit_policy(CommitPolicy::Manual)
+            .connect()
+            .await
+            .unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        let mut old = Vec::new();
+        for _ in 0..4 {
+            old.push(s.next().await.unwrap().unwrap());
+        }
+        for e in &old[..3] {
+            e.ack();
+        }
+        wait_for_marker(&storage, 3).await;
+        // Event 4 (the old subscription's fourth delivery) is still in the hands of a worker.
+        drop(s);
+        emu.wait_until(|st| st.unsubscribes == 1).await;
+        // The new subscription starts after the stored marker: 4, 5, 6 are processed, 7 is not.
+        let mut s = client.subscribe(CH).await.unwrap();
+        assert_eq!(take_acked(&mut s, 3).await, vec![4, 5, 6]);
+        let seven = s.next().await.unwrap().unwrap();
+        assert_eq!(seven.replay_id(), Some(7));
+        wait_for_marker(&storage, 6).await;
+        // The old worker finishes late: its ack must not count for the new fourth delivery (7).
+        old[3].ack();
+        client.close().await.unwrap();
+        let stored = storage.map().lock().unwrap()[CH].replay_id;
+        assert_eq!(stored, 6, "event 7 was never processed");
+    })
+    .await;
+}

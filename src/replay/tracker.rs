@@ -3,7 +3,7 @@
 
 use super::{CommitPolicy, ReplayMarker, ReplayOption, ReplayStorage};
 use crate::bayeux::Data;
-use crate::connection::base_channel;
+use crate::connection::{SubId, base_channel};
 use crate::error::ReplayGap;
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::{HashMap, VecDeque};
@@ -44,35 +44,146 @@ struct Inner {
     sink: Option<ErrorSink>,
     /// Fallbacks not yet announced on their stream.
     gaps: HashMap<String, ReplayGap>,
-    /// Events handed to the streams and not yet processed, per channel, in delivery order.
+    /// Deliveries handed to the streams and not yet processed, per channel, in delivery order.
     outstanding: HashMap<String, Outstanding>,
+    /// Source of [`Outstanding::generation`]: never reused, so a ticket of a list that was
+    /// dropped can never match its successor's.
+    generations: u64,
 }
 
-/// The events of one channel between delivery and processing. Tickets are consecutive from
-/// the front, so finding one is an index computation.
-#[derive(Default)]
+/// The deliveries of one channel between delivery and processing, since the channel's
+/// tracking last started (a generation).
+///
+/// Each delivery of an event to a subscription has its own ticket, numbered consecutively
+/// (the deliveries of one event are adjacent). A pending entry is one delivery; a processed
+/// entry stands for a run of consecutive processed deliveries and keeps only the newest event
+/// completed in it. A processed front is committed and removed at once, so the list holds at
+/// most `2 * p` entries for `p` pending deliveries, whatever the order of acknowledgements.
 struct Outstanding {
+    generation: u64,
     next: u64,
-    entries: VecDeque<(Data, bool)>,
+    entries: VecDeque<Entry>,
+    /// Subscriptions that took deliveries of this generation and are still live.
+    subs: Vec<SubId>,
+}
+
+struct Entry {
+    first: u64,
+    last: u64,
+    /// The subscription of a pending delivery.
+    sub: SubId,
+    /// The newest event of the entry that may be committed once the entry is at the front:
+    /// `None` for a delivery followed by another delivery of the same event (fan-out), since
+    /// only the last one of those completes the event.
+    commit: Option<Data>,
+    done: bool,
 }
 
 impl Outstanding {
-    fn front_ticket(&self) -> u64 {
-        self.next - self.entries.len() as u64
+    fn new(generation: u64) -> Self {
+        Outstanding {
+            generation,
+            next: 0,
+            entries: VecDeque::new(),
+            subs: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sub: SubId, data: Data) -> u64 {
+        let number = self.next;
+        self.next += 1;
+        self.entries.push_back(Entry {
+            first: number,
+            last: number,
+            sub,
+            commit: Some(data),
+            done: false,
+        });
+        if !self.subs.contains(&sub) {
+            self.subs.push(sub);
+        }
+        number
+    }
+
+    /// Mark delivery `number` processed. Returns the newest delivery before which everything is
+    /// now processed, if that moved.
+    fn done(&mut self, number: u64) -> Option<Data> {
+        let index = self.entries.partition_point(|e| e.first <= number);
+        let index = index.checked_sub(1)?;
+        let entry = &mut self.entries[index];
+        if entry.done || entry.last < number {
+            return None; // processed already, or committed and gone
+        }
+        entry.done = true;
+        self.merge(index);
+        self.pop_front()
+    }
+
+    /// Join the processed entry at `index` with processed neighbours into one run; returns
+    /// where the run is.
+    fn merge(&mut self, mut index: usize) -> usize {
+        if self.entries.get(index + 1).is_some_and(|e| e.done)
+            && let Some(next) = self.entries.remove(index + 1)
+        {
+            let entry = &mut self.entries[index];
+            entry.last = next.last;
+            if next.commit.is_some() {
+                entry.commit = next.commit;
+            }
+        }
+        if index > 0
+            && self.entries[index - 1].done
+            && let Some(entry) = self.entries.remove(index)
+        {
+            index -= 1;
+            let prev = &mut self.entries[index];
+            prev.last = entry.last;
+            if entry.commit.is_some() {
+                prev.commit = entry.commit;
+            }
+        }
+        index
+    }
+
+    fn pop_front(&mut self) -> Option<Data> {
+        let mut newest = None;
+        while self.entries.front().is_some_and(|e| e.done) {
+            if let Some(data) = self.entries.pop_front().and_then(|e| e.commit) {
+                newest = Some(data);
+            }
+        }
+        newest
+    }
+
+    /// `sub` is gone while others of this channel go on: what it was handed counts as
+    /// processed, so that it does not hold the others' marker back for the rest of the session.
+    fn withdraw(&mut self, sub: SubId) -> Option<Data> {
+        self.subs.retain(|s| *s != sub);
+        let mut index = 0;
+        while index < self.entries.len() {
+            let entry = &mut self.entries[index];
+            if !entry.done && entry.sub == sub {
+                entry.done = true;
+                index = self.merge(index);
+            }
+            index += 1;
+        }
+        self.pop_front()
     }
 }
 
-/// Which outstanding event an [`Event`](crate::Event) is, so that it can be marked processed.
+/// Which delivery an [`Event`](crate::Event) is, so that it can be marked processed.
 #[derive(Clone)]
 pub(crate) struct Ticket {
     state: Arc<ReplayState>,
+    generation: u64,
     number: u64,
 }
 
 impl Ticket {
     /// The event is processed.
     pub(crate) fn done(&self, channel: &str) {
-        self.state.done(channel, self.number);
+        self.state.done(channel, self.generation, self.number);
     }
 }
 
@@ -112,51 +223,63 @@ impl ReplayState {
         self.storage.is_some() && self.policy != CommitPolicy::OnReceive
     }
 
-    /// Tickets for events about to be delivered, in order (`channel` runs share one lookup).
+    /// Tickets for deliveries about to be made, in order: one per event and subscription, so
+    /// that an event fanned out to two subscriptions is processed only when both are done.
+    /// `deliveries` are (event index, subscription, channel, data), the deliveries of one
+    /// event adjacent.
     pub(crate) fn issue<'a>(
         self: &Arc<Self>,
-        events: impl Iterator<Item = (&'a str, &'a Data)>,
+        deliveries: impl Iterator<Item = (usize, SubId, &'a str, &'a Data)>,
     ) -> Vec<Ticket> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let mut tickets = Vec::new();
         let mut current: Option<(&str, &mut Outstanding)> = None;
-        for (channel, data) in events {
+        let mut previous = None;
+        for (event, sub, channel, data) in deliveries {
             let channel = base_channel(channel);
             let out = match current.take() {
                 Some((c, out)) if c == channel => out,
-                _ => inner.outstanding.entry(channel.to_owned()).or_default(),
+                _ => {
+                    previous = None;
+                    inner
+                        .outstanding
+                        .entry(channel.to_owned())
+                        .or_insert_with(|| {
+                            inner.generations += 1;
+                            Outstanding::new(inner.generations)
+                        })
+                }
             };
+            if previous == Some(event)
+                && let Some(entry) = out.entries.back_mut()
+            {
+                entry.commit = None;
+            }
+            previous = Some(event);
             tickets.push(Ticket {
                 state: self.clone(),
-                number: out.next,
+                generation: out.generation,
+                number: out.push(sub, data.clone()),
             });
-            out.next += 1;
-            out.entries.push_back((data.clone(), false));
             current = Some((channel, out));
         }
         tickets
     }
 
-    /// Event `number` of `channel` is processed: store the marker of the newest event before
-    /// which everything is processed (at-least-once, whatever the order of processing).
-    fn done(self: &Arc<Self>, channel: &str, number: u64) {
+    /// Delivery `number` of generation `generation` of `channel` is processed: store the marker
+    /// of the newest event before which every delivery is processed (at-least-once, whatever
+    /// the order of processing). A ticket of an earlier generation never counts.
+    fn done(self: &Arc<Self>, channel: &str, generation: u64, number: u64) {
         let channel = base_channel(channel);
         let mut inner = self.lock();
         let Some(out) = inner.outstanding.get_mut(channel) else {
             return; // the subscription is gone; its successor starts from the storage
         };
-        let Some(index) = number.checked_sub(out.front_ticket()) else {
-            return; // already stored
-        };
-        let Some(entry) = out.entries.get_mut(index as usize) else {
-            return;
-        };
-        entry.1 = true;
-        let mut newest = None;
-        while out.entries.front().is_some_and(|(_, done)| *done) {
-            newest = out.entries.pop_front().map(|(data, _)| data);
+        if out.generation != generation {
+            return; // a late ack from an earlier subscription
         }
-        if let Some(data) = newest {
+        if let Some(data) = out.done(number) {
             self.store_locked(&mut inner, channel, data);
         }
     }
@@ -177,15 +300,34 @@ impl ReplayState {
         inner.overrides.insert(channel.to_owned(), replay_id);
     }
 
-    /// A subscription of `channel` is gone: what it delivered but nobody took was not
-    /// processed, so a new subscription must not continue after it.
-    pub(crate) fn forget(&self, channel: &str) {
+    /// Subscription `sub` of `channel` is gone. Where it was the channel's only consumer, what
+    /// it was handed but did not process is forgotten (neither processed nor stored): a new
+    /// subscription of the channel starts from the stored marker, so it gets those events
+    /// again. Where others go on, its deliveries count as processed instead, so that they do not
+    /// hold the others' marker back.
+    pub(crate) fn forget(self: &Arc<Self>, sub: SubId, channel: &str) {
         let channel = base_channel(channel);
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
         inner.gaps.remove(channel);
-        inner.outstanding.remove(channel);
+        // A wildcard subscription has deliveries on channels other than its own name.
+        let mut commits = Vec::new();
+        inner.outstanding.retain(|c, out| {
+            if !out.subs.contains(&sub) {
+                return true;
+            }
+            if out.subs.len() == 1 {
+                return false;
+            }
+            if let Some(data) = out.withdraw(sub) {
+                commits.push((c.clone(), data));
+            }
+            true
+        });
+        for (c, data) in commits {
+            self.store_locked(&mut inner, &c, data);
+        }
     }
 
     /// The client closed: nothing of this session says where the next one starts.
@@ -516,7 +658,7 @@ mod tests {
         let data: Vec<Data> = (1..=5)
             .map(|i| ev(i, &format!("2026-11-28T07:00:0{i}Z")))
             .collect();
-        let tickets = s.issue(data.iter().map(|d| ("/a", d)));
+        let tickets = s.issue(data.iter().enumerate().map(|(i, d)| (i, 1, "/a", d)));
         let stored = || map.lock().unwrap().get("/a").map(|m| m.replay_id);
         // 2, 4 and 5 finish first: 1 is still in progress, so nothing may be stored.
         for i in [1, 3, 4] {
@@ -532,9 +674,37 @@ mod tests {
         assert_eq!(stored(), Some(5));
         // Acknowledging again, or a forgotten channel, changes nothing.
         tickets[0].done("/a");
-        s.forget("/a");
+        s.forget(1, "/a");
         tickets[4].done("/a");
         s.flush().await.unwrap();
         assert_eq!(stored(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn an_event_fanned_out_to_two_subscriptions_is_stored_only_when_both_processed_it() {
+        let storage = MappingStorage::new();
+        let map = storage.map().clone();
+        let s = state(storage, ReplayOption::AllEvents, CommitPolicy::Manual);
+        let data: Vec<Data> = (1..=2)
+            .map(|i| ev(i, &format!("2026-11-28T07:00:0{i}Z")))
+            .collect();
+        // Each event of a base channel routed to two PushTopic filters (subscriptions 1 and 2).
+        let deliveries = [(0, 1), (0, 2), (1, 1), (1, 2)];
+        let tickets = s.issue(
+            deliveries
+                .iter()
+                .map(|(i, sub)| (*i, *sub, "/topic/T", &data[*i])),
+        );
+        let stored = || map.lock().unwrap().get("/topic/T").map(|m| m.replay_id);
+        tickets[0].done("/topic/T");
+        tickets[2].done("/topic/T");
+        s.flush().await.unwrap();
+        assert_eq!(stored(), None, "subscription 2 has not processed event 1");
+        tickets[1].done("/topic/T");
+        s.flush().await.unwrap();
+        assert_eq!(stored(), Some(1));
+        tickets[3].done("/topic/T");
+        s.flush().await.unwrap();
+        assert_eq!(stored(), Some(2));
     }
 }

@@ -99,15 +99,21 @@ impl Task {
     }
 
     /// Hand events to their subscriptions' queues, with tickets when processing is tracked.
-    fn deliver(&mut self, mut events: Vec<Event>, targets_of: &[(SubId, usize)]) {
+    fn deliver(&mut self, events: Vec<Event>, targets_of: &[(SubId, usize)]) {
         let replay = &self.shared.replay;
         replay.delivered(events.iter().map(|e| (e.channel(), e.data())));
-        if replay.tracks() {
-            let tickets = replay.issue(events.iter().map(|e| (e.channel(), e.data())));
-            for (event, ticket) in events.iter_mut().zip(tickets) {
-                event.set_ticket(ticket);
-            }
-        }
+        // One ticket per delivery: an event fanned out to two subscriptions is processed only
+        // when both are done with it.
+        let mut tickets = if replay.tracks() {
+            replay
+                .issue(targets_of.iter().map(|(sub, index)| {
+                    let e = &events[*index];
+                    (*index, *sub, e.channel(), e.data())
+                }))
+                .into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
         let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
         let mut deliveries = Vec::with_capacity(targets_of.len());
         for (i, (sub, index)) in targets_of.iter().enumerate() {
@@ -117,7 +123,10 @@ impl Task {
             } else {
                 events[*index].clone()
             };
-            if let Some(event) = event {
+            if let Some(mut event) = event {
+                if let Some(ticket) = tickets.next() {
+                    event.set_ticket(ticket);
+                }
                 deliveries.push((*sub, event));
             }
         }

@@ -194,7 +194,7 @@ impl Task {
         self.shared.set_subscribed(&s.channel, false);
         // Events it delivered but nobody took were not processed: a new subscription of the
         // channel starts from the stored marker, not after them.
-        self.shared.replay.forget(&s.channel);
+        self.shared.replay.forget(sub, &s.channel);
         self.publish_health();
         Some(s)
     }
