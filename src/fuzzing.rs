@@ -55,6 +55,31 @@ fn event(event: Event) {
     if let Some(marker) = event.replay_marker() {
         marker_consistency(&marker);
     }
+    // The typed views, whatever the channel says.
+    if let Ok(change) = event.decode::<crate::events::ChangeEvent>() {
+        let header = &change.header;
+        let _ = (header.has_bitmap_fields(), header.changed("Name.FirstName"));
+        let _ = (header.nulled("BillingAddress"), header.diffed("Description"));
+        let _ = (header.change_type.is_gap(), header.change_type.is_overflow());
+    }
+    let _ = event.decode::<crate::events::PushTopicEvent>();
+    let _ = event.decode::<crate::events::PlatformEvent>();
+    let _ = event.decode::<crate::events::GenericEvent>();
+    if let Err(e) = event.decode::<crate::events::ChangeEvent<AccountChange>>() {
+        let _ = (e.to_string(), format!("{e:?}"));
+    }
+}
+
+/// A record type with the compound and nullable fields the typed views support.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct AccountChange {
+    #[serde(rename = "Name", default)]
+    name: crate::events::Field<crate::events::PersonName>,
+    #[serde(rename = "BillingAddress", default)]
+    billing: crate::events::Field<crate::events::Address>,
+    #[serde(rename = "Phone", default)]
+    phone: crate::events::Field<String>,
 }
 
 /// A Bayeux error string `code:args:message`.
