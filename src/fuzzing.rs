@@ -59,8 +59,14 @@ fn event(event: Event) {
     if let Ok(change) = event.decode::<crate::events::ChangeEvent>() {
         let header = &change.header;
         let _ = (header.has_bitmap_fields(), header.changed("Name.FirstName"));
-        let _ = (header.nulled("BillingAddress"), header.diffed("Description"));
-        let _ = (header.change_type.is_gap(), header.change_type.is_overflow());
+        let _ = (
+            header.nulled("BillingAddress"),
+            header.diffed("Description"),
+        );
+        let _ = (
+            header.change_type.is_gap(),
+            header.change_type.is_overflow(),
+        );
     }
     let _ = event.decode::<crate::events::PushTopicEvent>();
     let _ = event.decode::<crate::events::PlatformEvent>();
