@@ -67,6 +67,7 @@ pub mod health;
 pub mod middleware;
 pub mod publish;
 pub mod replay;
+mod telemetry;
 pub mod transport;
 mod url_policy;
 

@@ -81,6 +81,7 @@ impl ClientBuilder {
                 advice_timeout: Duration::from_secs(110),
                 stall_timeout: None,
                 unhealthy_after: None,
+                spans: crate::telemetry::SessionSpans::none(),
             },
             tls: None,
             max_response_bytes: None,
@@ -334,8 +335,15 @@ impl ClientBuilder {
             self.replay_fallback,
             self.commit_policy,
         ));
+        let spans = crate::telemetry::SessionSpans::new(&self.api_version);
+        let base: BoxTransport = Arc::new(crate::telemetry::InstanceRecorder::new(
+            base,
+            spans.client().clone(),
+        ));
+        let mut settings = self.settings;
+        settings.spans = spans;
         let auth = AuthLayer::from_boxed(self.authenticator, self.api_version);
-        let rest = RestClient::new(http_client, auth.clone(), self.settings.request_timeout);
+        let rest = RestClient::new(http_client, auth.clone(), settings.request_timeout);
         let mut transport: BoxTransport = Arc::new(auth.layer(base));
         transport = Arc::new(ReplayLayer::new(replay.clone()).layer(transport));
         for layer in self.layers {
@@ -344,7 +352,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(ClientInner {
                 transport,
-                settings: self.settings.saturated(),
+                settings: settings.saturated(),
                 max_pending: self.max_pending,
                 session: Mutex::new(None),
                 replay,

@@ -12,6 +12,8 @@ pub(super) struct Clock {
     since: Option<SystemTime>,
     last_round_trip: Option<SystemTime>,
     paused_since: Option<SystemTime>,
+    /// When backpressure held the connect loop (for the log line and the paused time).
+    paused_at: Option<Instant>,
     /// Unhealthy was published for the current outage.
     reported_unhealthy: bool,
 }
@@ -23,6 +25,7 @@ impl Clock {
             since: None,
             last_round_trip: None,
             paused_since: None,
+            paused_at: None,
             reported_unhealthy: false,
         }
     }
@@ -33,6 +36,27 @@ impl Clock {
 }
 
 impl Task {
+    /// Backpressure holds the next connect (logged once per pause).
+    pub(super) fn note_pause(&mut self, pending: usize) {
+        if self.clock.paused_at.is_none() {
+            self.clock.paused_at = Some(Instant::now());
+            tracing::info!(
+                pending,
+                "paused by backpressure: the next connect waits for a consumer to take an event"
+            );
+        }
+    }
+
+    /// The connect loop goes on; returns how long it was paused.
+    pub(super) fn note_resume(&mut self) -> Option<Duration> {
+        let paused = self.clock.paused_at.take()?.elapsed();
+        tracing::info!(
+            paused_ms = paused.as_millis() as u64,
+            "resumed after backpressure"
+        );
+        Some(paused)
+    }
+
     fn unhealthy_after(&self) -> Duration {
         self.settings
             .unhealthy_after

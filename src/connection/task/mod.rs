@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) stall_timeout: Option<Duration>,
     /// Health turns unhealthy after failing this long (`None`: the connection timeout).
     pub(crate) unhealthy_after: Option<Duration>,
+    /// The client's spans (see `crate::telemetry`).
+    pub(crate) spans: crate::telemetry::SessionSpans,
 }
 
 impl Settings {
@@ -99,7 +101,8 @@ pub(crate) fn spawn(
         unsubscribing: HashSet::new(),
         clock: health::Clock::new(),
     };
-    tokio::spawn(task.run());
+    let spans = task.settings.spans.clone();
+    tokio::spawn(spans.instrument(task.run()));
     (tx, open_rx)
 }
 
@@ -147,6 +150,8 @@ struct Sub {
     quiet_since: Instant,
     /// When it last delivered an event (health).
     last_event: Option<std::time::SystemTime>,
+    /// Its `subscription` span: its subscribe round trips and what happens to it.
+    span: tracing::Span,
 }
 
 #[derive(PartialEq, Eq)]
@@ -242,8 +247,8 @@ impl Task {
                     } else {
                         wait_for_room = true;
                         let pending = self.shared.inbox.pending();
+                        self.note_pause(pending);
                         self.set_state(ConnectionState::Paused { pending });
-                        tracing::debug!(pending, "backpressure: holding the next connect");
                     }
                 }
                 _ => {}
@@ -314,17 +319,25 @@ impl Task {
     /// a failure (a dead long poll with the TCP connection still ESTABLISHED, restforce #318).
     fn flight(&self, messages: Vec<Message>, timeout: Duration) -> Flight {
         let transport = self.transport.clone();
-        Box::pin(async move {
-            let request = transport.send(Request::new(messages, timeout));
-            tokio::time::timeout(timeout, request)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::TransportTimeout,
-                        format!("no answer within {timeout:?}"),
-                    ))
-                })
-        })
+        let span = crate::telemetry::round_trip_span(&messages);
+        let inner = span.clone();
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let started = Instant::now();
+                let request = transport.send(Request::new(messages, timeout));
+                let result = tokio::time::timeout(timeout, request)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::new(
+                            ErrorKind::TransportTimeout,
+                            format!("no answer within {timeout:?}"),
+                        ))
+                    });
+                crate::telemetry::round_trip_done(&inner, started.elapsed(), &result);
+                result
+            },
+            span,
+        ))
     }
 
     fn send_control(&mut self, message: Message, pending: Pending) {
@@ -391,7 +404,8 @@ impl Task {
             let e = Error::new(ErrorKind::Protocol, "the handshake reply has no clientId");
             return self.handshake_failed(e).await;
         };
-        tracing::info!("handshake successful");
+        self.settings.spans.handshake(&client_id);
+        tracing::info!(parent: &self.settings.spans.current(), "handshake successful");
         self.client_id = Some(client_id);
         self.session_gen += 1;
         self.replay_supported = reply.ext_field("replay") == Some(&serde_json::Value::Bool(true));
@@ -453,7 +467,7 @@ impl Task {
             self.advice_timeout
                 .saturating_add(self.settings.max_network_delay)
         };
-        tracing::debug!(first, "connect");
+        self.note_resume();
         let flight = self.flight(vec![m], timeout);
         self.connect = Some((id, flight));
         self.next = Next::Idle;
@@ -472,6 +486,9 @@ impl Task {
         match reply {
             Some(r) if r.is_successful() => {
                 self.apply_advice(r.advice.as_ref());
+                if self.outage.is_some() {
+                    tracing::info!(failures = self.backoff.failures(), "reconnected");
+                }
                 self.backoff.reset();
                 self.outage = None;
                 self.clock.round_trip();

@@ -74,7 +74,9 @@ impl Task {
             Some(id) => format!("replay id {id}"),
             None => "its start option".to_owned(),
         };
-        tracing::warn!(%channel, ?timeout, replay_id = from, "subscription stalled; resubscribing");
+        s.span.in_scope(|| {
+            tracing::warn!(?timeout, replay_id = from, "subscription stalled; resubscribing")
+        });
         self.shared.inbox.push_error(
             sub,
             Error::new(

@@ -22,6 +22,8 @@ impl Task {
                 if let Some(id) = replay_from {
                     self.shared.replay.start_from(&channel, id);
                 }
+                let span =
+                    crate::telemetry::subscription_span(&self.settings.spans, &channel, replay_from);
                 self.router.add(&channel, sub);
                 self.subs.insert(
                     sub,
@@ -31,6 +33,7 @@ impl Task {
                         waiter: Some(reply),
                         quiet_since: Instant::now(),
                         last_event: None,
+                        span,
                     },
                 );
                 self.send_subscribe(sub);
@@ -98,7 +101,12 @@ impl Task {
         m.id = Some(id);
         m.client_id = Some(client_id);
         m.subscription = Some(s.channel.clone());
-        tracing::debug!(channel = %s.channel, "subscribe");
+        let span = s.span.clone();
+        let _in_subscription = span.enter();
+        if let Some(from) = self.shared.replay.last_delivered_id(&s.channel) {
+            span.record("replay_start", from);
+        }
+        tracing::debug!("subscribe");
         let session = self.session_gen;
         self.send_control(m, Pending::Subscribe { sub, session });
     }
@@ -139,19 +147,22 @@ impl Task {
                 s.state = SubState::Active;
                 s.quiet_since = Instant::now();
                 let channel = s.channel.clone();
-                if let Some(w) = s.waiter.take()
+                let waiter = s.waiter.take();
+                let span = s.span.clone();
+                // Visible in subscriptions() and health() by the time subscribe() returns.
+                self.shared.set_subscribed(&channel, true);
+                self.publish_health();
+                if let Some(w) = waiter
                     && w.send(Ok(())).is_err()
                 {
                     // The subscribe() future was cancelled: nobody holds the stream.
                     self.drop_sub(sub, None);
                     return;
                 }
-                tracing::info!(%channel, "subscribed");
+                span.in_scope(|| tracing::info!(%channel, "subscribed"));
                 if let Some(gap) = self.shared.replay.take_gap(&channel) {
                     self.announce_gap(&[sub], gap);
                 }
-                self.shared.set_subscribed(&channel, true);
-                self.publish_health();
                 return;
             }
             Ok(m) => Error::from_reply(&format!("subscribe to {}", s.channel), &m),
@@ -176,11 +187,14 @@ impl Task {
             None if transient => {
                 // An automatic resubscribe lost on the network: retried after the next
                 // successful connect.
-                tracing::info!(error = %error, "resubscribe failed; will retry");
+                s.span
+                    .in_scope(|| tracing::info!(error = %error, "resubscribe failed; will retry"));
                 s.state = SubState::Wanted;
             }
             None => {
-                tracing::warn!(error = %error, "resubscribe rejected; ending the subscription");
+                s.span.in_scope(|| {
+                    tracing::warn!(error = %error, "resubscribe rejected; ending the subscription")
+                });
                 self.shared.inbox.push_error(sub, error);
                 self.shared.inbox.end(sub);
                 self.forget_sub(sub);
