@@ -86,7 +86,11 @@ impl Future for InCurrentSpan {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let span = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let span = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let _entered = span.enter();
         self.task.as_mut().poll(cx)
     }
@@ -134,7 +138,11 @@ pub(crate) fn round_trip_done(span: &Span, duration: Duration, result: &Result<R
     if let Ok(response) = result
         && tracing::enabled!(tracing::Level::TRACE)
     {
-        let events = response.messages.iter().filter(|m| m.data.is_some()).count();
+        let events = response
+            .messages
+            .iter()
+            .filter(|m| m.data.is_some())
+            .count();
         let bytes: usize = response
             .messages
             .iter()

@@ -359,9 +359,15 @@ async fn info_logs_show_the_session_and_subscriptions_but_nothing_per_event() {
         .filter_map(|l| l.split("client_id=").nth(1))
         .filter_map(|rest| rest.split('}').next())
         .collect();
-    assert_eq!(ids.len(), 2, "one client id per handshake, never appended: {ids:?}\n{log}");
+    assert_eq!(
+        ids.len(),
+        2,
+        "one client id per handshake, never appended: {ids:?}\n{log}"
+    );
     assert!(
-        lines.iter().any(|l| l.contains("session lost; handshaking again")),
+        lines
+            .iter()
+            .any(|l| l.contains("session lost; handshaking again")),
         "the rehandshake shows at info:\n{log}"
     );
     assert!(!log.contains("round_trip"), "round trips are debug:\n{log}");

@@ -75,7 +75,11 @@ impl Task {
             None => "its start option".to_owned(),
         };
         s.span.in_scope(|| {
-            tracing::warn!(?timeout, replay_id = from, "subscription stalled; resubscribing")
+            tracing::warn!(
+                ?timeout,
+                replay_id = from,
+                "subscription stalled; resubscribing"
+            )
         });
         self.shared.inbox.push_error(
             sub,

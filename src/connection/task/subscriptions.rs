@@ -22,8 +22,11 @@ impl Task {
                 if let Some(id) = replay_from {
                     self.shared.replay.start_from(&channel, id);
                 }
-                let span =
-                    crate::telemetry::subscription_span(&self.settings.spans, &channel, replay_from);
+                let span = crate::telemetry::subscription_span(
+                    &self.settings.spans,
+                    &channel,
+                    replay_from,
+                );
                 self.router.add(&channel, sub);
                 self.subs.insert(
                     sub,
