@@ -1183,3 +1183,44 @@ async fn url_passwords_never_show_in_debug_display_errors_or_logs() {
         assert_no_secret(what, text, &["pw-url-SECRET", "//me"]);
     }
 }
+
+#[tokio::test]
+async fn a_redirect_from_the_token_endpoint_is_not_followed() {
+    within("redirect", async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Where the redirect points: it must never see a connection (it would get the form with
+        // the password).
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let answer = tokio::spawn(async move {
+            let (mut socket, _) = server.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 4096];
+            // The whole form has arrived once the password is in it.
+            while !String::from_utf8_lossy(&request).contains("password=") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before sending its form");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let reply = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{target_port}/services/oauth2/token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        });
+        let e = PasswordAuthenticator::new(CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD)
+            .login_url(format!("http://127.0.0.1:{port}").parse::<Url>().unwrap())
+            .authenticate()
+            .await
+            .unwrap_err();
+        answer.await.unwrap();
+        assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
+        assert_eq!(e.status(), Some(307), "{e}");
+        // Nothing connected to the redirect's target.
+        let accepted =
+            tokio::time::timeout(Duration::from_millis(0), target.accept()).await;
+        assert!(accepted.is_err(), "the redirect was followed");
+    })
+    .await
+}
