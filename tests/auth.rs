@@ -1224,3 +1224,37 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_reply_without_channel_or_id_reaches_the_auth_layer_and_its_request() {
+    within("unaddressed 401", async {
+        let emu = emulator().await;
+        // restforce#103: a request refused before Bayeux processing.
+        let refused =
+            json!([{"error": "401::Request requires authentication", "successful": false}]);
+        emu.inject(Fault::on(Target::Handshake).body(refused.clone()));
+        let client = Client::builder(password_auth(&emu)).connect().await;
+        let client = client.unwrap();
+        assert_eq!(grants(&emu), vec![ok("password"), ok("password")]);
+        emu.inject(Fault::on(Target::Subscribe).body(refused.clone()));
+        let mut sub = subscribe_and_receive(&emu, &client).await;
+        assert_eq!(grants(&emu).len(), 3, "{:?}", grants(&emu));
+        emu.inject(Fault::on(Target::Connect).body(refused.clone()));
+        next_event_arrives(&emu, &mut sub).await;
+        next_event_arrives(&emu, &mut sub).await;
+        assert_eq!(grants(&emu).len(), 4, "{:?}", grants(&emu));
+        client.close().await.unwrap();
+
+        // A ready token cannot be refreshed: the request fails as an authentication failure.
+        let url: Url = emu.instance_url().parse().unwrap();
+        let client = Client::access_token(emu.issue_token(), url)
+            .connect()
+            .await
+            .unwrap();
+        emu.inject(Fault::on(Target::Subscribe).body(refused));
+        let e = client.subscribe(CHANNEL).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
+        client.close().await.unwrap();
+    })
+    .await
+}

@@ -78,7 +78,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut messages = Vec::with_capacity(self.capacity);
         while let Some(wire) = seq.next_element::<WireMessage<'de>>()? {
-            messages.push(wire.into_message(self.body));
+            messages.push(wire.into_message(self.body).map_err(de::Error::custom)?);
         }
         Ok(messages)
     }
@@ -133,8 +133,12 @@ impl<'de> Visitor<'de> for LenientSeed<'_> {
         let mut batch = Batch::default();
         let mut index = 0usize;
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            match serde_json::from_str::<WireMessage<'_>>(raw.get()) {
-                Ok(w) => batch.messages.push(w.into_message(self.body)),
+            let parsed = serde_json::from_str::<WireMessage<'_>>(raw.get()).and_then(|w| {
+                w.into_message(self.body)
+                    .map_err(<serde_json::Error as de::Error>::custom)
+            });
+            match parsed {
+                Ok(m) => batch.messages.push(m),
                 Err(_) if batch.malformed.len() == MAX_MALFORMED_PER_BATCH => {
                     return Err(de::Error::custom(format_args!(
                         "more than {MAX_MALFORMED_PER_BATCH} malformed messages in one response \
@@ -212,8 +216,10 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireMessage<'a> {
-    #[serde(borrow)]
-    channel: Cow<'a, str>,
+    /// Missing only on a reply to a request refused before Bayeux processing
+    /// (`[{"error":"401::Request requires authentication","successful":false}]`, restforce#103).
+    #[serde(default, borrow)]
+    channel: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "id")]
     id: Option<String>,
     #[serde(default)]
@@ -241,9 +247,14 @@ struct WireMessage<'a> {
 }
 
 impl WireMessage<'_> {
-    fn into_message(self, body: &Bytes) -> Message {
-        Message {
-            channel: self.channel.into_owned(),
+    fn into_message(self, body: &Bytes) -> Result<Message, &'static str> {
+        let channel = match self.channel {
+            Some(c) => c.into_owned(),
+            None if self.successful.is_some() => String::new(),
+            None => return Err("missing field `channel`"),
+        };
+        Ok(Message {
+            channel,
             id: self.id,
             client_id: self.client_id,
             successful: self.successful,
@@ -258,7 +269,7 @@ impl WireMessage<'_> {
             minimum_version: self.minimum_version,
             supported_connection_types: self.supported_connection_types,
             connection_type: self.connection_type,
-        }
+        })
     }
 }
 

@@ -27,7 +27,8 @@ pub mod channels {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Message {
-    /// The channel, e.g. `/meta/connect` or `/event/Order__e`.
+    /// The channel, e.g. `/meta/connect` or `/event/Order__e`. Empty on a reply the server
+    /// sent without one (see [`Message::is_unaddressed_reply`]).
     pub channel: String,
     /// Request id, echoed by the server in the reply.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +85,13 @@ impl Message {
     /// Whether this is an event delivered to subscribers: not meta, and carrying `data`.
     pub fn is_event(&self) -> bool {
         !self.is_meta() && self.data.is_some()
+    }
+
+    /// A reply with neither channel nor id: the server refused the whole request before
+    /// Bayeux processing, e.g. `[{"error":"401::Request requires authentication",
+    /// "successful":false}]` (restforce#103). It answers every message of its request.
+    pub fn is_unaddressed_reply(&self) -> bool {
+        self.channel.is_empty() && self.id.is_none() && self.successful.is_some()
     }
 
     /// `successful == Some(true)`.

@@ -25,6 +25,9 @@ impl Task {
                 }
                 continue;
             }
+            if m.is_unaddressed_reply() {
+                continue; // read by the caller waiting for the request it answers
+            }
             // Replies always carry `successful`, events never do (Faye echoes the publisher's id
             // on the delivered event, so the id alone cannot tell them apart).
             if m.successful.is_some() || m.data.is_none() {
@@ -215,8 +218,21 @@ impl Task {
     pub(super) fn on_control(&mut self, ids: Vec<String>, result: Result<Response>) {
         match result {
             Ok(response) => {
+                let unaddressed = response
+                    .messages
+                    .iter()
+                    .find(|m| m.is_unaddressed_reply())
+                    .cloned();
                 let malformed = self.dispatch(response);
                 for id in ids {
+                    if let Some(mut reply) = unaddressed.clone()
+                        && self.pending.contains_key(&id)
+                    {
+                        // Refused as a whole: the reply answers this request.
+                        reply.id = Some(id);
+                        self.on_reply(reply);
+                        continue;
+                    }
                     if let Some(p) = self.pending.remove(&id) {
                         let e = malformed.clone().unwrap_or_else(|| {
                             Error::new(

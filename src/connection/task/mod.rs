@@ -370,7 +370,7 @@ impl Task {
             Ok(r) => r,
             Err(e) => return self.handshake_failed(e).await,
         };
-        let reply = response.reply(channels::HANDSHAKE, id).cloned();
+        let reply = reply_to(&response, channels::HANDSHAKE, id);
         let malformed = self.dispatch(response);
         let reply = match reply {
             Some(r) if r.is_successful() => r,
@@ -481,7 +481,7 @@ impl Task {
             Ok(r) => r,
             Err(e) => return self.connect_failed(e, None, true).await,
         };
-        let reply = response.reply(channels::CONNECT, id).cloned();
+        let reply = reply_to(&response, channels::CONNECT, id);
         let malformed = self.dispatch(response);
         match reply {
             Some(r) if r.is_successful() => {
@@ -760,6 +760,22 @@ fn reject(cmd: Command) {
         }
         Command::Drop { .. } => {}
     }
+}
+
+/// The reply to request `id` on `channel`; a reply with neither channel nor id answers every
+/// request of its response (the server refused the request as a whole).
+fn reply_to(response: &Response, channel: &str, id: &str) -> Option<Message> {
+    if let Some(r) = response.reply(channel, id) {
+        return Some(r.clone());
+    }
+    let mut r = response
+        .messages
+        .iter()
+        .find(|m| m.is_unaddressed_reply())?
+        .clone();
+    r.channel = channel.to_owned();
+    r.id = Some(id.to_owned());
+    Some(r)
 }
 
 /// Far enough to mean "never" and small enough that adding it to any instant cannot overflow.
