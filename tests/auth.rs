@@ -1258,3 +1258,103 @@ async fn a_reply_without_channel_or_id_reaches_the_auth_layer_and_its_request() 
     })
     .await
 }
+
+/// Logs in with `token-1`; a refresh signals that it started, waits for the test to open the
+/// gate, then hands out `refreshed` (as a server rotating the refresh token would answer).
+#[derive(Default)]
+struct Gated {
+    logins: AtomicUsize,
+    refreshes_started: AtomicUsize,
+    refreshes_finished: AtomicUsize,
+    started: tokio::sync::Notify,
+    gate: tokio::sync::Notify,
+}
+
+impl Authenticator for Gated {
+    fn authenticate(&self) -> BoxFuture<'_, sfstream::Result<Token>> {
+        let n = self.logins.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            let url = "https://example.my.salesforce.com".parse().unwrap();
+            Ok(Token::bearer(format!("token-{n}"), url))
+        })
+    }
+
+    fn refresh<'a>(&'a self, _rejected: &'a Token) -> BoxFuture<'a, sfstream::Result<Token>> {
+        Box::pin(async move {
+            self.refreshes_started.fetch_add(1, Ordering::SeqCst);
+            self.started.notify_one();
+            self.gate.notified().await;
+            self.refreshes_finished.fetch_add(1, Ordering::SeqCst);
+            let url = "https://example.my.salesforce.com".parse().unwrap();
+            Ok(Token::bearer("refreshed", url))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_runs_to_completion_when_its_request_is_cancelled() {
+    within("cancelled refresh", async {
+        let auth = Arc::new(Gated::default());
+        let (transport, mut server) = mock();
+        let layered = Arc::new(AuthLayer::new(auth.clone(), "66.0").layer(transport));
+        let request = || {
+            let mut m = Message::new("/meta/subscribe");
+            m.id = Some("1".into());
+            Request::new(vec![m], Duration::from_secs(5))
+        };
+        let t = layered.clone();
+        let r = request();
+        let first = tokio::spawn(async move { t.send(r).await });
+        let s = server.next_on("/meta/subscribe").await;
+        assert_eq!(bearer(&s.request), "Bearer token-1");
+        s.reply(
+            json!([{"channel": "/meta/subscribe", "id": "$id", "successful": false,
+            "error": "401::Authentication invalid"}]),
+        );
+        // The refresh is under way; whoever waited for it stops waiting (a request timeout, a
+        // rehandshake dropping the request).
+        auth.started.notified().await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        auth.gate.notify_one();
+        // The next request uses what that refresh returned: nothing logs in again.
+        let t = layered.clone();
+        let second = tokio::spawn(async move { t.send(request()).await });
+        let s = server.next_on("/meta/subscribe").await;
+        assert_eq!(bearer(&s.request), "Bearer refreshed");
+        s.ok();
+        assert!(second.await.unwrap().unwrap().messages[0].is_successful());
+        assert_eq!(auth.refreshes_started.load(Ordering::SeqCst), 1);
+        assert_eq!(auth.refreshes_finished.load(Ordering::SeqCst), 1);
+        assert_eq!(auth.logins.load(Ordering::SeqCst), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_refused_ready_token_stops_the_client_instead_of_retrying_forever() {
+    within("refused ready token", async {
+        let emu = emulator().await;
+        let url: Url = emu.instance_url().parse().unwrap();
+        let client = quick(Client::access_token(emu.issue_token(), url))
+            .connect()
+            .await
+            .unwrap();
+        let mut sub = subscribe_and_receive(&emu, &client).await;
+        emu.wait_until(|s| s.held_connects == 1).await;
+        // The held connect gets `401::Authentication invalid`, the rehandshake
+        // `403::Handshake denied` with advice `none`: the token cannot be refreshed.
+        emu.revoke_tokens();
+        let mut last = None;
+        while let Some(item) = sub.next().await {
+            last = Some(item.unwrap_err());
+        }
+        let e = last.expect("the stream says why it ended");
+        assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
+        assert!(e.to_string().contains("refused the access token"), "{e}");
+        assert!(e.to_string().contains("cannot be refreshed"), "{e}");
+        assert!(client.closed());
+        assert!(emu.token_requests().is_empty());
+    })
+    .await
+}

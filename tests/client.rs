@@ -301,7 +301,12 @@ async fn malformed_connect_responses_are_survived() {
 async fn malformed_control_replies_are_typed_errors() {
     within("malformed control", async {
         let emu = emulator(Emulator::builder()).await;
-        let client = builder(&emu).connect().await.unwrap();
+        // No time to retry a subscribe (see `transient_startup_failures_are_retried`).
+        let client = builder(&emu)
+            .connection_timeout(Some(Duration::ZERO))
+            .connect()
+            .await
+            .unwrap();
         emu.inject(Fault::on(Target::Subscribe).html());
         let e = client.subscribe("/event/A__e").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
@@ -473,11 +478,15 @@ async fn open_fails_cleanly_on_a_bad_token_and_unreachable_server() {
         let port = emu.local_addr().port();
         emu.shutdown().await;
         let url = format!("http://127.0.0.1:{port}").parse().unwrap();
+        // Refused connections pass by themselves: retried until `connection_timeout`.
         let e = Client::builder(AccessToken::new("t", url))
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .connection_timeout(Some(Duration::from_millis(300)))
             .connect()
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
+        assert!(e.to_string().contains("no connection within 300ms"), "{e}");
         // Plain http to a non-loopback host is refused before anything is sent.
         let url = "http://example.com".parse().unwrap();
         let e = Client::builder(AccessToken::new("t", url))
@@ -530,6 +539,40 @@ async fn duration_max_settings_saturate_instead_of_killing_the_task() {
         assert_eq!(error.status(), Some(503), "{error}");
         assert!(!client.closed());
         client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transient_startup_failures_are_retried() {
+    within("startup retries", async {
+        let emu = emulator(Emulator::builder()).await;
+        // A cut handshake response, a 503, a connection dropped on the first connect:
+        // connect() rides them out instead of failing on the first blip.
+        emu.inject(Fault::on(Target::Handshake).truncated());
+        emu.inject(Fault::on(Target::Handshake).status(503, "Service Unavailable"));
+        emu.inject(Fault::on(Target::Connect).close());
+        let client = quick(&emu).connect().await.unwrap();
+        assert_eq!(emu.stats().faults_triggered, 3);
+        // A subscribe reply lost after the server took it: subscribe() sends it again
+        // (idempotent), and the one server-side subscription has its stream.
+        emu.inject(Fault::on(Target::Subscribe).lose_response());
+        emu.inject(Fault::on(Target::Subscribe).status(503, "Service Unavailable"));
+        let mut sub = client.subscribe("/event/A__e").await.unwrap();
+        assert_eq!(emu.stats().faults_triggered, 5);
+        emu.publish("/event/A__e", json!({}));
+        assert_eq!(next_id(&mut sub).await, 1);
+        assert_eq!(emu.stats().subscriptions.get("/event/A__e"), Some(&1));
+        client.close().await.unwrap();
+
+        // Errors that need a person still fail at once: a refused token.
+        let url = emu.instance_url().parse().unwrap();
+        let e = Client::builder(AccessToken::new("not-a-token", url))
+            .api_version(emu.api_version())
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
     })
     .await;
 }

@@ -486,8 +486,9 @@ async fn a_connect_that_never_answers_is_abandoned_by_the_watchdog() {
         let silent = server.next_on("/meta/connect").await;
         let started = tokio::time::Instant::now();
         // Never answered: after advice timeout (110 s) + network delay (15 s) the client gives
-        // up on it and, after one backoff step, connects again.
-        let next = server.next_on("/meta/connect").await;
+        // up on it and, after one backoff step, handshakes again (the server announced replay,
+        // so a resubscribe brings back whatever the lost response carried).
+        let next = server.next_on("/meta/handshake").await;
         let waited = tokio::time::Instant::now() - started;
         assert_eq!(waited.as_secs(), 125 + 1, "{waited:?}");
         drop(silent);
@@ -779,6 +780,76 @@ async fn receive_takes_only_detached_subscriptions() {
         assert_eq!((e.channel(), e.replay_id()), ("/event/B__e", Some(2)));
         assert_eq!(kept.next().await.unwrap().unwrap().replay_id(), Some(1));
         assert_eq!(kept.next().await.unwrap().unwrap().replay_id(), Some(3));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ext_replay_on_subscribe_only_when_the_handshake_announced_it() {
+    within("replay only when announced", async {
+        let (client, mut server) = client(10);
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        let h = server.next_on("/meta/handshake").await;
+        assert_eq!(h.message().ext_field("replay"), Some(&json!(true)));
+        // A plain Bayeux handshake reply: no `ext.replay`.
+        h.reply(
+            json!([{"channel": "/meta/handshake", "id": "$id", "successful": true,
+            "clientId": "cid-1", "supportedConnectionTypes": ["long-polling"], "version": "1.0"}]),
+        );
+        server.next_on("/meta/connect").await.ok();
+        opening.await.unwrap().unwrap();
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe("/event/A__e").await });
+        let s = server.next_on("/meta/subscribe").await;
+        assert_eq!(s.message().ext_field("replay"), None);
+        s.ok();
+        let _sub = pending.await.unwrap().unwrap();
+        // After a handshake that announces replay (as Salesforce does), subscribes carry it.
+        server.next_on("/meta/connect").await.unknown_client();
+        server.next_on("/meta/handshake").await.ok();
+        let s = server.next_on("/meta/subscribe").await;
+        assert_eq!(
+            s.message().ext_field("replay"),
+            Some(&json!({"/event/A__e": -1}))
+        );
+        s.ok();
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_org_limit_on_an_automatic_resubscribe_is_retried_and_reported() {
+    within_virtual("org limit on resubscribe", async {
+        let (client, mut server) = open(0).await;
+        let mut sub = subscribe(&client, &mut server, "/event/A__e").await;
+        let limit = json!([{"channel": "/meta/subscribe", "id": "$id", "successful": false,
+            "subscription": "/event/A__e",
+            "error": "403::Organization total events daily limit exceeded"}]);
+        // A routine rehandshake; the automatic resubscribe meets the org limit twice.
+        server.next_on("/meta/connect").await.unknown_client();
+        server.next_on("/meta/handshake").await.ok();
+        server.next_on("/meta/subscribe").await.reply(limit.clone());
+        let e = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Server, "{e}");
+        assert!(e.to_string().contains("daily limit exceeded"), "{e}");
+        let started = tokio::time::Instant::now();
+        server.next_on("/meta/subscribe").await.reply(limit);
+        let s = server.next_on("/meta/subscribe").await;
+        // The capped backoff: 1 s, then 2 s.
+        assert_eq!(
+            tokio::time::Instant::now() - started,
+            Duration::from_secs(3)
+        );
+        s.ok();
+        // The stream goes on: no second report, the next event arrives.
+        server
+            .next_on("/meta/connect")
+            .await
+            .ok_with(vec![event("/event/A__e", 7)]);
+        let ev = sub.next().await.unwrap().unwrap();
+        assert_eq!(ev.replay_id(), Some(7));
+        assert!(!client.closed());
     })
     .await;
 }

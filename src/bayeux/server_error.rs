@@ -59,6 +59,13 @@ impl ServerError {
         self.code == Some(401) && !self.is_unknown_client()
     }
 
+    /// An org limit (`403::Organization total events daily limit exceeded`,
+    /// `403::Organization concurrent user limit exceeded`): it passes with time, so requests are
+    /// retried with backoff rather than given up.
+    pub fn is_limit_exceeded(&self) -> bool {
+        self.code == Some(403) && self.message.contains("limit exceeded")
+    }
+
     /// Salesforce's answer to a subscribe whose replay id is outside the retention window, or whose
     /// channel is missing from the replay map.
     pub fn is_invalid_replay_id(&self) -> bool {
@@ -117,6 +124,9 @@ mod tests {
 
         let e = ServerError::parse("403::Organization total events daily limit exceeded");
         assert!(!e.is_unknown_client() && !e.is_invalid_replay_id());
+        assert!(e.is_limit_exceeded());
+        let clients = ServerError::parse("403::Organization concurrent user limit exceeded");
+        assert!(clients.is_limit_exceeded());
         assert_eq!(
             e.to_string(),
             "403::Organization total events daily limit exceeded"

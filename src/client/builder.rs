@@ -82,6 +82,7 @@ impl ClientBuilder {
                 stall_timeout: None,
                 unhealthy_after: None,
                 spans: crate::telemetry::SessionSpans::none(),
+                can_refresh: true,
             },
             tls: None,
             max_response_bytes: None,
@@ -340,8 +341,9 @@ impl ClientBuilder {
             base,
             spans.client().clone(),
         ));
-        let mut settings = self.settings;
+        let mut settings = self.settings.saturated();
         settings.spans = spans;
+        settings.can_refresh = self.authenticator.can_refresh();
         let auth = AuthLayer::from_boxed(self.authenticator, self.api_version);
         let rest = RestClient::new(http_client, auth.clone(), settings.request_timeout);
         let mut transport: BoxTransport = Arc::new(auth.layer(base));
@@ -352,7 +354,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(ClientInner {
                 transport,
-                settings: settings.saturated(),
+                settings,
                 max_pending: self.max_pending,
                 session: Mutex::new(None),
                 replay,

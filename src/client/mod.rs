@@ -148,8 +148,9 @@ impl Client {
         done.await.unwrap_or(Ok(()))
     }
 
-    /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`, or a Bayeux
-    /// wildcard) and return its stream. Fails with [`ErrorKind::InvalidOperation`] if the
+    /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`) and return its
+    /// stream. Salesforce documents no wildcard channels (no `/event/*`); Bayeux wildcards
+    /// (`/a/*`, `/a/**`) work only with servers that offer them, such as CometD or Faye. Fails with [`ErrorKind::InvalidOperation`] if the
     /// client is closed or the channel already has a subscription, and with
     /// [`ErrorKind::Server`] if the server rejects it.
     pub async fn subscribe(&self, channel: impl Into<String>) -> Result<Subscription> {

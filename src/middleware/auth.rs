@@ -167,7 +167,18 @@ impl State {
 
     /// The current session, logging in first if there is none. Callers that waited for a
     /// login that failed get its error.
-    async fn session(&self) -> Result<(u64, Session)> {
+    async fn session(self: &Arc<Self>) -> Result<(u64, Session)> {
+        let state = self.clone();
+        to_completion(async move { state.session_now().await }).await
+    }
+
+    /// A fresh session after the one of `generation` was rejected (see [`State::refresh_now`]).
+    async fn refresh(self: &Arc<Self>, generation: u64) -> Result<(u64, Session)> {
+        let state = self.clone();
+        to_completion(async move { state.refresh_now(generation).await }).await
+    }
+
+    async fn session_now(&self) -> Result<(u64, Session)> {
         let seen = self.generation.load(Ordering::Acquire);
         let mut current = self.current.lock().await;
         if let Some(s) = &current.session {
@@ -184,7 +195,7 @@ impl State {
 
     /// A fresh session after the one of `generation` was rejected. Callers rejected together
     /// share the first caller's refresh, and its error if it failed.
-    async fn refresh(&self, generation: u64) -> Result<(u64, Session)> {
+    async fn refresh_now(&self, generation: u64) -> Result<(u64, Session)> {
         let mut current = self.current.lock().await;
         if current.generation != generation {
             // Someone logged in after the rejected token was issued.
@@ -228,6 +239,22 @@ impl State {
             }
         }
     }
+}
+
+/// Run a login on its own task: once started it finishes and stores its result, whoever stops
+/// waiting (a rehandshake or a request timeout dropping the request). A refresh the server
+/// answered with a rotated refresh token must never be cut off, or the new token is lost and
+/// the next login fails.
+async fn to_completion<F>(login: F) -> Result<(u64, Session)>
+where
+    F: std::future::Future<Output = Result<(u64, Session)>> + Send + 'static,
+{
+    tokio::spawn(login).await.unwrap_or_else(|e| {
+        Err(Error::new(
+            ErrorKind::Authentication,
+            format!("the login task failed: {e}"),
+        ))
+    })
 }
 
 fn is_token_rejection(m: &Message) -> bool {

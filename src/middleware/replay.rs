@@ -9,6 +9,7 @@ use crate::transport::{Layer, Request, Response, Transport};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Adds the replay extension to every request (see [`crate::replay`]).
 pub(crate) struct ReplayLayer {
@@ -18,6 +19,9 @@ pub(crate) struct ReplayLayer {
 pub(crate) struct Replay<T> {
     inner: T,
     state: Arc<ReplayState>,
+    /// The last successful handshake reply announced `ext.replay: true`. Without it the server
+    /// does not know the extension, so subscribes go without `ext.replay` (as EMP-Connector).
+    supported: AtomicBool,
 }
 
 impl ReplayLayer {
@@ -32,6 +36,7 @@ impl<T: Transport> Layer<T> for ReplayLayer {
         Replay {
             inner,
             state: self.state.clone(),
+            supported: AtomicBool::new(false),
         }
     }
 }
@@ -49,7 +54,7 @@ impl<T: Transport> Replay<T> {
         for m in &mut request.messages {
             match m.channel.as_str() {
                 channels::HANDSHAKE => m.set_ext_field("replay", Value::Bool(true)),
-                channels::SUBSCRIBE => {
+                channels::SUBSCRIBE if self.supported.load(Ordering::Acquire) => {
                     let Some(subscription) = &m.subscription else {
                         continue;
                     };
@@ -70,6 +75,19 @@ impl<T: Transport> Replay<T> {
         }
         let timeout = request.timeout;
         let mut response = self.inner.send(request).await?;
+        if let Some(reply) = response
+            .messages
+            .iter()
+            .find(|m| m.channel == channels::HANDSHAKE && m.is_successful())
+        {
+            let announced = reply.ext_field("replay") == Some(&Value::Bool(true));
+            if !announced {
+                tracing::info!(
+                    "the server does not announce replay support; subscribing without replay ids"
+                );
+            }
+            self.supported.store(announced, Ordering::Release);
+        }
         let Some(fallback) = self.state.fallback() else {
             return Ok(response);
         };

@@ -58,6 +58,7 @@ impl Exchange {
         if m.channel == "/meta/handshake" {
             reply["supportedConnectionTypes"] = serde_json::json!(["long-polling"]);
             reply["version"] = "1.0".into();
+            reply["ext"] = serde_json::json!({"replay": true});
         }
         if let Some(s) = &m.subscription {
             reply["subscription"] = s.clone().into();

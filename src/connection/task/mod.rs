@@ -41,6 +41,9 @@ pub(crate) struct Settings {
     pub(crate) unhealthy_after: Option<Duration>,
     /// The client's spans (see `crate::telemetry`).
     pub(crate) spans: crate::telemetry::SessionSpans,
+    /// The authenticator can produce a new token; a ready token the server refused stays
+    /// refused, so the task stops instead of retrying forever.
+    pub(crate) can_refresh: bool,
 }
 
 impl Settings {
@@ -75,6 +78,7 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let (open_tx, open_rx) = oneshot::channel();
     let backoff = Backoff::new(settings.backoff_step, settings.backoff_max);
+    let settings_backoff = (settings.backoff_step, settings.backoff_max);
     let task = Task {
         transport,
         advice_timeout: settings.advice_timeout,
@@ -100,6 +104,9 @@ pub(crate) fn spawn(
         replay_supported: false,
         unsubscribing: HashSet::new(),
         clock: health::Clock::new(),
+        opened_at: Instant::now(),
+        sub_backoff: Backoff::new(settings_backoff.0, settings_backoff.1),
+        retry_subscribes_at: None,
     };
     let spans = task.settings.spans.clone();
     tokio::spawn(spans.instrument(task.run()));
@@ -152,6 +159,8 @@ struct Sub {
     last_event: Option<std::time::SystemTime>,
     /// Its `subscription` span: its subscribe round trips and what happens to it.
     span: tracing::Span,
+    /// Since when its subscribes fail for reasons that pass (retried with backoff).
+    failing_since: Option<Instant>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -215,6 +224,12 @@ struct Task {
     /// Channels with an unsubscribe in flight.
     unsubscribing: HashSet<String>,
     clock: health::Clock,
+    /// When `open()` started: transient failures are retried until `connection_timeout`.
+    opened_at: Instant,
+    /// Backoff of subscribes that failed for a reason that passes (network, org limits).
+    sub_backoff: Backoff,
+    /// When to send the subscribes waiting in `SubState::Wanted` again.
+    retry_subscribes_at: Option<Instant>,
 }
 
 async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
@@ -257,6 +272,8 @@ impl Task {
                 self.outage_deadline(),
                 self.stall_deadline(),
                 self.health_deadline(),
+                self.retry_subscribes_at,
+                self.startup_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -295,9 +312,13 @@ impl Task {
                     self.on_control(ids, result);
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
+                    if self.startup_expired().await {
+                        return;
+                    }
                     self.check_outage();
                     self.check_stalls();
                     self.check_health();
+                    self.retry_subscribes();
                 }
                 () = self.shared.inbox.room(), if wait_for_room => {}
             }
@@ -423,8 +444,31 @@ impl Task {
     }
 
     async fn handshake_failed(&mut self, error: Error) -> bool {
-        if let Some(open) = self.open_reply.take() {
-            let _ = open.send(Err(error));
+        if error.kind() == ErrorKind::Authentication && !self.settings.can_refresh {
+            // A ready token the server refused stays refused (advice `none` says as much):
+            // end the streams with the reason instead of handshaking every 30 s forever.
+            let error = Error::new(
+                ErrorKind::Authentication,
+                format!(
+                    "the server refused the access token and it cannot be refreshed; the client stopped ({})",
+                    error.message()
+                ),
+            );
+            tracing::warn!(%error);
+            match self.open_reply.take() {
+                Some(open) => {
+                    let _ = open.send(Err(error));
+                }
+                None => self.shared.inbox.broadcast_error(error),
+            }
+            self.finish();
+            self.reject_queued();
+            return false;
+        }
+        if self.open_reply.is_some() && !self.startup_retry(&error) {
+            if let Some(open) = self.open_reply.take() {
+                let _ = open.send(Err(error));
+            }
             self.finish();
             self.reject_queued();
             return false;
@@ -538,8 +582,10 @@ impl Task {
         reply: Option<&Message>,
         unread: bool,
     ) -> bool {
-        if let Some(open) = self.open_reply.take() {
-            let _ = open.send(Err(error));
+        if self.open_reply.is_some() && !self.startup_retry(&error) {
+            if let Some(open) = self.open_reply.take() {
+                let _ = open.send(Err(error));
+            }
             let _ = self.shutdown().await;
             return false;
         }
@@ -593,7 +639,8 @@ impl Task {
             tracing::info!(error = %error, ?delay, "connect failed; retrying");
             self.next = Next::Connect {
                 at: later(delay.saturating_add(self.advice_interval)),
-                first: false,
+                // Until `open()` returns, a connect is answered at once.
+                first: self.open_reply.is_some(),
             };
         }
         true
@@ -628,6 +675,53 @@ impl Task {
             error: error.clone(),
         });
         delay
+    }
+
+    /// During `open()`: whether `error` is worth another try (it passes by itself, and
+    /// `connection_timeout` has not run out). Errors that need a person fail `open()` at once.
+    fn startup_retry(&self, error: &Error) -> bool {
+        transient(error)
+            && self
+                .startup_deadline()
+                .is_none_or(|deadline| Instant::now() < deadline)
+    }
+
+    /// Set once `open()` has failed at least once (a first attempt may take `request_timeout`).
+    fn startup_deadline(&self) -> Option<Instant> {
+        self.open_reply.as_ref()?;
+        self.outage.as_ref()?;
+        let timeout = self.settings.connection_timeout?;
+        Some(saturating_add(self.opened_at, timeout))
+    }
+
+    /// `open()` has been retrying for `connection_timeout`: it fails with the last error.
+    /// Returns true when the task ended.
+    async fn startup_expired(&mut self) -> bool {
+        let Some(deadline) = self.startup_deadline() else {
+            return false;
+        };
+        if Instant::now() < deadline {
+            return false;
+        }
+        let timeout = self.settings.connection_timeout.unwrap_or_default();
+        let error = match &self.shared.status.get() {
+            ConnectionState::Reconnecting { error, .. } => Error::new(
+                error.kind(),
+                format!(
+                    "no connection within {timeout:?}; last error: {}",
+                    error.message()
+                ),
+            ),
+            _ => Error::new(
+                ErrorKind::TransportTimeout,
+                format!("no connection within {timeout:?}"),
+            ),
+        };
+        if let Some(open) = self.open_reply.take() {
+            let _ = open.send(Err(error));
+        }
+        let _ = self.shutdown().await;
+        true
     }
 
     fn outage_deadline(&self) -> Option<Instant> {
@@ -776,6 +870,16 @@ fn reply_to(response: &Response, channel: &str, id: &str) -> Option<Message> {
     r.channel = channel.to_owned();
     r.id = Some(id.to_owned());
     Some(r)
+}
+
+/// A failure that passes by itself: the network, a timeout, a cut or garbled response, an HTTP
+/// 5xx. Authentication, server rejections, HTTP 4xx and configuration errors need a person.
+pub(super) fn transient(error: &Error) -> bool {
+    match error.kind() {
+        ErrorKind::Transport => error.status().is_none_or(|s| s >= 500),
+        ErrorKind::TransportTimeout | ErrorKind::Protocol => true,
+        _ => false,
+    }
 }
 
 /// Far enough to mean "never" and small enough that adding it to any instant cannot overflow.

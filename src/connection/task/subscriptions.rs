@@ -37,6 +37,7 @@ impl Task {
                         quiet_since: Instant::now(),
                         last_event: None,
                         span,
+                        failing_since: None,
                     },
                 );
                 self.send_subscribe(sub);
@@ -148,6 +149,8 @@ impl Task {
         let error = match reply {
             Ok(m) if m.is_successful() => {
                 s.state = SubState::Active;
+                s.failing_since = None;
+                self.sub_backoff.reset();
                 s.quiet_since = Instant::now();
                 let channel = s.channel.clone();
                 let waiter = s.waiter.take();
@@ -176,23 +179,44 @@ impl Task {
             self.rehandshake(self.advice_interval);
             return;
         }
-        // Network trouble, or a replay storage that could not be read: retry; a server's
+        // Network trouble, an org limit, or a replay storage that could not be read: retried
+        // with backoff (subscribe is idempotent, so a lost reply is harmless); a server's
         // rejection is final.
-        let transient = matches!(
-            error.kind(),
-            ErrorKind::Transport | ErrorKind::TransportTimeout | ErrorKind::Protocol
-        ) || (error.kind() == ErrorKind::Replay && error.server_error().is_none());
+        let network = transient(&error);
+        let limit = error.server_error().is_some_and(|e| e.is_limit_exceeded());
+        let storage = error.kind() == ErrorKind::Replay && error.server_error().is_none();
+        let now = Instant::now();
+        let first_failure = s.failing_since.is_none();
+        let since = *s.failing_since.get_or_insert(now);
+        let in_time = self
+            .settings
+            .connection_timeout
+            .is_none_or(|t| now < saturating_add(since, t));
         match s.waiter.take() {
+            Some(w) if network && in_time => {
+                tracing::info!(error = %error, channel = %s.channel, "subscribe failed; retrying");
+                s.waiter = Some(w);
+                s.state = SubState::Wanted;
+                self.schedule_subscribe_retry();
+            }
             Some(w) => {
                 let _ = w.send(Err(error));
-                self.forget_sub(sub);
+                if let Some(s) = self.forget_sub(sub)
+                    && network
+                {
+                    // The last subscribe may have reached the server: undo it.
+                    self.send_unsubscribe(s.channel, None);
+                }
             }
-            None if transient => {
-                // An automatic resubscribe lost on the network: retried after the next
-                // successful connect.
+            None if network || storage || limit => {
                 s.span
                     .in_scope(|| tracing::info!(error = %error, "resubscribe failed; will retry"));
                 s.state = SubState::Wanted;
+                if limit && first_failure {
+                    // Told once per streak: the stream goes on once the limit lifts.
+                    self.shared.inbox.push_error(sub, error);
+                }
+                self.schedule_subscribe_retry();
             }
             None => {
                 s.span.in_scope(|| {
@@ -202,6 +226,22 @@ impl Task {
                 self.shared.inbox.end(sub);
                 self.forget_sub(sub);
             }
+        }
+    }
+
+    /// Send the waiting subscribes again after the subscribe backoff.
+    fn schedule_subscribe_retry(&mut self) {
+        let at = later(self.sub_backoff.failure());
+        self.retry_subscribes_at = Some(self.retry_subscribes_at.map_or(at, |t| t.min(at)));
+    }
+
+    pub(super) fn retry_subscribes(&mut self) {
+        if self
+            .retry_subscribes_at
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.retry_subscribes_at = None;
+            self.resubscribe();
         }
     }
 
