@@ -64,6 +64,11 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 pub mod middleware;
 pub mod publish;
 pub mod replay;

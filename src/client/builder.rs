@@ -336,6 +336,7 @@ impl ClientBuilder {
             self.replay_fallback,
             self.commit_policy,
         ));
+        crate::metrics::describe();
         let spans = crate::telemetry::SessionSpans::new(&self.api_version);
         let base: BoxTransport = Arc::new(crate::telemetry::InstanceRecorder::new(
             base,

@@ -209,6 +209,7 @@ impl State {
         let rejected = current.session.take().map(|s| s.token);
         if rejected.is_some() {
             tracing::info!("the server rejected the access token; refreshing it");
+            crate::metrics::relogin();
         }
         self.login(&mut current, rejected).await
     }

@@ -79,6 +79,13 @@ struct Entry {
     done: bool,
 }
 
+impl Inner {
+    fn lag(&self, channel: &str, stored: ReplayMarker) -> Option<i64> {
+        let delivered = ReplayMarker::of(self.delivered.get(channel)?)?;
+        Some(delivered.replay_id.saturating_sub(stored.replay_id).max(0))
+    }
+}
+
 impl Outstanding {
     fn new(generation: u64) -> Self {
         Outstanding {
@@ -387,6 +394,13 @@ impl ReplayState {
         }
     }
 
+    /// Newest delivered replay id minus newest stored on `channel` (metrics).
+    pub(crate) fn marker_lag(&self, channel: &str) -> Option<i64> {
+        let inner = self.lock();
+        let stored = *inner.stored.get(base_channel(channel))?;
+        inner.lag(base_channel(channel), stored)
+    }
+
     /// The replay id of the last event delivered on `channel` (stall notices, health).
     pub(crate) fn last_delivered_id(&self, channel: &str) -> Option<i64> {
         let inner = self.lock();
@@ -494,9 +508,15 @@ impl ReplayState {
                     }
                     continue; // never backwards
                 }
-                match storage.set(&channel, marker).await {
+                let started = std::time::Instant::now();
+                let written = storage.set(&channel, marker).await;
+                crate::metrics::marker_write(started.elapsed(), written.is_ok());
+                match written {
                     Ok(()) => {
                         let mut inner = self.lock();
+                        if let Some(lag) = inner.lag(&channel, marker) {
+                            crate::metrics::marker_lag(&channel, lag);
+                        }
                         inner.stored.insert(channel, marker);
                         inner.failing = false;
                         inner.last_error = None;

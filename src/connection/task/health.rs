@@ -40,6 +40,7 @@ impl Task {
     pub(super) fn note_pause(&mut self, pending: usize) {
         if self.clock.paused_at.is_none() {
             self.clock.paused_at = Some(Instant::now());
+            crate::metrics::pending(pending);
             tracing::info!(
                 pending,
                 "paused by backpressure: the next connect waits for a consumer to take an event"
@@ -50,6 +51,7 @@ impl Task {
     /// The connect loop goes on; returns how long it was paused.
     pub(super) fn note_resume(&mut self) -> Option<Duration> {
         let paused = self.clock.paused_at.take()?.elapsed();
+        crate::metrics::paused(paused);
         tracing::info!(
             paused_ms = paused.as_millis() as u64,
             "resumed after backpressure"
@@ -110,6 +112,14 @@ impl Task {
             })
             .collect();
         subscriptions.sort_by(|a, b| a.channel.cmp(&b.channel));
+        if cfg!(feature = "metrics") {
+            crate::metrics::pending(self.shared.inbox.pending());
+            for s in self.subs.values() {
+                if let Some(lag) = self.shared.replay.marker_lag(&s.channel) {
+                    crate::metrics::marker_lag(&s.channel, lag);
+                }
+            }
+        }
         let health = Health {
             healthy,
             connected,

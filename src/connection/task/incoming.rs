@@ -69,6 +69,7 @@ impl Task {
         }
         if !events.is_empty() {
             self.note_activity(&targets_of);
+            crate::metrics::delivered(&events);
             self.deliver(events, &targets_of);
         }
         for m in replies {
@@ -139,6 +140,7 @@ impl Task {
     /// Tell the streams that a replay id expired, before any event the fallback brings.
     pub(super) fn announce_gap(&self, subs: &[SubId], gap: crate::error::ReplayGap) {
         tracing::warn!(?gap, "replay gap");
+        crate::metrics::replay_gap(&gap.channel);
         let error = Error::replay_gap(gap);
         for sub in subs {
             self.shared.inbox.push_error(*sub, error.clone());

@@ -341,6 +341,7 @@ impl Task {
     fn flight(&self, messages: Vec<Message>, timeout: Duration) -> Flight {
         let transport = self.transport.clone();
         let span = crate::telemetry::round_trip_span(&messages);
+        let connect = messages.first().is_some_and(|m| m.channel == channels::CONNECT);
         let inner = span.clone();
         Box::pin(tracing::Instrument::instrument(
             async move {
@@ -354,7 +355,11 @@ impl Task {
                             format!("no answer within {timeout:?}"),
                         ))
                     });
-                crate::telemetry::round_trip_done(&inner, started.elapsed(), &result);
+                let elapsed = started.elapsed();
+                if connect {
+                    crate::metrics::connect(elapsed, result.is_ok());
+                }
+                crate::telemetry::round_trip_done(&inner, elapsed, &result);
                 result
             },
             span,
@@ -482,6 +487,7 @@ impl Task {
     /// Drop the session and handshake again; every subscription is sent again afterwards.
     fn rehandshake(&mut self, delay: Duration) {
         tracing::info!(?delay, "session lost; handshaking again");
+        crate::metrics::rehandshake();
         self.lose_session();
         self.connect = None;
         for sub in self.subs.values_mut() {

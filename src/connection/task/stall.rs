@@ -81,6 +81,7 @@ impl Task {
                 "subscription stalled; resubscribing"
             )
         });
+        crate::metrics::stall(&channel);
         self.shared.inbox.push_error(
             sub,
             Error::new(
