@@ -29,7 +29,6 @@
 //! # Ok(()) }
 //! ```
 
-
 // Without the feature the module is private and its names unused.
 #![cfg_attr(not(feature = "metrics"), allow(unreachable_pub, dead_code))]
 /// Events handed to subscriptions, per `channel`.
@@ -69,8 +68,8 @@ pub(crate) use off::*;
 mod on {
     use super::*;
     use crate::event::Event;
+    use ::metrics::histogram;
     use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
-    use ::metrics::{histogram};
     use std::time::Duration;
 
     fn outcome(ok: bool) -> &'static str {
@@ -79,19 +78,51 @@ mod on {
 
     /// Describe every metric to the installed recorder (units and help texts).
     pub(crate) fn describe() {
-        describe_counter!(EVENTS_DELIVERED, Unit::Count, "Events handed to subscriptions");
-        describe_counter!(EVENT_BYTES_RECEIVED, Unit::Bytes, "Bytes of delivered events' JSON");
-        describe_gauge!(PENDING_EVENTS, Unit::Count, "Events delivered, not yet taken");
-        describe_counter!(CONNECT_ROUND_TRIPS, Unit::Count, "/meta/connect round trips");
+        describe_counter!(
+            EVENTS_DELIVERED,
+            Unit::Count,
+            "Events handed to subscriptions"
+        );
+        describe_counter!(
+            EVENT_BYTES_RECEIVED,
+            Unit::Bytes,
+            "Bytes of delivered events' JSON"
+        );
+        describe_gauge!(
+            PENDING_EVENTS,
+            Unit::Count,
+            "Events delivered, not yet taken"
+        );
+        describe_counter!(
+            CONNECT_ROUND_TRIPS,
+            Unit::Count,
+            "/meta/connect round trips"
+        );
         describe_histogram!(CONNECT_DURATION, Unit::Seconds, "/meta/connect duration");
         describe_counter!(REHANDSHAKES, Unit::Count, "Sessions handshaken again");
-        describe_counter!(RELOGINS, Unit::Count, "Access tokens refreshed after a rejection");
-        describe_counter!(REPLAY_GAPS, Unit::Count, "Replay ids outside the retention window");
+        describe_counter!(
+            RELOGINS,
+            Unit::Count,
+            "Access tokens refreshed after a rejection"
+        );
+        describe_counter!(
+            REPLAY_GAPS,
+            Unit::Count,
+            "Replay ids outside the retention window"
+        );
         describe_counter!(STALLS, Unit::Count, "Stalled subscriptions resubscribed");
         describe_counter!(MARKER_WRITES, Unit::Count, "Replay marker writes");
-        describe_histogram!(MARKER_WRITE_DURATION, Unit::Seconds, "Replay marker write duration");
+        describe_histogram!(
+            MARKER_WRITE_DURATION,
+            Unit::Seconds,
+            "Replay marker write duration"
+        );
         describe_gauge!(MARKER_LAG, "Newest delivered replay id minus newest stored");
-        describe_histogram!(BACKPRESSURE_PAUSE_DURATION, Unit::Seconds, "Backpressure pauses");
+        describe_histogram!(
+            BACKPRESSURE_PAUSE_DURATION,
+            Unit::Seconds,
+            "Backpressure pauses"
+        );
     }
 
     /// Events about to be handed out: one update per run of same-channel events.

@@ -53,7 +53,9 @@ fn histogram_len(values: &Values, name: &str) -> usize {
 fn a_scripted_session_is_counted() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    recorder.install().expect("the only recorder of this test binary");
+    recorder
+        .install()
+        .expect("the only recorder of this test binary");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -174,12 +176,14 @@ fn the_metrics_example_serves_prometheus_text() {
         stream.read_to_string(&mut response).await.unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
-            response.contains(
-                "sfstream_events_delivered_total{channel=\"/event/Order_Placed__e\"} 3"
-            ),
+            response
+                .contains("sfstream_events_delivered_total{channel=\"/event/Order_Placed__e\"} 3"),
             "{response}"
         );
-        assert!(response.contains("# TYPE sfstream_connect_duration_seconds"), "{response}");
+        assert!(
+            response.contains("# TYPE sfstream_connect_duration_seconds"),
+            "{response}"
+        );
         assert!(child.wait().await.unwrap().success());
     }));
 }

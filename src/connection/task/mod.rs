@@ -341,7 +341,9 @@ impl Task {
     fn flight(&self, messages: Vec<Message>, timeout: Duration) -> Flight {
         let transport = self.transport.clone();
         let span = crate::telemetry::round_trip_span(&messages);
-        let connect = messages.first().is_some_and(|m| m.channel == channels::CONNECT);
+        let connect = messages
+            .first()
+            .is_some_and(|m| m.channel == channels::CONNECT);
         let inner = span.clone();
         Box::pin(tracing::Instrument::instrument(
             async move {
