@@ -576,3 +576,55 @@ async fn transient_startup_failures_are_retried() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn filtered_pushtopic_channels_are_subscribed_and_delivered() {
+    within("filtered PushTopic", async {
+        let emu = emulator(Emulator::builder()).await;
+        let client = builder(&emu).connect().await.unwrap();
+        // The forms of Salesforce's "Filtered Subscriptions" guide and EMP-Connector's README.
+        let energy = "/topic/MyTopic?Industry='Energy'&ShippingCity='San Francisco'";
+        let partners = "/topic/Partners?Type=Technology Partner&Phone=(415) 555-1212";
+        let mut energy_sub = client.subscribe(energy).await.unwrap();
+        let mut partner_sub = client.subscribe(partners).await.unwrap();
+        let sent: Vec<_> = emu
+            .received()
+            .into_iter()
+            .filter(|m| m.channel == "/meta/subscribe")
+            .collect();
+        // Sent as written; the replay id keyed by the channel without the filter.
+        assert_eq!(sent[0].subscription.as_deref(), Some(energy));
+        assert_eq!(
+            sent[0].ext_field("replay"),
+            Some(&json!({"/topic/MyTopic": -1}))
+        );
+        assert_eq!(sent[1].subscription.as_deref(), Some(partners));
+        assert_eq!(
+            sent[1].ext_field("replay"),
+            Some(&json!({"/topic/Partners": -1}))
+        );
+        emu.publish(
+            "/topic/MyTopic",
+            json!({"Industry": "Retail", "ShippingCity": "Boston"}),
+        );
+        let id = emu.publish(
+            "/topic/MyTopic",
+            json!({"Industry": "Energy", "ShippingCity": "San Francisco"}),
+        );
+        let event = energy_sub.next().await.unwrap().unwrap();
+        assert_eq!((event.channel(), event.replay_id()), (energy, Some(id)));
+        let id = emu.publish(
+            "/topic/Partners",
+            json!({"Type": "Technology Partner", "Phone": "(415) 555-1212"}),
+        );
+        let event = partner_sub.next().await.unwrap().unwrap();
+        assert_eq!((event.channel(), event.replay_id()), (partners, Some(id)));
+        // Still refused: whitespace in the channel itself, meta channels.
+        for bad in ["/topic/My Topic?A=b", "/meta/connect?x=1", "topic/T?A=b"] {
+            let e = client.subscribe(bad).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidOperation, "{bad}: {e}");
+        }
+        client.close().await.unwrap();
+    })
+    .await;
+}

@@ -853,3 +853,27 @@ async fn an_org_limit_on_an_automatic_resubscribe_is_retried_and_reported() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn filtered_subscription_events_on_the_filtered_and_the_bare_name_reach_the_stream() {
+    within("filtered routing", async {
+        let (client, mut server) = open(0).await;
+        let filtered = "/topic/MyTopic?Industry='Energy'&ShippingCity='San Francisco'";
+        let mut sub = subscribe(&client, &mut server, filtered).await;
+        server.next_on("/meta/connect").await.ok_with(vec![
+            event(filtered, 1),
+            event("/topic/MyTopic", 2),
+            event("/topic/Other", 3),
+        ]);
+        for id in [1, 2] {
+            let ev = sub.next().await.unwrap().unwrap();
+            assert_eq!(ev.replay_id(), Some(id));
+        }
+        server
+            .next_on("/meta/connect")
+            .await
+            .ok_with(vec![event(filtered, 4)]);
+        assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(4));
+    })
+    .await;
+}

@@ -149,7 +149,10 @@ impl Client {
     }
 
     /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`) and return its
-    /// stream. Salesforce documents no wildcard channels (no `/event/*`); Bayeux wildcards
+    /// stream. A PushTopic channel may carry a filter query
+    /// (`/topic/T?Industry='Energy'&ShippingCity='San Francisco'`): it is sent as written, the
+    /// replay id is kept under the channel without the filter, and events arriving on either
+    /// name reach the stream. Salesforce documents no wildcard channels (no `/event/*`); Bayeux wildcards
     /// (`/a/*`, `/a/**`) work only with servers that offer them, such as CometD or Faye. Fails with [`ErrorKind::InvalidOperation`] if the
     /// client is closed or the channel already has a subscription, and with
     /// [`ErrorKind::Server`] if the server rejects it.
@@ -162,7 +165,7 @@ impl Client {
         channel: String,
         replay_from: Option<i64>,
     ) -> Result<Subscription> {
-        validate_channel(&channel)?;
+        validate_channel(&channel, true)?;
         let session = self.open_session()?;
         let sub = session.shared.inbox.register();
         // Built first so that a cancelled subscribe() still unsubscribes (via Drop).
@@ -219,7 +222,7 @@ impl Client {
     /// [`publish_event`](Client::publish_event), [`publish_events`](Client::publish_events) and
     /// [`push_generic`](Client::push_generic).
     pub async fn publish<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<Message> {
-        validate_channel(channel)?;
+        validate_channel(channel, false)?;
         let data = Data::from_serialize(data).map_err(|e| {
             Error::new(ErrorKind::Client, "cannot serialize the data to publish").with_source(e)
         })?;
@@ -354,11 +357,20 @@ impl Client {
     }
 }
 
-fn validate_channel(channel: &str) -> Result<()> {
-    let ok = channel.len() > 1
-        && channel.starts_with('/')
-        && !channel.starts_with("/meta/")
-        && !channel.chars().any(char::is_whitespace);
+/// A channel name: `/` followed by a path without whitespace, not a `/meta/` channel. A
+/// subscription may add a PushTopic filter query, sent as written (Salesforce's "Filtered
+/// Subscriptions": `/topic/T?Industry='Energy'&ShippingCity='San Francisco'`, EMP-Connector's
+/// `?Type=Technology Partner&Phone=(415) 555-1212`), so its values may hold spaces.
+fn validate_channel(channel: &str, filter_allowed: bool) -> Result<()> {
+    let (base, filter) = match channel.split_once('?') {
+        Some((base, filter)) if filter_allowed => (base, filter),
+        _ => (channel, ""),
+    };
+    let ok = base.len() > 1
+        && base.starts_with('/')
+        && !base.starts_with("/meta/")
+        && !base.chars().any(char::is_whitespace)
+        && !filter.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
