@@ -565,6 +565,16 @@ async fn transient_startup_failures_are_retried() {
         assert_eq!(emu.stats().subscriptions.get("/event/A__e"), Some(&1));
         client.close().await.unwrap();
 
+        // A handshake that never answers times out and is sent again.
+        emu.inject(Fault::on(Target::Handshake).hang());
+        let client = quick(&emu)
+            .request_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(emu.stats().faults_triggered, 6);
+        client.close().await.unwrap();
+
         // Errors that need a person still fail at once: a refused token.
         let url = emu.instance_url().parse().unwrap();
         let e = Client::builder(AccessToken::new("not-a-token", url))
