@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::within;
+use common::mock::mock;
+use common::{token_for, within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -259,6 +260,57 @@ async fn the_health_example_serves_kubernetes_probes() {
         assert_eq!(http_get(&addr, "/nope").await.0, 404);
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{status}");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_held_back_by_backpressure_is_not_stalled_but_a_quiet_one_is() {
+    within_virtual("stall and backpressure", async {
+        let channel = "/event/A__e";
+        let (transport, mut server) = mock();
+        let client = Client::builder(token_for("https://example.my.salesforce.com"))
+            .transport(transport)
+            .max_pending_count(1)
+            .stall_timeout(Some(Duration::from_secs(60)))
+            .build()
+            .unwrap();
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        server.accept_open().await;
+        opening.await.unwrap().unwrap();
+        let c = client.clone();
+        let subscribing = tokio::spawn(async move { c.subscribe(channel).await });
+        server.next_on("/meta/subscribe").await.ok();
+        let mut sub = subscribing.await.unwrap().unwrap();
+        // Two events nobody takes: the connect loop pauses.
+        let event = |id: i64| json!({"channel": channel, "data": {"event": {"replayId": id}}});
+        server
+            .next_on("/meta/connect")
+            .await
+            .ok_with(vec![event(1), event(2)]);
+        wait_health(&client, |h| h.paused.is_some()).await;
+        // Ten quiet minutes explained by backpressure: no resubscribe.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!server.has_waiting("/meta/unsubscribe"));
+        assert!(!server.has_waiting("/meta/subscribe"));
+        // Taken: the loop goes on, its connect is held, and a minute of silence is a stall.
+        for id in [1, 2] {
+            assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(id));
+        }
+        let _held = server.next_on("/meta/connect").await;
+        let resumed = tokio::time::Instant::now();
+        server.next_on("/meta/unsubscribe").await.ok();
+        assert_eq!(resumed.elapsed().as_secs(), 60);
+        let resubscribe = server.next_on("/meta/subscribe").await;
+        assert_eq!(
+            resubscribe.message().ext_field("replay"),
+            Some(&json!({ channel: 2 })),
+            "resubscribed from the last delivered replay id"
+        );
+        resubscribe.ok();
+        let notice = sub.next().await.unwrap().unwrap_err();
+        assert_eq!(notice.kind(), ErrorKind::Stalled, "{notice}");
     })
     .await;
 }
