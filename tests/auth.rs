@@ -1165,6 +1165,7 @@ async fn url_passwords_never_show_in_debug_display_errors_or_logs() {
             Duration::from_secs(5),
         );
         request.url = Some(endpoint);
+        show("Request", format!("{request:?}"));
         let e = HttpTransport::builder()
             .build()
             .unwrap()

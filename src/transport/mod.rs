@@ -37,7 +37,9 @@ use std::time::Duration;
 use url::Url;
 
 /// One request: the messages to POST, where, and how long to wait for the answer.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the URL without user info and sensitive headers (`Authorization`) as such.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Request {
     /// The messages, sent as one JSON array.
@@ -50,6 +52,17 @@ pub struct Request {
     /// How long to wait for the whole response. A long-poll connect waits the server's advice
     /// timeout plus a network delay; control messages are short.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("messages", &self.messages)
+            .field("url", &self.url.as_ref().map(crate::url_policy::shown))
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Request {
