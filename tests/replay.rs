@@ -603,6 +603,7 @@ struct Flaky {
     inner: MappingStorage,
     fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     panic: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    panic_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl sfstream::replay::ReplayStorage for Flaky {
@@ -618,7 +619,12 @@ impl sfstream::replay::ReplayStorage for Flaky {
         marker: ReplayMarker,
     ) -> futures::future::BoxFuture<'a, sfstream::Result<()>> {
         use std::sync::atomic::Ordering;
-        if self.panic.load(Ordering::SeqCst) {
+        if self.panic.load(Ordering::SeqCst)
+            || self
+                .panic_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
             panic!("storage bug");
         }
         if self
@@ -674,7 +680,7 @@ async fn a_failed_write_keeps_every_pending_marker_for_the_next_try() {
 }
 
 #[tokio::test]
-async fn close_returns_even_if_the_storage_panics() {
+async fn close_returns_and_reports_a_storage_that_panics() {
     within("panicking storage", async {
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 1);
@@ -684,8 +690,51 @@ async fn close_returns_even_if_the_storage_panics() {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let client = stored(&emu, storage).connect().await.unwrap();
         let mut s = client.subscribe(CH).await.unwrap();
-        assert_eq!(take(&mut s, 1).await, vec![1]);
+        assert_eq!(take_acked(&mut s, 1).await, vec![1]);
+        // The marker of event 1 was never stored: close must not say it was.
+        let e = client.close().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Replay, "{e}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_storage_that_panics_once_loses_no_marker_of_the_batch() {
+    within("storage panics once", async {
+        let emu = Emulator::start().await.unwrap();
+        let channels = ["/event/A__e", "/event/B__e"];
+        for ch in channels {
+            emu.publish(ch, json!({}));
+        }
+        let storage = Flaky::default();
+        storage
+            .panic_next
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let client = stored(&emu, storage.clone())
+            .commit_policy(CommitPolicy::Manual)
+            .connect()
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        let mut subs = Vec::new();
+        for ch in channels {
+            let mut s = client.subscribe(ch).await.unwrap();
+            events.push(s.next().await.unwrap().unwrap());
+            subs.push(s);
+        }
+        // One batch with both markers; the first write panics.
+        for e in &events {
+            e.ack();
+        }
         client.close().await.unwrap();
+        let map = storage.inner.map().lock().unwrap().clone();
+        for ch in channels {
+            assert_eq!(
+                map.get(ch).map(|m| m.replay_id),
+                Some(1),
+                "{ch} lost: {map:?}"
+            );
+        }
     })
     .await;
 }

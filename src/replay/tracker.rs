@@ -23,6 +23,9 @@ pub(crate) struct ReplayState {
     policy: CommitPolicy,
     inner: Mutex<Inner>,
     idle: Notify,
+    /// Runs when the writer has just gone idle (tests of the writer's idle race).
+    #[cfg(test)]
+    idle_hook: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Cheap check on the hot path: is any gap waiting to be announced?
     has_gaps: AtomicBool,
 }
@@ -208,6 +211,8 @@ impl ReplayState {
             policy,
             inner: Mutex::new(Inner::default()),
             idle: Notify::new(),
+            #[cfg(test)]
+            idle_hook: Mutex::new(None),
             has_gaps: AtomicBool::new(false),
         }
     }
@@ -477,23 +482,41 @@ impl ReplayState {
     }
 
     async fn write_loop(self: Arc<Self>) {
-        // However this ends (even a panicking storage), the writer is marked idle.
-        let _idle = WriterIdle(&self);
+        // However this ends (even a panicking storage), the writer is marked idle and what it
+        // had not stored yet waits for the next try.
         let Some(storage) = self.storage.clone() else {
+            self.lock().writing = false;
+            self.idle.notify_waiters();
             return;
         };
+        let mut writer = Writer {
+            state: &self,
+            batch: Vec::new(),
+            running: true,
+        };
         loop {
-            let batch = {
+            {
                 let mut inner = self.lock();
                 if inner.dirty.is_empty() {
+                    // Idle in the same critical section that found nothing to write: a commit
+                    // landing after it starts a new writer.
+                    inner.writing = false;
+                    writer.running = false;
+                    drop(inner);
+                    self.idle.notify_waiters();
+                    #[cfg(test)]
+                    if let Some(hook) = self.idle_hook.lock().unwrap().as_ref() {
+                        hook();
+                    }
                     return;
                 }
-                mem::take(&mut inner.dirty)
-            };
-            let mut batch = batch.into_iter();
-            while let Some((channel, data)) = batch.next() {
+                writer.batch = mem::take(&mut inner.dirty).into_iter().collect();
+            }
+            // Each marker leaves the batch only once it is stored (or needs no storing).
+            while let Some((channel, data)) = writer.batch.last().cloned() {
                 let Some(marker) = ReplayMarker::of(&data) else {
                     tracing::warn!(%channel, "event without a replay id: delivered, but no marker can be stored");
+                    writer.batch.pop();
                     continue;
                 };
                 let mut previous = self.lock().stored.get(&channel).copied();
@@ -506,6 +529,7 @@ impl ReplayState {
                     if let Some(p) = previous {
                         self.lock().stored.insert(channel, p);
                     }
+                    writer.batch.pop();
                     continue; // never backwards
                 }
                 let started = std::time::Instant::now();
@@ -513,6 +537,7 @@ impl ReplayState {
                 crate::metrics::marker_write(started.elapsed(), written.is_ok());
                 match written {
                     Ok(()) => {
+                        writer.batch.pop();
                         let mut inner = self.lock();
                         if let Some(lag) = inner.lag(&channel, marker) {
                             crate::metrics::marker_lag(&channel, lag);
@@ -523,28 +548,13 @@ impl ReplayState {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %channel, "storing the replay marker failed");
-                        let sink = {
-                            let mut inner = self.lock();
-                            // Kept for the next attempt, with the rest of the batch, unless
-                            // newer commits arrived meanwhile.
-                            inner.dirty.entry(channel).or_insert(data);
-                            for (c, d) in batch {
-                                inner.dirty.entry(c).or_insert(d);
-                            }
-                            inner.last_error = Some(e.clone());
-                            let first = !mem::replace(&mut inner.failing, true);
-                            first.then(|| inner.sink.clone()).flatten()
-                        };
-                        if let Some(sink) = sink {
-                            sink(
-                                Error::new(
-                                    ErrorKind::Replay,
-                                    format!("storing replay markers failed: {e}"),
-                                )
-                                .with_source(e),
-                            );
-                        }
+                        let error = Error::new(
+                            ErrorKind::Replay,
+                            format!("storing replay markers failed: {e}"),
+                        )
+                        .with_source(e);
                         // Do not spin on a broken storage: the next commit or flush retries.
+                        writer.stop(error);
                         return;
                     }
                 }
@@ -589,13 +599,44 @@ impl ReplayState {
     }
 }
 
-/// Marks the writer idle and wakes `flush` when the writer ends, normally or not.
-struct WriterIdle<'a>(&'a ReplayState);
+/// The running marker writer and the markers it took but has not stored yet.
+struct Writer<'a> {
+    state: &'a ReplayState,
+    batch: Vec<(String, Data)>,
+    running: bool,
+}
 
-impl Drop for WriterIdle<'_> {
+impl Writer<'_> {
+    /// Give the unstored markers back (unless newer commits arrived meanwhile), go idle and
+    /// report `error`: to `flush`, and once per failure streak to every stream.
+    fn stop(&mut self, error: Error) {
+        let sink = {
+            let mut inner = self.state.lock();
+            for (channel, data) in self.batch.drain(..) {
+                inner.dirty.entry(channel).or_insert(data);
+            }
+            inner.writing = false;
+            inner.last_error = Some(error.clone());
+            let first = !mem::replace(&mut inner.failing, true);
+            first.then(|| inner.sink.clone()).flatten()
+        };
+        self.running = false;
+        self.state.idle.notify_waiters();
+        if let Some(sink) = sink {
+            sink(error);
+        }
+    }
+}
+
+impl Drop for Writer<'_> {
     fn drop(&mut self) {
-        self.0.lock().writing = false;
-        self.0.idle.notify_waiters();
+        if self.running {
+            // A panicking storage, or the runtime shutting down mid-write.
+            self.stop(Error::new(
+                ErrorKind::Replay,
+                "the replay storage panicked or stopped while storing a marker",
+            ));
+        }
     }
 }
 
@@ -726,5 +767,34 @@ mod tests {
         tickets[3].done("/topic/T");
         s.flush().await.unwrap();
         assert_eq!(stored(), Some(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_while_the_writer_goes_idle_is_still_written() {
+        let storage = MappingStorage::new();
+        let map = storage.map().clone();
+        let s = state(storage, ReplayOption::AllEvents, CommitPolicy::OnReceive);
+        // A commit that lands just as the writer, having found nothing more to write, goes
+        // idle (the hook runs once, at that moment).
+        let late = s.clone();
+        let once = std::sync::atomic::AtomicBool::new(false);
+        *s.idle_hook.lock().unwrap() = Some(Box::new(move || {
+            if !once.swap(true, Ordering::SeqCst) {
+                late.commit("/a", &ev(2, "2026-11-28T07:00:02Z"));
+            }
+        }));
+        s.commit("/a", &ev(1, "2026-11-28T07:00:01Z"));
+        // No flush: on a quiet channel nothing else would start a writer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if map.lock().unwrap().get("/a").map(|m| m.replay_id) == Some(2) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the newest marker was left unwritten"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
