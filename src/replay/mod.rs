@@ -42,6 +42,8 @@
 mod file;
 mod mapping;
 mod marker;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod storage;
 pub(crate) mod tracker;
 
@@ -51,6 +53,8 @@ pub use marker::ReplayMarker;
 #[cfg(feature = "fuzzing")]
 pub(crate) use marker::format_date;
 pub(crate) use marker::parse_date;
+#[cfg(feature = "postgres")]
+pub use postgres::{POSTGRES_TABLE, PostgresStorage};
 pub use storage::ReplayStorage;
 
 /// The replay ids Salesforce gives a meaning to.

@@ -1,0 +1,247 @@
+use super::{ReplayMarker, ReplayStorage};
+use crate::error::{Error, ErrorKind, Result};
+use futures::future::BoxFuture;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The table every `PostgresStorage` uses.
+pub const POSTGRES_TABLE: &str = "sfstream_replay_markers";
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS sfstream_replay_markers (
+    key        text        NOT NULL,
+    channel    text        NOT NULL,
+    replay_id  text        NOT NULL,
+    date       timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key, channel)
+)";
+
+// The comparison mirrors `ReplayMarker::is_after` (dates first when both have one, then replay
+// ids as numbers) and runs in SQL under the row lock of ON CONFLICT, so two writers with the
+// same key can never move a marker backwards.
+const UPSERT: &str = "INSERT INTO sfstream_replay_markers AS m (key, channel, replay_id, date)
+    VALUES ($1::text, $2::text, $3::text, $4::timestamptz)
+    ON CONFLICT (key, channel) DO UPDATE
+    SET replay_id = EXCLUDED.replay_id, date = EXCLUDED.date, updated_at = now()
+    WHERE CASE
+        WHEN EXCLUDED.date IS NOT NULL AND m.date IS NOT NULL AND EXCLUDED.date <> m.date
+            THEN EXCLUDED.date > m.date
+        ELSE EXCLUDED.replay_id::numeric > m.replay_id::numeric
+    END";
+
+const SELECT: &str = "SELECT replay_id, date FROM sfstream_replay_markers
+    WHERE key = $1::text AND channel = $2::text";
+
+/// Markers in a PostgreSQL table (cargo feature `postgres`), shared by every process that uses
+/// the same database and key.
+///
+/// `connect` creates the table if it is missing:
+///
+/// ```sql
+/// CREATE TABLE IF NOT EXISTS sfstream_replay_markers (
+///     key        text        NOT NULL, -- the key given to `connect` (one consumer)
+///     channel    text        NOT NULL, -- the subscription, e.g. /data/AccountChangeEvent
+///     replay_id  text        NOT NULL, -- decimal text: byte-exact, any width
+///     date       timestamptz,          -- the event's creation date (microseconds), if known
+///     updated_at timestamptz NOT NULL DEFAULT now(),
+///     PRIMARY KEY (key, channel)
+/// )
+/// ```
+///
+/// One row per key and channel. Writes are an upsert whose `WHERE` clause compares in SQL
+/// (newer date, or the same or no date and a higher replay id), so a marker never moves
+/// backwards, even with two writers on the same key. A write that fails (connection lost,
+/// server restarting) is retried with exponential backoff, reconnecting, for up to
+/// [`retry_for`](Self::retry_for); the stream goes on meanwhile and the client coalesces the
+/// markers committed in the meantime into the next write. [`Client::close`](crate::Client::close)
+/// waits for the last write.
+///
+/// The connection is plain TCP: TLS to the database is a follow-up (run it on loopback, a
+/// private network or through a TLS sidecar). The password in the URL never appears in `Debug`
+/// output or errors.
+///
+/// ```no_run
+/// # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
+/// use sfstream::replay::PostgresStorage;
+/// let storage =
+///     PostgresStorage::connect("postgresql://sfstream@127.0.0.1/app", "orders-consumer").await?;
+/// let client = sfstream::Client::builder(auth).replay_storage(storage).connect().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStorage {
+    inner: Arc<Inner>,
+    retry_for: Duration,
+}
+
+struct Inner {
+    config: Config,
+    key: String,
+    /// `None` after a connection was lost: the next attempt reconnects.
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStorage")
+            .field("key", &self.inner.key)
+            .field("table", &POSTGRES_TABLE)
+            .field("retry_for", &self.retry_for)
+            .finish_non_exhaustive()
+    }
+}
+
+fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
+    Error::new(ErrorKind::Replay, format!("{what}: {e}")).with_source(e)
+}
+
+impl PostgresStorage {
+    /// Connect to the database at `url` (`postgresql://user:password@host:port/db` or
+    /// `host=... user=...`), create the table if it is missing, and keep markers under `key`
+    /// (one key per consumer: two clients that must not share markers need two keys).
+    pub async fn connect(url: &str, key: impl Into<String>) -> Result<Self> {
+        // The URL may hold a password: never echo it.
+        let config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            Error::new(
+                ErrorKind::Replay,
+                "the PostgreSQL connection string is not valid",
+            )
+            .with_source(e)
+        })?;
+        let storage = PostgresStorage {
+            inner: Arc::new(Inner {
+                config,
+                key: key.into(),
+                client: Mutex::new(None),
+            }),
+            retry_for: Duration::from_secs(10),
+        };
+        let client = storage.inner.client().await?;
+        if let Err(e) = client.batch_execute(CREATE).await {
+            // Two processes creating the table at once: one loses the race on the catalog.
+            let raced = e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION);
+            if !raced {
+                return Err(pg_error("cannot create the replay marker table", e));
+            }
+        }
+        Ok(storage)
+    }
+
+    /// How long a failing read or write is retried (with backoff from 50 ms to 2 s, reconnecting)
+    /// before it is reported; 10 s by default. The client retries a failed write again with
+    /// the next commit.
+    pub fn retry_for(mut self, duration: Duration) -> Self {
+        self.retry_for = duration;
+        self
+    }
+
+    /// The key this storage keeps markers under.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// Run `op` on a connection, reconnecting and backing off on failure until `retry_for`.
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let attempt = match self.inner.client().await {
+                Ok(client) => match op(client.clone()).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        if client.is_closed() {
+                            self.inner.forget(&client);
+                        }
+                        pg_error(what, e)
+                    }
+                },
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(attempt);
+            }
+            tracing::debug!(error = %attempt, ?delay, "replay storage: retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Inner {
+    /// The open connection, or a new one.
+    async fn client(&self) -> Result<Arc<Client>> {
+        if let Some(c) = self.lock().as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| pg_error("cannot connect to PostgreSQL", e))?;
+        // Ends by itself when the client is dropped or the server goes away.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "replay storage: PostgreSQL connection ended");
+            }
+        });
+        let client = Arc::new(client);
+        *self.lock() = Some(client.clone());
+        Ok(client)
+    }
+
+    fn forget(&self, client: &Arc<Client>) {
+        let mut slot = self.lock();
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+            *slot = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Client>>> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ReplayStorage for PostgresStorage {
+    fn get<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<ReplayMarker>>> {
+        Box::pin(async move {
+            let key = self.inner.key.as_str();
+            let row = self
+                .retrying("cannot read the replay marker", |c| async move {
+                    c.query_opt(SELECT, &[&key, &subscription]).await
+                })
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let id: String = row.get(0);
+            let date: Option<SystemTime> = row.get(1);
+            let replay_id = id.parse().map_err(|e| {
+                Error::new(
+                    ErrorKind::Replay,
+                    format!("stored replay id {id:?} of {subscription} is not a number"),
+                )
+                .with_source(e)
+            })?;
+            Ok(Some(ReplayMarker::new(replay_id, date)))
+        })
+    }
+
+    fn set<'a>(&'a self, subscription: &'a str, marker: ReplayMarker) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let key = self.inner.key.as_str();
+            let id = marker.replay_id.to_string();
+            let id = id.as_str();
+            self.retrying("cannot store the replay marker", |c| async move {
+                c.execute(UPSERT, &[&key, &subscription, &id, &marker.date])
+                    .await
+            })
+            .await
+            .map(drop)
+        })
+    }
+}
