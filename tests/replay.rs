@@ -820,3 +820,67 @@ async fn a_late_ack_from_an_earlier_subscription_never_commits_a_newer_event() {
     })
     .await;
 }
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_at_the_old_temp_name_is_never_followed() {
+    use sfstream::replay::ReplayStorage;
+    let dir = tempdir();
+    let victim = dir.join("authorized_keys");
+    std::fs::write(&victim, "ssh-ed25519 AAAA victim\n").unwrap();
+    // Another user who can write to the directory plants the predictable temp name.
+    std::os::unix::fs::symlink(&victim, dir.join(".replay.json.tmp")).unwrap();
+    let storage = FileStorage::open(dir.join("replay.json")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(storage.set("/a", ReplayMarker::new(1, None)))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "ssh-ed25519 AAAA victim\n"
+    );
+    assert_eq!(FileStorage::read(dir.join("replay.json")).unwrap().len(), 1);
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && n != ".replay.json.tmp")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_as_the_lock_file_is_refused() {
+    let dir = tempdir();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "data").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(".replay.json.lock")).unwrap();
+    let e = FileStorage::open(dir.join("replay.json")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Replay, "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "data");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_replay_file_is_private_and_keeps_a_mode_its_owner_chose() {
+    use sfstream::replay::ReplayStorage;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let path = dir.join("replay.json");
+    let storage = FileStorage::open(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    rt.block_on(storage.set("/a", ReplayMarker::new(1, None)))
+        .unwrap();
+    assert_eq!(mode(&path), 0o600, "a new replay file is private");
+    assert_eq!(mode(&dir.join(".replay.json.lock")), 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    rt.block_on(storage.set("/a", ReplayMarker::new(2, None)))
+        .unwrap();
+    assert_eq!(mode(&path), 0o400, "the owner's mode is kept");
+    assert_eq!(FileStorage::read(&path).unwrap()["/a"].replay_id, 2);
+}

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, Weak};
 ///
 /// Every `set` writes the whole file to a temporary file in the same directory, fsyncs it,
 /// renames it over the old one and fsyncs the directory, so a crash at any moment leaves either
-/// the old file or the new one, never a torn one. Writes are coalesced by the client (see
+/// the old file or the new one, never a torn one. The temporary file has an unpredictable name
+/// and is created exclusively with mode `0600` (never through a planted symlink); a new replay
+/// file is therefore private to its owner, and an existing file keeps the mode you gave it. The
+/// write happens outside the lock that `get` takes, on a blocking thread. Writes are coalesced by the client (see
 /// [`CommitPolicy`](super::CommitPolicy)), so the fsync cost does not bound the event rate.
 ///
 /// One process owns a file at a time: `open` takes an advisory lock (a `.<name>.lock` file next
@@ -37,7 +40,12 @@ pub struct FileStorage {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
+    /// What the file holds; locked only briefly, never across I/O (`get` runs on the
+    /// connection task).
     markers: Mutex<BTreeMap<String, ReplayMarker>>,
+    /// One writer at a time, held across the file I/O (on a blocking thread only), so that a
+    /// later snapshot is never overwritten by an earlier one.
+    writer: Mutex<()>,
     /// Held open for the advisory lock; released when the last handle goes.
     _lock: File,
 }
@@ -104,6 +112,27 @@ fn replay_error(what: String, e: impl std::error::Error + Send + Sync + 'static)
     Error::new(ErrorKind::Replay, what).with_source(e)
 }
 
+/// Open (or create, mode `0600`) the lock file without following a symlink, and only if it is
+/// a regular file: a planted link must not make us open, create or lock anything else.
+fn open_lock_file(path: &Path) -> Result<File> {
+    let mut options = File::options();
+    options.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let cannot = |e| replay_error(format!("cannot open {}", path.display()), e);
+    let file = options.open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(Error::new(
+            ErrorKind::Replay,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 impl FileStorage {
     /// Open (or, if it does not exist, start) the file at `path`. A file that exists but cannot
     /// be read as markers is an error: starting over silently would replay or skip events.
@@ -114,12 +143,7 @@ impl FileStorage {
             return Ok(FileStorage { inner });
         }
         let lock_path = sibling(&path, ".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| replay_error(format!("cannot open {}", lock_path.display()), e))?;
+        let lock = open_lock_file(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -139,6 +163,7 @@ impl FileStorage {
         let inner = Arc::new(Inner {
             path: path.clone(),
             markers: Mutex::new(markers),
+            writer: Mutex::new(()),
             _lock: lock,
         });
         open.retain(|_, w| w.strong_count() > 0);
@@ -168,19 +193,22 @@ impl FileStorage {
 }
 
 impl Inner {
-    /// Store under the lock so that concurrent writers never share the temporary file.
+    /// Write a snapshot with `marker` in it, then remember it: memory changes only once the
+    /// file has it, so a failure (a panic included) leaves both as they were.
     fn store(&self, subscription: &str, marker: ReplayMarker) -> Result<()> {
-        let mut markers = self.markers.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = markers.insert(subscription.to_owned(), marker);
-        let result = self.write(&markers);
-        if result.is_err() {
-            // Keep memory equal to the file.
-            match previous {
-                Some(p) => markers.insert(subscription.to_owned(), p),
-                None => markers.remove(subscription),
-            };
-        }
-        result
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut snapshot = self
+            .markers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        snapshot.insert(subscription.to_owned(), marker);
+        self.write(&snapshot)?;
+        self.markers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subscription.to_owned(), marker);
+        Ok(())
     }
 
     fn write(&self, markers: &BTreeMap<String, ReplayMarker>) -> Result<()> {
@@ -203,17 +231,36 @@ impl Inner {
         let bytes = serde_json::to_vec_pretty(&disk)
             .map_err(|e| replay_error("cannot serialize replay markers".into(), e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = sibling(&self.path, ".tmp");
-        let io =
-            |what: &str, e: std::io::Error| replay_error(format!("{what} {}", tmp.display()), e);
-        let mut file = File::create(&tmp).map_err(|e| io("cannot create", e))?;
-        file.write_all(&bytes).map_err(|e| io("cannot write", e))?;
-        file.sync_all().map_err(|e| io("cannot fsync", e))?;
-        drop(file);
-        fs::rename(&tmp, &self.path).map_err(|e| {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let io = |what: &str, e: std::io::Error| {
+            replay_error(format!("{what} a temporary file in {}", dir.display()), e)
+        };
+        // Random name, O_EXCL, mode 0600: nothing planted in the directory can be followed.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| io("cannot create", e))?;
+        // A replay file whose mode its owner chose (e.g. group-readable) keeps it.
+        if let Ok(meta) = fs::symlink_metadata(&self.path)
+            && meta.is_file()
+        {
+            tmp.as_file()
+                .set_permissions(meta.permissions())
+                .map_err(|e| io("cannot set the mode of", e))?;
+        }
+        tmp.write_all(&bytes).map_err(|e| io("cannot write", e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| io("cannot fsync", e))?;
+        tmp.persist(&self.path).map_err(|e| {
             replay_error(
-                format!("cannot rename {} to {}", tmp.display(), self.path.display()),
-                e,
+                format!("cannot rename a temporary file to {}", self.path.display()),
+                e.error,
             )
         })?;
         // The rename itself must reach the disk; not every platform lets a directory be synced.
@@ -245,5 +292,30 @@ impl ReplayStorage for FileStorage {
                 .await
                 .map_err(|e| replay_error("the replay file writer stopped".into(), e))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_is_not_blocked_by_a_write_in_progress() {
+        let dir = std::env::temp_dir().join(format!("sfstream-file-get-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let storage = FileStorage::open(dir.join("replay.json")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(storage.set("/a", ReplayMarker::new(1, None)))
+            .unwrap();
+        // A write in progress (its fsyncs may take long) holds the writer lock only.
+        let writing = storage.inner.writer.lock().unwrap();
+        let got = rt.block_on(storage.get("/a")).unwrap();
+        assert_eq!(got.map(|m| m.replay_id), Some(1));
+        assert_eq!(storage.markers().len(), 1);
+        drop(writing);
+        drop(storage);
+        let _ = fs::remove_dir_all(&dir);
     }
 }
