@@ -22,12 +22,13 @@ function log(...args) {
 }
 
 // Shaped like a Salesforce platform event as received over CometD.
-function makeEventData(seq) {
-    return {
-        schema: 'interop',
-        payload: {seq: seq, CreatedDate: new Date().toISOString()},
-        event: {replayId: seq}
-    };
+function makeEventData(seq, pad) {
+    const payload = {seq: seq, CreatedDate: new Date().toISOString()};
+    if (pad) {
+        // Event size for the side-by-side benchmark (benches/side_by_side).
+        payload.Text__c = pad;
+    }
+    return {schema: 'interop', payload: payload, event: {replayId: seq}};
 }
 
 function isMeta(channel) {
@@ -188,6 +189,12 @@ function controlPublish(impl, res, url) {
     // Optional: yield to the event loop after every `chunk` events, letting
     // the server flush held /meta/connect responses in between. 0 = never.
     const chunk = q.has('chunk') ? parseInt(q.get('chunk'), 10) : 0;
+    // Optional: a payload field of `pad` characters, to set the event size.
+    const padLen = q.has('pad') ? parseInt(q.get('pad'), 10) : 0;
+    if (!Number.isInteger(padLen) || padLen < 0 || padLen > 1000000) {
+        return sendJson(res, 400, {error: 'pad must be 0..1000000'});
+    }
+    const pad = 'x'.repeat(padLen);
     if (!channel || !channel.startsWith('/') || isMeta(channel) ||
         !Number.isInteger(count) || count < 0 || !Number.isInteger(start) ||
         !Number.isInteger(chunk) || chunk < 0) {
@@ -198,7 +205,7 @@ function controlPublish(impl, res, url) {
         const end = chunk > 0 ? Math.min(count, i + chunk) : count;
         const batch = [];
         for (; i < end; i++) {
-            batch.push(makeEventData(start + i));
+            batch.push(makeEventData(start + i, pad));
         }
         impl.publish(channel, batch);
         if (i < count) {

@@ -1,0 +1,56 @@
+//! Count-only sfstream consumer for `benches/side_by_side/run.sh`: what a new user writes, on
+//! `#[tokio::main]` (the multi-thread runtime). Usage:
+//! `sfstream_count PORT CHANNEL N [MAX_PENDING_COUNT]`; exits 0 after N events on CHANNEL.
+//! The script polls the server's stats to see the subscription before it publishes.
+
+use futures::StreamExt;
+use sfstream::Client;
+use sfstream::auth::AccessToken;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(port), Some(channel), Some(n)) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!("usage: sfstream_count PORT CHANNEL N [MAX_PENDING_COUNT]");
+        return ExitCode::FAILURE;
+    };
+    let (Ok(n), Ok(url)) = (n.parse::<u64>(), format!("http://127.0.0.1:{port}").parse()) else {
+        eprintln!("sfstream_count: bad N or PORT");
+        return ExitCode::FAILURE;
+    };
+    let mut builder = Client::builder(AccessToken::new("test-token", url)).api_version("62.0");
+    if let Some(pending) = args.get(3).and_then(|p| p.parse().ok()) {
+        builder = builder.max_pending_count(pending);
+    }
+    let client = match builder.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("sfstream_count: connect: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut events = match client.subscribe(channel.as_str()).await {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("sfstream_count: subscribe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut count = 0;
+    while count < n {
+        match events.next().await {
+            Some(Ok(_)) => count += 1,
+            Some(Err(e)) => {
+                eprintln!("sfstream_count: after {count} events: {e}");
+                return ExitCode::FAILURE;
+            }
+            None => {
+                eprintln!("sfstream_count: stream ended after {count} events");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("received {count}");
+    ExitCode::SUCCESS
+}
