@@ -1,6 +1,7 @@
 //! The replay storage contract, run against every storage: `FileStorage` and `MappingStorage`
 //! always, `PostgresStorage` (feature `postgres`) against the server named by
-//! `SFSTREAM_TEST_POSTGRES_URL` (`.ci/run` starts one on loopback).
+//! `SFSTREAM_TEST_POSTGRES_URL` and `RedisStorage` (feature `redis`) against
+//! `SFSTREAM_TEST_REDIS_URL` (`.ci/run` starts both on loopback).
 
 mod common;
 
@@ -103,40 +104,124 @@ async fn mapping_storage_meets_the_contract() {
     .await;
 }
 
-#[cfg(feature = "postgres")]
-mod postgres {
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod support {
     use super::*;
-    use sfstream::ErrorKind;
-    use sfstream::replay::PostgresStorage;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     use tokio::net::{TcpListener, TcpStream};
 
-    /// The test server's URL, or `None` (with a hint) when there is none; in CI a missing
-    /// server is a failure.
-    fn server() -> Option<String> {
-        match std::env::var("SFSTREAM_TEST_POSTGRES_URL") {
+    /// The URL in `var`, or `None` (with a hint) when there is none; in CI a missing server is
+    /// a failure.
+    pub(crate) fn server(var: &str, example: &str) -> Option<String> {
+        match std::env::var(var) {
             Ok(url) if !url.is_empty() => Some(url),
             _ if std::env::var_os("CI").is_some() => {
-                panic!("CI is set but SFSTREAM_TEST_POSTGRES_URL is not: .ci/run starts PostgreSQL")
+                panic!("CI is set but {var} is not: .ci/run starts the server")
             }
             _ => {
                 eprintln!(
-                    "skipping: set SFSTREAM_TEST_POSTGRES_URL=postgresql://user@127.0.0.1:PORT/db \
-                     to run the PostgreSQL storage tests (.ci/run starts a server)"
+                    "skipping: set {var}={example} to run these tests (.ci/run starts a server)"
                 );
                 None
             }
         }
     }
 
+    /// A loopback TCP relay to the server that can be cut (open connections dropped, new ones
+    /// refused) and restored; counts refused connections.
+    pub(crate) struct Relay {
+        pub(crate) port: u16,
+        up: Arc<AtomicBool>,
+        pub(crate) refused: Arc<AtomicUsize>,
+        conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    }
+
+    impl Relay {
+        pub(crate) async fn start(target: String) -> Relay {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let up = Arc::new(AtomicBool::new(true));
+            let refused = Arc::new(AtomicUsize::new(0));
+            let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (u, r, c) = (up.clone(), refused.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !u.load(Ordering::SeqCst) {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    c.lock().unwrap().push(task.abort_handle());
+                }
+            });
+            Relay {
+                port,
+                up,
+                refused,
+                conns,
+            }
+        }
+
+        pub(crate) fn cut(&self) {
+            self.up.store(false, Ordering::SeqCst);
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+
+        pub(crate) fn restore(&self) {
+            self.up.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `url` with its host and port replaced by the relay's.
+    pub(crate) async fn relayed(url: &str) -> (Relay, String) {
+        let mut u = url::Url::parse(url).expect("the server URL is a URL");
+        let target = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+        let relay = Relay::start(target).await;
+        u.set_port(Some(relay.port)).unwrap();
+        (relay, u.to_string())
+    }
+
+    pub(crate) async fn until(what: &str, cond: impl Fn() -> bool) {
+        within(what, async {
+            while !cond() {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+
     /// A key no other test (or earlier run) uses.
-    fn key(name: &str) -> String {
+    pub(crate) fn key(name: &str) -> String {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
         format!("{name}-{}-{nanos}", std::process::id())
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use sfstream::ErrorKind;
+    use sfstream::replay::PostgresStorage;
+    use support::{key, relayed, until};
+
+    fn server() -> Option<String> {
+        support::server(
+            "SFSTREAM_TEST_POSTGRES_URL",
+            "postgresql://user@127.0.0.1:PORT/db",
+        )
     }
 
     #[tokio::test]
@@ -211,78 +296,6 @@ mod postgres {
             assert_eq!(b.get(CH).await.unwrap().unwrap().replay_id, 200);
         })
         .await;
-    }
-
-    /// A loopback TCP relay to the server that can be cut (open connections dropped, new ones
-    /// refused) and restored; counts refused connections.
-    struct Relay {
-        port: u16,
-        up: Arc<AtomicBool>,
-        refused: Arc<AtomicUsize>,
-        conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    }
-
-    impl Relay {
-        async fn start(target: String) -> Relay {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let up = Arc::new(AtomicBool::new(true));
-            let refused = Arc::new(AtomicUsize::new(0));
-            let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let (u, r, c) = (up.clone(), refused.clone(), conns.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !u.load(Ordering::SeqCst) {
-                        r.fetch_add(1, Ordering::SeqCst);
-                        continue; // dropped: the client sees the connection closed
-                    }
-                    let target = target.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    c.lock().unwrap().push(task.abort_handle());
-                }
-            });
-            Relay {
-                port,
-                up,
-                refused,
-                conns,
-            }
-        }
-
-        fn cut(&self) {
-            self.up.store(false, Ordering::SeqCst);
-            for c in self.conns.lock().unwrap().drain(..) {
-                c.abort();
-            }
-        }
-
-        fn restore(&self) {
-            self.up.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// `url` with its host and port replaced by the relay's.
-    async fn relayed(url: &str) -> (Relay, String) {
-        let mut u = url::Url::parse(url).expect("SFSTREAM_TEST_POSTGRES_URL is a URL");
-        let target = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432));
-        let relay = Relay::start(target).await;
-        u.set_port(Some(relay.port)).unwrap();
-        (relay, u.to_string())
-    }
-
-    async fn until(what: &str, cond: impl Fn() -> bool) {
-        within(what, async {
-            while !cond() {
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
     }
 
     #[tokio::test]
@@ -369,5 +382,123 @@ mod postgres {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Replay);
         assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use sfstream::ErrorKind;
+    use sfstream::replay::RedisStorage;
+    use support::{key, relayed, until};
+
+    fn server() -> Option<String> {
+        support::server("SFSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:PORT/0")
+    }
+
+    #[tokio::test]
+    async fn redis_storage_meets_the_contract() {
+        let Some(url) = server() else { return };
+        within("redis contract", async {
+            round_trip(&RedisStorage::connect(&url, key("contract")).await.unwrap()).await;
+            through_a_client(RedisStorage::connect(&url, key("client")).await.unwrap()).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn redis_never_moves_a_marker_backwards_in_its_script() {
+        let Some(url) = server() else { return };
+        within("never backwards", async {
+            let s = RedisStorage::connect(&url, key("backwards")).await.unwrap();
+            let newest = ReplayMarker::new(10, at(10_000));
+            s.set(CH, newest).await.unwrap();
+            s.set(CH, ReplayMarker::new(99, at(9_000))).await.unwrap();
+            s.set(CH, ReplayMarker::new(9, at(10_000))).await.unwrap();
+            s.set(CH, ReplayMarker::new(9, None)).await.unwrap();
+            assert_eq!(s.get(CH).await.unwrap(), Some(newest));
+            // Decimal comparison of any width: 100 > 99 although "100" < "99" as text.
+            let n = RedisStorage::connect(&url, key("width")).await.unwrap();
+            n.set(CH, ReplayMarker::new(99, None)).await.unwrap();
+            n.set(CH, ReplayMarker::new(100, None)).await.unwrap();
+            n.set(CH, ReplayMarker::new(98, None)).await.unwrap();
+            assert_eq!(n.get(CH).await.unwrap().unwrap().replay_id, 100);
+            let later = ReplayMarker::new(3, at(11_000));
+            s.set(CH, later).await.unwrap();
+            assert_eq!(s.get(CH).await.unwrap(), Some(later));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn two_redis_writers_on_one_key_end_at_the_newest_marker() {
+        let Some(url) = server() else { return };
+        within("two writers", async {
+            let k = key("writers");
+            let a = RedisStorage::connect(&url, k.clone()).await.unwrap();
+            let b = RedisStorage::connect(&url, k).await.unwrap();
+            let up = tokio::spawn(async move {
+                for id in 1..=200 {
+                    a.set(CH, ReplayMarker::new(id, None)).await.unwrap();
+                }
+            });
+            let down = {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    for id in (1..=200).rev() {
+                        b.set(CH, ReplayMarker::new(id, None)).await.unwrap();
+                    }
+                })
+            };
+            up.await.unwrap();
+            down.await.unwrap();
+            assert_eq!(b.get(CH).await.unwrap().unwrap().replay_id, 200);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_redis_connection_is_retried_with_backoff_until_the_write_lands() {
+        let Some(url) = server() else { return };
+        within("retry", async {
+            let (relay, via) = relayed(&url).await;
+            let k = key("retry");
+            let s = RedisStorage::connect(&via, k.clone())
+                .await
+                .unwrap()
+                .retry_for(Duration::from_secs(15));
+            s.set(CH, ReplayMarker::new(1, None)).await.unwrap();
+            relay.cut();
+            let writer = {
+                let s = s.clone();
+                tokio::spawn(async move { s.set(CH, ReplayMarker::new(2, None)).await })
+            };
+            until("two refused reconnects", || {
+                relay.refused.load(Ordering::SeqCst) >= 2
+            })
+            .await;
+            assert!(!writer.is_finished());
+            relay.restore();
+            writer.await.unwrap().unwrap();
+            let direct = RedisStorage::connect(&url, k).await.unwrap();
+            assert_eq!(direct.get(CH).await.unwrap().unwrap().replay_id, 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_redis_write_that_keeps_failing_is_a_replay_error() {
+        let Some(url) = server() else { return };
+        within("give up", async {
+            let (relay, via) = relayed(&url).await;
+            let s = RedisStorage::connect(&via, key("give-up"))
+                .await
+                .unwrap()
+                .retry_for(Duration::from_millis(300));
+            relay.cut();
+            let e = s.set(CH, ReplayMarker::new(1, None)).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Replay);
+        })
+        .await;
     }
 }

@@ -44,6 +44,8 @@ mod mapping;
 mod marker;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 mod storage;
 pub(crate) mod tracker;
 
@@ -55,6 +57,8 @@ pub(crate) use marker::format_date;
 pub(crate) use marker::parse_date;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_TABLE, PostgresStorage};
+#[cfg(feature = "redis")]
+pub use redis::RedisStorage;
 pub use storage::ReplayStorage;
 
 /// The replay ids Salesforce gives a meaning to.

@@ -1,0 +1,266 @@
+use super::{ReplayMarker, ReplayStorage};
+use crate::error::{Error, ErrorKind, Result};
+use futures::future::BoxFuture;
+use redis::aio::MultiplexedConnection;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+// Runs atomically on the server, so two writers can never move a marker backwards. Values are
+// "<replay id> <date in µs since the epoch>" (the date may be missing); numbers compare as
+// decimal text of any width (Lua numbers are doubles and would round ids past 2^53).
+const SET: &str = r#"
+local function gt(a, b)
+  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
+  if na ~= nb then return nb end
+  if na then return gt(b:sub(2), a:sub(2)) end
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local cid, cdate = string.match(cur, '^(%S+) ?(%S*)$')
+  local id, date = ARGV[2], ARGV[3]
+  local newer
+  if cid == nil then
+    newer = true
+  elseif date ~= '' and cdate ~= '' and date ~= cdate then
+    newer = gt(date, cdate)
+  else
+    newer = gt(id, cid)
+  end
+  if not newer then return 0 end
+end
+if ARGV[3] == '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+end
+return 1
+"#;
+
+/// Markers in Redis (cargo feature `redis`), shared by every process that uses the same server
+/// and key.
+///
+/// One hash per key, `sfstream:replay:<key>`, with one field per channel whose value is
+/// `"<replay id> <date in microseconds since the epoch>"` (the date is left out when the event
+/// had none). Writes run a server-side Lua script that compares with the stored value (newer
+/// date, or the same or no date and a higher replay id), so a marker never moves backwards,
+/// even with two writers on the same key. A failed read or write is retried with exponential
+/// backoff, reconnecting, for up to [`retry_for`](Self::retry_for); the stream goes on
+/// meanwhile and the client coalesces the markers committed in the meantime into the next
+/// write. [`Client::close`](crate::Client::close) waits for the last write.
+///
+/// Durability is the server's: with `appendonly yes` and `appendfsync always` an acknowledged
+/// write survives a server crash; with snapshots only, the last seconds may be lost (which
+/// means redelivery, never loss). Plain TCP only; TLS is a follow-up.
+///
+/// ```no_run
+/// # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
+/// use sfstream::replay::RedisStorage;
+/// let storage = RedisStorage::connect("redis://127.0.0.1:6379/0", "orders-consumer").await?;
+/// let client = sfstream::Client::builder(auth).replay_storage(storage).connect().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStorage {
+    inner: Arc<Inner>,
+    retry_for: Duration,
+}
+
+struct Inner {
+    client: redis::Client,
+    hash: String,
+    script: redis::Script,
+    /// `None` after a failure: the next attempt reconnects.
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStorage")
+            .field("hash", &self.inner.hash)
+            .field("retry_for", &self.retry_for)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redis_error(what: &str, e: redis::RedisError) -> Error {
+    // The error text never holds the URL (and so no password).
+    Error::new(ErrorKind::Replay, format!("{what}: {e}")).with_source(e)
+}
+
+impl RedisStorage {
+    /// Connect to the server at `url` (`redis://[user:password@]host:port/db`) and keep markers
+    /// under `key` (one key per consumer).
+    pub async fn connect(url: &str, key: impl AsRef<str>) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::new(ErrorKind::Replay, "the Redis URL is not valid").with_source(e)
+        })?;
+        let storage = RedisStorage {
+            inner: Arc::new(Inner {
+                client,
+                hash: format!("sfstream:replay:{}", key.as_ref()),
+                script: redis::Script::new(SET),
+                connection: Mutex::new(None),
+            }),
+            retry_for: Duration::from_secs(10),
+        };
+        storage.inner.connection().await?;
+        Ok(storage)
+    }
+
+    /// How long a failing read or write is retried (with backoff from 50 ms to 2 s, reconnecting)
+    /// before it is reported; 10 s by default.
+    pub fn retry_for(mut self, duration: Duration) -> Self {
+        self.retry_for = duration;
+        self
+    }
+
+    /// The Redis hash this storage keeps markers in.
+    pub fn hash(&self) -> &str {
+        &self.inner.hash
+    }
+
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let attempt = match self.inner.connection().await {
+                Ok(c) => match op(c).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        *self.inner.lock() = None;
+                        redis_error(what, e)
+                    }
+                },
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(attempt);
+            }
+            tracing::debug!(error = %attempt, ?delay, "replay storage: retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Inner {
+    async fn connection(&self) -> Result<MultiplexedConnection> {
+        if let Some(c) = self.lock().clone() {
+            return Ok(c);
+        }
+        let c = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| redis_error("cannot connect to Redis", e))?;
+        *self.lock() = Some(c.clone());
+        Ok(c)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.connection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn micros(date: SystemTime) -> i128 {
+    match date.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i128,
+        Err(e) => -(e.duration().as_micros() as i128),
+    }
+}
+
+fn from_micros(us: i64) -> Option<SystemTime> {
+    let d = Duration::from_micros(us.unsigned_abs());
+    if us >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(d)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(d)
+    }
+}
+
+fn parse(subscription: &str, value: &str) -> Result<ReplayMarker> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Replay,
+            format!("stored replay marker {value:?} of {subscription} is not valid"),
+        )
+    };
+    let mut parts = value.split(' ');
+    let id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let date = match parts.next() {
+        None | Some("") => None,
+        Some(d) => Some(d.parse().ok().and_then(from_micros).ok_or_else(bad)?),
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(ReplayMarker::new(id, date))
+}
+
+impl ReplayStorage for RedisStorage {
+    fn get<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<ReplayMarker>>> {
+        Box::pin(async move {
+            let hash = self.inner.hash.as_str();
+            let value: Option<String> = self
+                .retrying("cannot read the replay marker", |mut c| async move {
+                    redis::cmd("HGET")
+                        .arg(hash)
+                        .arg(subscription)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            value.map(|v| parse(subscription, &v)).transpose()
+        })
+    }
+
+    fn set<'a>(&'a self, subscription: &'a str, marker: ReplayMarker) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let id = marker.replay_id.to_string();
+            let date = marker
+                .date
+                .map(|d| micros(d).to_string())
+                .unwrap_or_default();
+            let (id, date) = (id.as_str(), date.as_str());
+            let inner = &self.inner;
+            self.retrying("cannot store the replay marker", |mut c| async move {
+                inner
+                    .script
+                    .key(&inner.hash)
+                    .arg(subscription)
+                    .arg(id)
+                    .arg(date)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_values_round_trip_and_bad_ones_are_typed_errors() {
+        let date = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_316_801_123);
+        let v = format!("{} {}", 1_u64 << 40, micros(date));
+        assert_eq!(
+            parse("/c", &v).unwrap(),
+            ReplayMarker::new(1 << 40, Some(date))
+        );
+        assert_eq!(parse("/c", "7").unwrap(), ReplayMarker::new(7, None));
+        for bad in ["", "x", "1 y", "1 2 3", "99999999999999999999"] {
+            assert_eq!(parse("/c", bad).unwrap_err().kind(), ErrorKind::Replay);
+        }
+    }
+}
