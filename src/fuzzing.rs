@@ -19,7 +19,7 @@ pub fn batch(data: &[u8]) {
         return;
     };
     for m in &batch.malformed {
-        let _ = m.error.to_string();
+        printable(&m.error);
     }
     let response = crate::transport::Response::from(batch);
     for message in &response.messages {
@@ -27,6 +27,7 @@ pub fn batch(data: &[u8]) {
         let _ = message.is_event();
         if let Some(error) = &message.error {
             server_error_str(error);
+            printable(&crate::Error::from_reply("connect", message));
         }
         if let Some(advice) = &message.advice {
             apply_advice(advice);
@@ -197,8 +198,13 @@ pub fn token_reply(data: &[u8]) {
                 );
             }
         }
-        Err(e) => {
-            let _ = (e.to_string(), format!("{e:?}"));
-        }
+        Err(e) => printable(&e),
     }
+}
+
+/// Server text reaches terminals and line-based logs through errors: no control characters.
+fn printable(e: &crate::Error) {
+    let shown = e.to_string();
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    let _ = format!("{e:?}");
 }
