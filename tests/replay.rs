@@ -884,3 +884,26 @@ fn the_replay_file_is_private_and_keeps_a_mode_its_owner_chose() {
     assert_eq!(mode(&path), 0o400, "the owner's mode is kept");
     assert_eq!(FileStorage::read(&path).unwrap()["/a"].replay_id, 2);
 }
+
+#[tokio::test]
+async fn receive_take_ten_three_times_stores_the_last_event_not_the_ninth_forever() {
+    within("receive take", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 30);
+        let storage = MappingStorage::new();
+        let client = stored(&emu, storage.clone()).connect().await.unwrap();
+        client.subscribe(CH).await.unwrap().detach();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut all = client.receive().unwrap().take(10);
+            while let Some(event) = all.next().await {
+                seen.push(event.unwrap().replay_id().unwrap());
+            }
+        }
+        assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+        // Each dropped stream's last event was processed (the loop body ran for it).
+        wait_for_marker(&storage, 30).await;
+        client.close().await.unwrap();
+    })
+    .await;
+}

@@ -15,6 +15,10 @@ use std::task::{Context, Poll};
 /// it, never here: each queue has exactly one consumer. An error broadcast to every
 /// subscription appears here once. Ends when the client is closed and everything queued was
 /// taken.
+///
+/// Under [`CommitPolicy::AfterProcessed`](crate::replay::CommitPolicy::AfterProcessed),
+/// dropping the stream counts the event it handed out last as processed (the subscriptions go
+/// on and cannot deliver it again): finish it before you drop the stream.
 pub struct Events {
     session: Arc<Session>,
     id: u64,
@@ -66,7 +70,11 @@ impl FusedStream for Events {
 
 impl Drop for Events {
     fn drop(&mut self) {
-        self.session.shared.inbox.drop_receiver(self.id);
+        // The subscriptions go on and cannot deliver the event in hand again this session:
+        // it counts as processed, or it would hold the channel's marker back for good.
+        if let Some(last) = self.session.shared.inbox.drop_receiver(self.id) {
+            last.ack();
+        }
     }
 }
 

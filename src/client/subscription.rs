@@ -81,7 +81,9 @@ impl Subscription {
     /// Keep the subscription without this handle: its events are then taken through
     /// [`Client::receive`](crate::Client::receive), and
     /// [`Client::unsubscribe`](crate::Client::unsubscribe) ends it. This is the aiosfstream
-    /// style of one loop over every channel.
+    /// style of one loop over every channel. Under
+    /// [`CommitPolicy::AfterProcessed`](crate::replay::CommitPolicy::AfterProcessed) the event
+    /// this handle handed out last counts as processed once detached.
     ///
     /// ```no_run
     /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
@@ -96,7 +98,11 @@ impl Subscription {
     /// ```
     pub fn detach(mut self) {
         self.detached = true;
-        self.session.shared.inbox.detach(self.sub);
+        // The subscription goes on without this handle: the event it handed out last counts
+        // as processed (`AfterProcessed`), or it would hold the channel's marker back for good.
+        if let Some(last) = self.session.shared.inbox.detach(self.sub) {
+            last.ack();
+        }
     }
 }
 

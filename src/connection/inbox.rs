@@ -222,11 +222,14 @@ impl Inbox {
     ///
     /// What the queue holds becomes visible to `receive()` readers, which may already be waiting:
     /// they are woken, or a full queue would pause the connect loop with nobody to drain it.
-    pub(crate) fn detach(&self, sub: SubId) {
+    /// Returns the event the handle took last, for the caller to count as processed.
+    pub(crate) fn detach(&self, sub: SubId) -> Option<Event> {
         let mut wake = Wake::default();
         let mut s = self.lock();
+        let mut last = None;
         if let Some(q) = s.queues.get_mut(&sub) {
             q.detached = true;
+            last = q.last_taken.take();
             let visible = !q.items.is_empty() || q.ended;
             if q.finished() {
                 s.queues.remove(&sub);
@@ -237,6 +240,7 @@ impl Inbox {
         }
         drop(s);
         wake.all();
+        last
     }
 
     /// Forget `sub` and whatever it still held (its handle was dropped).
@@ -310,10 +314,11 @@ impl Inbox {
         s.next_receiver
     }
 
-    pub(crate) fn drop_receiver(&self, id: u64) {
+    /// Returns the event the receiver took last, for the caller to count as processed.
+    pub(crate) fn drop_receiver(&self, id: u64) -> Option<Event> {
         let mut s = self.lock();
         s.receivers.remove(&id);
-        s.receiver_last.remove(&id);
+        s.receiver_last.remove(&id)
     }
 
     /// Take the oldest item across every subscription (`track` as in [`Inbox::poll_sub`]).
