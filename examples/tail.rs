@@ -28,7 +28,7 @@ use sfstream::auth::{
 };
 use sfstream::emulator::Emulator;
 use sfstream::replay::{FileStorage, ReplayOption};
-use sfstream::{Client, ClientBuilder, ErrorKind};
+use sfstream::{Client, ClientBuilder};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -289,17 +289,17 @@ async fn run() -> Result<(), String> {
         builder = builder.replay_fallback(fallback);
     }
     if let Some(path) = &args.replay_file {
-        let storage = FileStorage::open(path).map_err(|e| e.to_string())?;
+        let storage = FileStorage::open(path).map_err(report)?;
         builder = builder.replay_storage(storage);
     }
-    let client = builder.connect().await.map_err(|e| e.to_string())?;
+    let client = builder.connect().await.map_err(report)?;
     let mut streams = Vec::new();
     for channel in &args.channels {
         let subscribed = match args.replay {
             Some(Start::After(id)) => client.subscribe_from(channel.as_str(), id).await,
             _ => client.subscribe(channel.as_str()).await,
         };
-        streams.push(subscribed.map_err(|e| e.to_string())?);
+        streams.push(subscribed.map_err(report)?);
     }
     if let Some(emulator) = emulator {
         tokio::spawn(publish_samples(emulator, args.channels.clone()));
@@ -330,19 +330,28 @@ async fn run() -> Result<(), String> {
                 event.ack();
                 printed += 1;
             }
-            Some(Err(e)) => match e.kind() {
-                // Worth knowing, not worth stopping for: the client recovers by itself.
-                ErrorKind::TransportTimeout | ErrorKind::ReplayGap | ErrorKind::Protocol => {
-                    eprintln!("tail: warning: {e}");
-                }
-                _ => break Err(e.to_string()),
-            },
+            // Worth knowing, not worth stopping for: the client recovers by itself.
+            Some(Err(e)) if e.is_transient() => eprintln!("tail: warning: {}", report(e)),
+            Some(Err(e)) => break Err(report(e)),
         }
     };
     drop(events);
     // Waits until the replay file holds the last printed event.
-    let closed = client.close().await.map_err(|e| e.to_string());
+    let closed = client.close().await.map_err(report);
     result.and(closed)
+}
+
+/// The error and each of its causes, once (a cause is in the message or in `source()`, never
+/// both).
+fn report(e: sfstream::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[tokio::main]

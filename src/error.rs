@@ -167,9 +167,17 @@ impl fmt::Display for OAuthError {
 }
 
 /// The error type of every fallible operation in this crate.
-#[derive(Clone)]
+///
+/// `Display` is the kind and the message. An underlying cause is named once: either in the
+/// message (a transport error names the network cause, so `{e}` and logs show it) or as
+/// [`source()`](std::error::Error::source) (an I/O error of the replay file), never both, so a
+/// report that walks the chain (`{:#}` with `anyhow`) names each cause once.
+#[derive(Clone, thiserror::Error)]
+#[error(transparent)]
 pub struct Error(Arc<Inner>);
 
+#[derive(thiserror::Error)]
+#[error("{}: {}{}", .kind.describe(), .message, status_suffix(*.status, .message))]
 struct Inner {
     kind: ErrorKind,
     message: String,
@@ -183,7 +191,16 @@ struct Inner {
     event: Option<Event>,
     /// The request never left: no connection could be made.
     connect_failure: bool,
+    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// ` (HTTP 502)` unless the message already names the status.
+fn status_suffix(status: Option<u16>, message: &str) -> String {
+    match status {
+        Some(status) if !message.contains(&status.to_string()) => format!(" (HTTP {status})"),
+        _ => String::new(),
+    }
 }
 
 /// Result alias with this crate's [`Error`].
@@ -323,6 +340,49 @@ impl Error {
         Error::new(ErrorKind::InvalidOperation, "the client is closed")
     }
 
+    /// Whether the client gets past this by itself, so a pipeline should log it and go on
+    /// rather than stop: retrying the operation, or polling the stream again, can succeed with
+    /// nothing changed on your side.
+    ///
+    /// True for network failures ([`Transport`](ErrorKind::Transport) without an HTTP status,
+    /// or with 408, 429 or a 5xx), timeouts and outage reports
+    /// ([`TransportTimeout`](ErrorKind::TransportTimeout), "...; still retrying"), replies or
+    /// messages that could not be read ([`Protocol`](ErrorKind::Protocol)), and the notices of a
+    /// stream that has already recovered ([`ReplayGap`](ErrorKind::ReplayGap),
+    /// [`Stalled`](ErrorKind::Stalled)). False for what needs a person: credentials, a server
+    /// rejection, configuration, a closed client, a replay storage that fails, an event that
+    /// does not fit your type. [`NoticeExt::on_notice`](crate::NoticeExt::on_notice) takes the
+    /// transient errors out of a stream on this test.
+    ///
+    /// ```
+    /// # fn f(e: sfstream::Error) -> sfstream::Result<()> {
+    /// if e.is_transient() {
+    ///     eprintln!("warning: {e}");
+    /// } else {
+    ///     return Err(e);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self.0.kind {
+            ErrorKind::Transport => self
+                .0
+                .status
+                .is_none_or(|s| s == 408 || s == 429 || s >= 500),
+            ErrorKind::TransportTimeout
+            | ErrorKind::Protocol
+            | ErrorKind::ReplayGap
+            | ErrorKind::Stalled => true,
+            _ => false,
+        }
+    }
+
+    /// Whether `self` and `other` are the same report (clones of one error): a connection-wide
+    /// notice reaches every subscription as clones of one error.
+    pub(crate) fn same_report(&self, other: &Error) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.0.kind
@@ -379,57 +439,42 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.0.kind.describe(), self.0.message)?;
-        if let Some(status) = self.0.status
-            && !self.0.message.contains(&status.to_string())
-        {
-            write!(f, " (HTTP {status})")?;
-        }
-        Ok(())
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
-impl fmt::Debug for Error {
+/// Written by hand: every field that could hold a secret is left out or already redacted.
+impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.0.kind)
-            .field("message", &self.0.message);
-        if let Some(s) = self.0.status {
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(s) = self.status {
             d.field("status", &s);
         }
-        if let Some(s) = &self.0.server {
+        if let Some(s) = &self.server {
             d.field("server", s);
         }
-        if let Some(a) = &self.0.advice {
+        if let Some(a) = &self.advice {
             d.field("advice", a);
         }
-        if let Some(r) = &self.0.failure_reason {
+        if let Some(r) = &self.failure_reason {
             d.field("failure_reason", r);
         }
-        if let Some(g) = &self.0.replay_gap {
+        if let Some(g) = &self.replay_gap {
             d.field("replay_gap", g);
         }
-        if let Some(o) = &self.0.oauth {
+        if let Some(o) = &self.oauth {
             d.field("oauth", o);
         }
-        if let Some(x) = &self.0.decode {
+        if let Some(x) = &self.decode {
             d.field("decode", x);
         }
-        if let Some(s) = &self.0.source {
+        if let Some(s) = &self.source {
             d.field("source", &s.to_string());
         }
         d.finish()
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -66,9 +66,11 @@ impl Event {
     ///
     /// ```no_run
     /// # async fn f(mut sub: sfstream::Subscription) -> sfstream::Result<()> {
-    /// use futures::StreamExt;
-    /// while let Some(event) = sub.next().await {
-    ///     let event = event?;
+    /// use futures::TryStreamExt;
+    /// use sfstream::NoticeExt;
+    /// // Notices (an outage, a replay gap) go to the callback; `?` ends only on real errors.
+    /// let mut events = sub.on_notice(|notice| eprintln!("warning: {notice}"));
+    /// while let Some(event) = events.try_next().await? {
     ///     // ... write it to the database ...
     ///     event.ack();
     /// }

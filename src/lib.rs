@@ -70,6 +70,7 @@ pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
 pub mod middleware;
+mod notice;
 pub mod publish;
 pub mod replay;
 mod telemetry;
@@ -81,6 +82,7 @@ pub use connection::ConnectionState;
 pub use error::{DecodeFailure, Error, ErrorKind, OAuthError, ReplayGap, Result};
 pub use event::Event;
 pub use health::Health;
+pub use notice::{NoticeExt, OnNotice};
 /// URLs (instance, login, My Domain) are [`url::Url`]s, re-exported so you need not depend on
 /// `url` yourself.
 pub use url::Url;

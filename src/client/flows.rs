@@ -32,7 +32,12 @@ impl Client {
     /// .connect()
     /// .await?;
     /// let mut orders = client.subscribe("/event/Order_Placed__e").await?;
-    /// while let Some(event) = orders.next().await { let event = event?; }
+    /// while let Some(item) = orders.next().await {
+    ///     match item {
+    ///         Ok(event) => println!("{}", event.data()),
+    ///         Err(e) => eprintln!("{e}"), // a notice (outage, replay gap...): the stream goes on
+    ///     }
+    /// }
     /// # Ok(()) }
     /// ```
     #[doc(alias = "SalesforceStreamingClient")]

@@ -248,8 +248,11 @@ impl Client {
     ///     client.subscribe(channel).await?.detach();
     /// }
     /// let mut all = client.receive()?;
-    /// while let Some(Ok(event)) = all.next().await {
-    ///     println!("{}", event.channel());
+    /// while let Some(item) = all.next().await {
+    ///     match item {
+    ///         Ok(event) => println!("{}", event.channel()),
+    ///         Err(e) => eprintln!("{e}"), // reported; the stream goes on
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```

@@ -87,12 +87,13 @@ impl Subscription {
     ///
     /// ```no_run
     /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
-    /// use futures::StreamExt;
+    /// use futures::TryStreamExt;
+    /// use sfstream::NoticeExt;
     /// client.subscribe("/topic/InvoiceStatementUpdates").await?.detach();
     /// client.subscribe("/event/Order_Placed__e").await?.detach();
-    /// let mut all = client.receive()?;
-    /// while let Some(event) = all.next().await {
-    ///     println!("{}", event?.channel());
+    /// let mut all = client.receive()?.on_notice(|n| eprintln!("warning: {n}"));
+    /// while let Some(event) = all.try_next().await? {
+    ///     println!("{}", event.channel());
     /// }
     /// # Ok(()) }
     /// ```

@@ -33,6 +33,7 @@
 //!     match item {
 //!         Ok(event) => { /* process; its marker is stored once you ask for the next one */ }
 //!         Err(e) if e.kind() == ErrorKind::ReplayGap => eprintln!("possible loss: {e}"),
+//!         Err(e) if e.is_transient() => eprintln!("warning: {e}"), // the stream goes on
 //!         Err(e) => return Err(e),
 //!     }
 //! }

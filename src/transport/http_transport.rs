@@ -109,11 +109,12 @@ impl HttpClient {
             async {
                 let response = self.client.request(request).await.map_err(|e| {
                     let connect = e.is_connect();
+                    // The message names every cause (what logs and `{e}` show), so the
+                    // causes are not chained again as `source()`: a chain walk names each once.
                     let error = Error::new(
                         ErrorKind::Transport,
                         format!("request to {url} failed: {}", chain(&e)),
-                    )
-                    .with_source(e);
+                    );
                     if connect {
                         error.connect_failure()
                     } else {
