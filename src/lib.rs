@@ -49,6 +49,7 @@
 //! one type, [`Error`], with an [`ErrorKind`]; none of them ever holds a secret.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod bayeux;

@@ -1,59 +1,54 @@
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::fmt;
+use std::sync::Arc;
 
-/// The raw JSON text of a message's `data`, shared with the response body it came from.
+/// The raw JSON text of a message's `data`, copied out of the response body.
 ///
 /// Cloning is cheap (a reference count). Nothing is parsed until you ask: [`Data::deserialize`]
-/// reads it into your own type, [`Data::get`] gives the JSON text.
+/// reads it into your own type, [`Data::get`] gives the JSON text. It holds only its own text,
+/// never the response it came in, so an event kept for a while costs its own size.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Data(Bytes);
+pub struct Data(Arc<str>);
 
 impl Data {
     /// Serialize any value into a `Data` (for publishing).
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::to_vec(value).map(|v| Data(Bytes::from(v)))
+        serde_json::to_string(value).map(|v| Data(v.into()))
     }
 
     /// Take JSON text, checking that it is one valid JSON value.
     pub fn from_json(text: impl Into<String>) -> Result<Self, serde_json::Error> {
         let text = text.into();
         serde_json::from_str::<&RawValue>(&text)?;
-        Ok(Data(Bytes::from(text)))
+        Ok(Data(text.into()))
     }
 
-    /// Wrap a slice of a response body that the parser already validated as one JSON value.
-    pub(crate) fn from_validated(bytes: Bytes) -> Self {
-        Data(bytes)
+    /// Copy a part of a response body that the parser already validated as one JSON value.
+    pub(crate) fn from_validated(text: &str) -> Self {
+        Data(text.into())
     }
 
     /// The JSON text.
     pub fn get(&self) -> &str {
-        // Every constructor stores either a String or a slice that serde_json handed out as &str.
-        debug_assert!(std::str::from_utf8(&self.0).is_ok());
-        #[allow(unsafe_code)]
-        // SAFETY: see above: the bytes are always the UTF-8 text of a `&str` or `String`.
-        unsafe {
-            std::str::from_utf8_unchecked(&self.0)
-        }
+        &self.0
     }
 
-    /// The JSON text as bytes (shares the response buffer).
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The JSON text as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 
     /// Deserialize into any type.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.0)
+        serde_json::from_str(&self.0)
     }
 
     /// Parse into a `serde_json::Value`.
     pub fn to_value(&self) -> serde_json::Value {
         // Validated at construction, so this cannot fail; Null keeps the signature infallible.
-        serde_json::from_slice(&self.0).unwrap_or_default()
+        serde_json::from_str(&self.0).unwrap_or_default()
     }
 
     /// The text as a borrowed `RawValue`, for embedding in other serde output.

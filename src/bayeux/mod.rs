@@ -1,6 +1,6 @@
 //! Layer 1: Bayeux 1.0 messages as Salesforce sends and expects them.
 //!
-//! A [`Message`] keeps its `data` as raw JSON ([`Data`]) sliced out of the response body, so an
+//! A [`Message`] keeps its `data` as raw JSON ([`Data`]) copied out of the response body, so an
 //! event the user never looks into is never fully parsed. [`parse_batch`] reads a response body
 //! (a JSON array) in one pass and falls back to per-message parsing only when some element is
 //! malformed, so one bad element never takes the rest of the batch down with it.
