@@ -4,12 +4,13 @@
 mod common;
 
 use common::mock::{MockServer, mock};
-use common::{token_for, within};
+use common::{token_for, within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::{Client, ConnectionState, ErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 fn client(max_pending: usize) -> (Client, MockServer) {
     let (transport, server) = mock();
@@ -150,6 +151,62 @@ async fn malformed_messages_count_against_max_pending() {
         }
         server.next_on("/meta/connect").await;
         assert_eq!(client.pending_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_backpressure_pause_names_the_channels_holding_events() {
+    within_virtual("a long pause", async {
+        let (transport, mut server) = mock();
+        let client = Client::builder(token_for("https://example.my.salesforce.com"))
+            .transport(transport)
+            .max_pending_count(3)
+            .connection_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .unwrap();
+        let c = client.clone();
+        let opening = tokio::spawn(async move { c.open().await });
+        server.accept_open().await;
+        opening.await.unwrap().unwrap();
+        let backlog = |ch: &str| (1..=2).map(|i| event(ch, i)).collect();
+        // A handle held but never polled, and a detached subscription nobody receives from.
+        let mut held =
+            subscribe_with(&client, &mut server, "/event/A__e", backlog("/event/A__e")).await;
+        subscribe_with(&client, &mut server, "/event/B__e", backlog("/event/B__e"))
+            .await
+            .detach();
+        let mut states = client.state_updates();
+        server.next_on("/meta/connect").await.ok();
+        let started = tokio::time::Instant::now();
+        let (pending, paused_for, channels) = loop {
+            match states.next().await.unwrap() {
+                ConnectionState::PausedLong {
+                    pending,
+                    paused_for,
+                    channels,
+                } => break (pending, paused_for, channels),
+                other => assert!(
+                    matches!(
+                        other,
+                        ConnectionState::Connected | ConnectionState::Paused { pending: 4 }
+                    ),
+                    "{other:?}"
+                ),
+            }
+        };
+        assert_eq!(pending, 4);
+        assert!(paused_for >= Duration::from_secs(30), "{paused_for:?}");
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        let names: Vec<(&str, usize)> = channels.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        assert_eq!(names, vec![("/event/A__e", 2), ("/event/B__e", 2)]);
+        assert!(client.state().is_connected());
+        // Taking events below the limit resumes the loop, and the state says so.
+        for _ in 0..2 {
+            held.next().await.unwrap().unwrap();
+        }
+        server.next_on("/meta/connect").await;
+        while !matches!(states.next().await.unwrap(), ConnectionState::Connected) {}
     })
     .await;
 }

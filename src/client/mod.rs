@@ -167,7 +167,7 @@ impl Client {
     ) -> Result<Subscription> {
         validate_channel(&channel, true)?;
         let session = self.open_session()?;
-        let sub = session.shared.inbox.register();
+        let sub = session.shared.inbox.register(&channel);
         // Built first so that a cancelled subscribe() still unsubscribes (via Drop).
         let subscription = Subscription::new(channel.clone(), sub, session.clone());
         session

@@ -56,6 +56,8 @@ struct State {
 }
 
 struct Queue {
+    /// The subscribed channel, to name who holds pending items (backpressure diagnosis).
+    channel: String,
     items: VecDeque<Item>,
     waker: Option<Waker>,
     ended: bool,
@@ -122,7 +124,7 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn register(&self) -> SubId {
+    pub(crate) fn register(&self, channel: &str) -> SubId {
         let mut s = self.lock();
         s.next_sub += 1;
         let id = s.next_sub;
@@ -130,6 +132,7 @@ impl Inbox {
         s.queues.insert(
             id,
             Queue {
+                channel: channel.to_owned(),
                 items: VecDeque::new(),
                 waker: None,
                 ended,
@@ -371,6 +374,21 @@ impl Inbox {
 
     pub(crate) fn pending(&self) -> usize {
         self.lock().pending
+    }
+
+    /// The channels whose queues hold items, with how many each, most first.
+    pub(crate) fn holders(&self) -> Vec<(String, usize)> {
+        let s = self.lock();
+        let mut by_channel: std::collections::BTreeMap<&str, usize> = Default::default();
+        for q in s.queues.values().filter(|q| !q.items.is_empty()) {
+            *by_channel.entry(&q.channel).or_default() += q.items.len();
+        }
+        let mut holders: Vec<(String, usize)> = by_channel
+            .into_iter()
+            .map(|(c, n)| (c.to_owned(), n))
+            .collect();
+        holders.sort_by_key(|h| std::cmp::Reverse(h.1));
+        holders
     }
 
     pub(crate) fn has_room(&self) -> bool {

@@ -1,6 +1,7 @@
 use crate::error::Error;
 use crate::health::Health;
 use futures::{Stream, StreamExt};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 /// Where the connection stands. Watch it with
@@ -18,6 +19,18 @@ pub enum ConnectionState {
         /// Items (events and errors) delivered but not yet taken.
         pending: usize,
     },
+    /// Backpressure has held the connect loop for longer than `connection_timeout` (40 s without
+    /// one): a consumer has stopped taking events, and every channel of the client waits for it.
+    /// Logged as a warning once per pause; the loop goes on as soon as an item is taken.
+    PausedLong {
+        /// Items (events and errors) delivered but not yet taken.
+        pending: usize,
+        /// How long the loop had been paused when this was published.
+        paused_for: Duration,
+        /// The channels whose queues hold the pending items, with how many each, most first.
+        /// A subscription detached from its handle is read through `Client::receive`.
+        channels: Vec<(String, usize)>,
+    },
     /// The last request failed; the client retries after a backoff.
     Reconnecting {
         /// Consecutive failures so far.
@@ -34,18 +47,33 @@ impl ConnectionState {
     pub fn is_connected(&self) -> bool {
         matches!(
             self,
-            ConnectionState::Connected | ConnectionState::Paused { .. }
+            ConnectionState::Connected
+                | ConnectionState::Paused { .. }
+                | ConnectionState::PausedLong { .. }
         )
     }
 }
 
-/// Equal when the variant and its counters are: the error of `Reconnecting` is not compared.
+/// Equal when the variant and its counters are: the error of `Reconnecting` and the duration of
+/// `PausedLong` are not compared.
 impl PartialEq for ConnectionState {
     fn eq(&self, other: &Self) -> bool {
         use ConnectionState::*;
         match (self, other) {
             (Handshaking, Handshaking) | (Connected, Connected) | (Closed, Closed) => true,
             (Paused { pending: a }, Paused { pending: b }) => a == b,
+            (
+                PausedLong {
+                    pending: a,
+                    channels: ca,
+                    ..
+                },
+                PausedLong {
+                    pending: b,
+                    channels: cb,
+                    ..
+                },
+            ) => a == b && ca == cb,
             (Reconnecting { failures: a, .. }, Reconnecting { failures: b, .. }) => a == b,
             _ => false,
         }

@@ -88,7 +88,10 @@ impl Task {
             self.clock.connected = connected;
             self.clock.since = Some(wall);
         }
-        if matches!(state, ConnectionState::Paused { .. }) {
+        if matches!(
+            state,
+            ConnectionState::Paused { .. } | ConnectionState::PausedLong { .. }
+        ) {
             self.clock.paused_since.get_or_insert(wall);
         } else {
             self.clock.paused_since = None;

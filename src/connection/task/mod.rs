@@ -1,5 +1,6 @@
 mod health;
 mod incoming;
+mod pause;
 mod stall;
 mod subscriptions;
 
@@ -107,6 +108,7 @@ pub(crate) fn spawn(
         opened_at: Instant::now(),
         sub_backoff: Backoff::new(settings_backoff.0, settings_backoff.1),
         retry_subscribes_at: None,
+        long_pause: pause::LongPause::default(),
     };
     let spans = task.settings.spans.clone();
     tokio::spawn(spans.instrument(task.run()));
@@ -230,6 +232,7 @@ struct Task {
     sub_backoff: Backoff,
     /// When to send the subscribes waiting in `SubState::Wanted` again.
     retry_subscribes_at: Option<Instant>,
+    long_pause: pause::LongPause,
 }
 
 async fn in_flight(f: &mut Option<(String, Flight)>) -> Result<Response> {
@@ -263,7 +266,8 @@ impl Task {
                         wait_for_room = true;
                         let pending = self.shared.inbox.pending();
                         self.note_pause(pending);
-                        self.set_state(ConnectionState::Paused { pending });
+                        let state = self.paused_state(pending);
+                        self.set_state(state);
                     }
                 }
                 _ => {}
@@ -274,6 +278,7 @@ impl Task {
                 self.health_deadline(),
                 self.retry_subscribes_at,
                 self.startup_deadline(),
+                self.long_pause_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -319,6 +324,7 @@ impl Task {
                     self.check_stalls();
                     self.check_health();
                     self.retry_subscribes();
+                    self.check_long_pause();
                 }
                 () = self.shared.inbox.room(), if wait_for_room => {}
             }
@@ -520,6 +526,7 @@ impl Task {
                 .saturating_add(self.settings.max_network_delay)
         };
         self.note_resume();
+        self.pause_ended();
         let flight = self.flight(vec![m], timeout);
         self.connect = Some((id, flight));
         self.next = Next::Idle;
