@@ -13,7 +13,8 @@
 //! or `SF_SANDBOX=1` for the login URL): see the README's Authentication table. `SF_API_VERSION`
 //! overrides the API version. `--count N` exits after N events. Ctrl-C closes cleanly (a
 //! `/meta/disconnect` is sent). Errors print one line to stderr and exit non-zero.
-//! `SF_LOG=debug` logs to stderr.
+//! `SF_LOG=debug` logs to stderr. `HTTPS_PROXY` (`https_proxy`), `HTTP_PROXY`, `ALL_PROXY` and
+//! `NO_PROXY` select a proxy as they do for curl.
 //!
 //! Replay: `--replay all|new|ID` says where to start (all retained events, new ones, or after
 //! replay id ID), `--replay-file PATH` keeps a replay marker per channel in a file, so the next
@@ -28,6 +29,7 @@ use sfstream::auth::{
 };
 use sfstream::emulator::Emulator;
 use sfstream::replay::{FileStorage, ReplayOption};
+use sfstream::transport::Proxy;
 use sfstream::{Client, ClientBuilder};
 use std::io::Write;
 use std::process::ExitCode;
@@ -96,7 +98,8 @@ fn parse_args() -> Result<Args, String> {
             "--help" | "-h" => {
                 return Err(
                     "usage: tail [--count N] [--replay all|new|ID] [--replay-fallback all|new] \
-                     [--replay-file PATH] CHANNEL...   (no credentials: emulator)"
+                     [--replay-file PATH] CHANNEL...   (no credentials: emulator; \
+                     HTTPS_PROXY, HTTP_PROXY, NO_PROXY honoured)"
                         .into(),
                 );
             }
@@ -282,6 +285,9 @@ async fn publish_samples(emulator: Emulator, channels: Vec<String>) {
 async fn run() -> Result<(), String> {
     let mut args = parse_args()?;
     let (mut builder, emulator) = source(&mut args).await?;
+    // HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY, as curl reads them; also for the token
+    // requests. Unset means direct.
+    builder = builder.proxy(Proxy::from_env());
     if let Some(Start::Option(option)) = args.replay {
         builder = builder.replay(option);
     }

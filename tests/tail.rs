@@ -28,7 +28,7 @@ async fn tail(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = tokio::process::Command::new(tail_binary());
     cmd.args(args).kill_on_drop(true);
     for (k, _) in std::env::vars() {
-        if k.starts_with("SF_") {
+        if k.starts_with("SF_") || k.to_ascii_uppercase().ends_with("_PROXY") {
             cmd.env_remove(k);
         }
     }
@@ -223,6 +223,96 @@ async fn ctrl_c_closes_cleanly_with_a_disconnect() {
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{status:?}");
         assert_eq!(emu.stats().disconnects, 1, "a /meta/disconnect was sent");
+    })
+    .await;
+}
+
+/// Whether the built `tail` knows the proxy variables. A target directory shared by several
+/// checkouts can hold another checkout's build; outside CI such a test is skipped with a note.
+async fn tail_knows_proxies() -> bool {
+    let out = tail(&["--help"], &[]).await;
+    if String::from_utf8_lossy(&out.stderr).contains("HTTPS_PROXY") {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "the tail example does not know the proxy variables"
+    );
+    eprintln!("skipped: target/*/examples/tail is another checkout's build; rebuild the examples");
+    false
+}
+
+#[tokio::test]
+async fn proxy_environment_variables_are_honoured() {
+    if !tail_knows_proxies().await {
+        return;
+    }
+    within("tail proxy env", async {
+        // A closed port as the proxy: tail must try it and say so, for the token request too.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = format!(
+            "http://svc:pw-SECRET@127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        drop(listener);
+        let out = tail(&["--count", "1"], &[("HTTP_PROXY", proxy.clone())]).await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("services/oauth2/token"), "{stderr}");
+        assert!(stderr.contains("is unreachable"), "{stderr}");
+        assert!(!stderr.contains("pw-SECRET"), "{stderr}");
+        // NO_PROXY lets the emulator on 127.0.0.1 be reached directly.
+        let env = [
+            ("http_proxy", proxy),
+            ("NO_PROXY", "localhost,127.0.0.0/8".to_owned()),
+        ];
+        let out = tail(&["--count", "1"], &env).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(lines(&out).len(), 1);
+    })
+    .await;
+}
+
+/// With feature `native-roots`, the platform's store is trusted: on Linux that is
+/// `SSL_CERT_FILE` when set, here the test CA.
+#[cfg(feature = "native-roots")]
+#[tokio::test]
+async fn native_roots_trust_the_platform_store() {
+    if !tail_knows_proxies().await {
+        return;
+    }
+    within("tail native roots", async {
+        let emu = Emulator::start().await.unwrap();
+        emu.publish("/event/Order__e", serde_json::json!({"n": 1}));
+        let front = common::front::front(emu.local_addr(), true).await;
+        let mut env = org(&emu);
+        env[0].1 = front.url(true);
+        let ca = common::front::ca_path().display().to_string();
+        let out = tail(
+            &["--count", "1", "--replay", "all", "/event/Order__e"],
+            &env,
+        )
+        .await;
+        assert!(
+            !out.status.success(),
+            "the test CA is not trusted without SSL_CERT_FILE"
+        );
+        env.push(("SSL_CERT_FILE", ca));
+        let out = tail(
+            &["--count", "1", "--replay", "all", "/event/Order__e"],
+            &env,
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(ids(&out), vec![1]);
     })
     .await;
 }

@@ -70,6 +70,10 @@ endpoint_setters!(
 );
 
 impl Authenticator for ClientCredentialsAuthenticator {
+    fn inherit_http_settings(&self, settings: &crate::transport::HttpSettings) {
+        self.endpoint.inherit(settings);
+    }
+
     fn authenticate(&self) -> BoxFuture<'_, Result<Token>> {
         Box::pin(async move {
             if !self.endpoint.login.is_my_domain() {

@@ -234,6 +234,10 @@ endpoint_setters!(
 );
 
 impl Authenticator for JwtBearerAuthenticator {
+    fn inherit_http_settings(&self, settings: &crate::transport::HttpSettings) {
+        self.endpoint.inherit(settings);
+    }
+
     fn authenticate(&self) -> BoxFuture<'_, Result<Token>> {
         Box::pin(async move {
             let assertion = self.assertion()?;

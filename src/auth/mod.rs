@@ -50,6 +50,7 @@ pub use token::Token;
 pub(crate) use token_endpoint::parse_reply as parse_token_reply;
 
 use crate::error::Result;
+use crate::transport::HttpSettings;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -91,6 +92,15 @@ pub trait Authenticator: Send + Sync + 'static {
     fn can_refresh(&self) -> bool {
         true
     }
+
+    /// Take the client's TLS and proxy settings:
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) calls it so that token requests go
+    /// out the way CometD requests do. The built-in flows use each setting unless it was set on
+    /// the authenticator itself (the latest client's settings win when one authenticator serves
+    /// several); the default ignores them. Wrappers should forward it.
+    fn inherit_http_settings(&self, settings: &HttpSettings) {
+        let _ = settings;
+    }
 }
 
 impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
@@ -105,6 +115,10 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     fn can_refresh(&self) -> bool {
         (**self).can_refresh()
     }
+
+    fn inherit_http_settings(&self, settings: &HttpSettings) {
+        (**self).inherit_http_settings(settings)
+    }
 }
 
 impl<A: Authenticator + ?Sized> Authenticator for Box<A> {
@@ -118,5 +132,9 @@ impl<A: Authenticator + ?Sized> Authenticator for Box<A> {
 
     fn can_refresh(&self) -> bool {
         (**self).can_refresh()
+    }
+
+    fn inherit_http_settings(&self, settings: &HttpSettings) {
+        (**self).inherit_http_settings(settings)
     }
 }

@@ -114,6 +114,10 @@ endpoint_setters!(
 );
 
 impl Authenticator for RefreshTokenAuthenticator {
+    fn inherit_http_settings(&self, settings: &crate::transport::HttpSettings) {
+        self.endpoint.inherit(settings);
+    }
+
     fn authenticate(&self) -> BoxFuture<'_, Result<Token>> {
         Box::pin(async move {
             let refresh_token = self.current_refresh_token();

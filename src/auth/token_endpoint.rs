@@ -3,14 +3,14 @@
 
 use super::{LoginUrl, Secret, Token};
 use crate::error::{Error, ErrorKind, OAuthError, Result};
-use crate::transport::HttpClient;
+use crate::transport::{HttpClient, HttpSettings, Proxy};
 use crate::url_policy::{check_instance_url, shown};
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
@@ -26,13 +26,36 @@ pub(crate) struct TokenReply {
     pub(crate) refresh_token: Option<Secret>,
 }
 
-/// The token endpoint of one login URL, with its own HTTP client (built on first use).
-#[derive(Clone)]
+/// The token endpoint of one login URL, with its own HTTP client (built on first use, again
+/// after the settings change).
 pub(crate) struct TokenEndpoint {
     pub(crate) login: LoginUrl,
     pub(crate) timeout: Duration,
-    tls: Option<rustls::ClientConfig>,
-    http: OnceLock<HttpClient>,
+    /// Set on the authenticator itself: wins over the client's.
+    own: HttpSettings,
+    http: Mutex<Http>,
+}
+
+/// The client's settings and the HTTP client built from them.
+#[derive(Default)]
+struct Http {
+    inherited: HttpSettings,
+    client: Option<HttpClient>,
+}
+
+impl Clone for TokenEndpoint {
+    fn clone(&self) -> Self {
+        let inherited = self.lock().inherited.clone();
+        TokenEndpoint {
+            login: self.login.clone(),
+            timeout: self.timeout,
+            own: self.own.clone(),
+            http: Mutex::new(Http {
+                inherited,
+                client: None,
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -40,7 +63,7 @@ impl fmt::Debug for TokenEndpoint {
         f.debug_struct("TokenEndpoint")
             .field("login_url", &self.login.to_string())
             .field("timeout", &self.timeout)
-            .field("custom_tls", &self.tls.is_some())
+            .field("http", &self.own.or(&self.lock().inherited))
             .finish()
     }
 }
@@ -50,22 +73,41 @@ impl TokenEndpoint {
         TokenEndpoint {
             login,
             timeout: DEFAULT_TOKEN_TIMEOUT,
-            tls: None,
-            http: OnceLock::new(),
+            own: HttpSettings::default(),
+            http: Mutex::new(Http::default()),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Http> {
+        // The guarded data stays consistent even if a holder panicked.
+        self.http.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn set_tls(&mut self, config: rustls::ClientConfig) {
-        self.tls = Some(config);
-        self.http = OnceLock::new();
+        self.own.tls = Some(Arc::new(config));
+        self.lock().client = None;
+    }
+
+    pub(crate) fn set_proxy(&mut self, proxy: Proxy) {
+        self.own.proxy = Some(proxy);
+        self.lock().client = None;
+    }
+
+    /// The client's settings, for what was not set here.
+    pub(crate) fn inherit(&self, settings: &HttpSettings) {
+        let mut http = self.lock();
+        http.inherited = settings.clone();
+        http.client = None;
     }
 
     fn http(&self) -> Result<HttpClient> {
-        if let Some(http) = self.http.get() {
-            return Ok(http.clone());
+        let mut http = self.lock();
+        if let Some(client) = &http.client {
+            return Ok(client.clone());
         }
-        let http = HttpClient::new(self.tls.clone(), MAX_TOKEN_REPLY_BYTES)?;
-        Ok(self.http.get_or_init(|| http).clone())
+        let client = HttpClient::new(&self.own.or(&http.inherited), MAX_TOKEN_REPLY_BYTES)?;
+        http.client = Some(client.clone());
+        Ok(client)
     }
 
     /// POST `grant_type` and `fields` as a form and read the reply. Field values never reach a
@@ -221,7 +263,7 @@ pub(crate) fn parse_reply(
     })
 }
 
-/// Setters every flow shares: login URL, timeout, TLS. `$example` builds a value of `$ty`.
+/// Setters every flow shares: login URL, timeout, TLS, proxy. `$example` builds a value of `$ty`.
 macro_rules! endpoint_setters {
     ($ty:ident, $example:literal) => {
         impl $ty {
@@ -257,7 +299,9 @@ macro_rules! endpoint_setters {
             }
 
             /// TLS configuration for the token endpoint (extra root certificates, a proxy CA).
-            /// The default trusts the webpki roots with the ring provider.
+            /// Without it the authenticator uses the client's
+            /// ([`ClientBuilder::tls_config`](crate::ClientBuilder::tls_config)), else the
+            /// default: the webpki roots with the ring provider.
             ///
             /// ```no_run
             /// # use sfstream::auth::*;
@@ -268,6 +312,23 @@ macro_rules! endpoint_setters {
             #[must_use]
             pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
                 self.endpoint.set_tls(config);
+                self
+            }
+
+            /// Send token requests through this proxy (see
+            /// [`Proxy`](crate::transport::Proxy)). Without it the authenticator uses the
+            /// client's ([`ClientBuilder::proxy`](crate::ClientBuilder::proxy)).
+            ///
+            /// ```no_run
+            /// # use sfstream::auth::*;
+            /// # fn demo() -> sfstream::Result<()> {
+            /// let proxy = sfstream::transport::Proxy::all("http://proxy.corp.example:3128")?;
+            #[doc = concat!("let auth = ", $example, ".proxy(proxy);")]
+            /// # Ok(()) }
+            /// ```
+            #[must_use]
+            pub fn proxy(mut self, proxy: crate::transport::Proxy) -> Self {
+                self.endpoint.set_proxy(proxy);
                 self
             }
         }

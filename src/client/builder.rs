@@ -8,8 +8,11 @@ use crate::middleware::replay::ReplayLayer;
 use crate::publish::RestClient;
 use crate::replay::tracker::ReplayState;
 use crate::replay::{CommitPolicy, ReplayOption, ReplayStorage};
-use crate::transport::{BoxTransport, HttpClient, HttpTransport, Layer, Transport};
+use crate::transport::{
+    BoxTransport, HttpClient, HttpSettings, HttpTransport, Layer, Proxy, TlsOptions, Transport,
+};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +41,8 @@ pub struct ClientBuilder {
     api_version: String,
     max_pending: usize,
     settings: Settings,
-    tls: Option<rustls::ClientConfig>,
+    tls: TlsOptions,
+    proxy: Option<Proxy>,
     max_response_bytes: Option<usize>,
     transport: Option<BoxTransport>,
     layers: Vec<LayerFn>,
@@ -54,7 +58,8 @@ impl fmt::Debug for ClientBuilder {
             .field("api_version", &self.api_version)
             .field("max_pending_count", &self.max_pending)
             .field("settings", &self.settings)
-            .field("custom_tls", &self.tls.is_some())
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("custom_transport", &self.transport.is_some())
             .field("layers", &self.layers.len())
@@ -84,7 +89,8 @@ impl ClientBuilder {
                 spans: crate::telemetry::SessionSpans::none(),
                 can_refresh: true,
             },
-            tls: None,
+            tls: TlsOptions::default(),
+            proxy: None,
             max_response_bytes: None,
             transport: None,
             layers: Vec::new(),
@@ -253,13 +259,44 @@ impl ClientBuilder {
         self
     }
 
-    /// TLS configuration for the HTTP transport (extra root certificates, a proxy CA).
+    /// TLS configuration for the CometD endpoint and, unless the authenticator has its own,
+    /// the token endpoint (client certificates, pinned roots). To only trust more roots, use
+    /// [`add_root_certificates_pem`](ClientBuilder::add_root_certificates_pem).
     ///
     /// ```no_run
     /// # fn f(b: sfstream::ClientBuilder, config: rustls::ClientConfig) { let b = b.tls_config(config); }
     /// ```
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
-        self.tls = Some(config);
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// Trust the certificates in this PEM file besides the default roots (the webpki roots,
+    /// plus the platform's with feature `native-roots`): a TLS-inspecting proxy's CA, say.
+    /// Applies to the CometD and token endpoints; [`build`](ClientBuilder::build) reads the
+    /// file and fails with [`ErrorKind::Client`](crate::ErrorKind::Client) if it holds no
+    /// certificate, or if [`tls_config`](ClientBuilder::tls_config) is set too.
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.add_root_certificates_pem("/etc/ssl/corp-ca.pem"); }
+    /// ```
+    pub fn add_root_certificates_pem(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.extra_roots.push(path.into());
+        self
+    }
+
+    /// Connect through this HTTP proxy, for the CometD endpoint and, unless the authenticator
+    /// has its own, the token requests. [`Proxy::from_env`] reads `HTTPS_PROXY`, `NO_PROXY`
+    /// and the rest as curl does; without this call the environment is ignored.
+    ///
+    /// ```no_run
+    /// # fn f(b: sfstream::ClientBuilder) -> sfstream::Result<()> {
+    /// use sfstream::transport::Proxy;
+    /// let b = b.proxy(Proxy::all("http://proxy.corp.example:3128")?.basic_auth("svc", "secret"));
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 
@@ -306,22 +343,24 @@ impl ClientBuilder {
 
     /// Build a closed client; [`Client::open`] connects it.
     pub fn build(self) -> Result<Client> {
-        // The REST publisher shares the HTTP transport's client (pool, TLS); with a custom
-        // transport it gets its own, configured the same way.
+        let http_settings = HttpSettings {
+            tls: self.tls.resolve()?,
+            proxy: self.proxy,
+        };
+        self.authenticator.inherit_http_settings(&http_settings);
+        // The REST publisher shares the HTTP transport's client (pool, TLS, proxy); with a
+        // custom transport it gets its own, configured the same way.
         let (base, http_client): (BoxTransport, _) = match self.transport {
             Some(t) => (
                 t,
                 HttpClient::new(
-                    self.tls,
+                    &http_settings,
                     self.max_response_bytes
                         .unwrap_or(crate::transport::DEFAULT_MAX_RESPONSE_BYTES),
                 )?,
             ),
             None => {
-                let mut http = HttpTransport::builder();
-                if let Some(tls) = self.tls {
-                    http = http.tls_config(tls);
-                }
+                let mut http = HttpTransport::builder().settings(http_settings);
                 if let Some(n) = self.max_response_bytes {
                     http = http.max_response_bytes(n);
                 }

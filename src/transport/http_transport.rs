@@ -1,12 +1,15 @@
 //! The real transport: hyper 1 over rustls (ring), one cookie jar per client.
 
+use super::connector::ProxyConnector;
 use super::cookies::CookieJar;
+use super::proxy::Proxy;
+use super::settings::{HttpSettings, TlsOptions};
 use super::{Request, Response, Transport};
 use crate::bayeux::{batch_excerpt, parse_batch};
 use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -14,7 +17,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::fmt;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
@@ -28,10 +31,11 @@ static USER_AGENT_VALUE: HeaderValue =
 pub(crate) use crate::url_policy::check_scheme;
 
 /// The hyper client shared by the CometD transport and the OAuth flows: one connection pool,
-/// rustls with the ring provider, a response-size cap.
+/// rustls with the ring provider, an optional proxy, a response-size cap.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    client: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HyperClient<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    proxy: Option<Proxy>,
     max_response_bytes: usize,
 }
 
@@ -43,33 +47,27 @@ pub(crate) struct RawResponse {
 }
 
 impl HttpClient {
-    pub(crate) fn new(
-        tls: Option<rustls::ClientConfig>,
-        max_response_bytes: usize,
-    ) -> Result<Self> {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match tls {
-            Some(config) => builder.with_tls_config(config),
-            None => builder
-                .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Client,
-                        "cannot set up TLS with the ring provider",
-                    )
-                    .with_source(e)
-                })?,
+    pub(crate) fn new(settings: &HttpSettings, max_response_bytes: usize) -> Result<Self> {
+        let config = match &settings.tls {
+            Some(config) => rustls::ClientConfig::clone(config),
+            None => super::tls::client_config(&[])?,
         };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(30)));
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let proxied = ProxyConnector::new(http, settings.proxy.clone());
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(proxied);
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         Ok(HttpClient {
             client,
+            proxy: settings.proxy.clone(),
             max_response_bytes,
         })
     }
@@ -105,6 +103,17 @@ impl HttpClient {
                 Error::new(ErrorKind::Client, format!("invalid URL {url}")).with_source(e)
             })?;
         *request.headers_mut() = headers;
+        // A forwarding proxy reads its credentials from each request; a tunnel got them in its
+        // CONNECT and must not see them again inside TLS.
+        if url.scheme() == "http"
+            && let Some(auth) = self
+                .proxy
+                .as_ref()
+                .and_then(|p| p.route(request.uri()))
+                .and_then(|route| route.auth)
+        {
+            request.headers_mut().insert(PROXY_AUTHORIZATION, auth);
+        }
         let work =
             async {
                 let response = self.client.request(request).await.map_err(|e| {
@@ -158,7 +167,7 @@ impl HttpClient {
 }
 
 /// hyper's Display stops at the outermost error; the cause (connection refused...) is below.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -194,6 +203,7 @@ impl fmt::Debug for HttpTransport {
                 &self.endpoint.as_ref().map(crate::url_policy::shown),
             )
             .field("max_response_bytes", &self.http.max_response_bytes)
+            .field("proxy", &self.http.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -202,7 +212,9 @@ impl fmt::Debug for HttpTransport {
 #[derive(Default)]
 #[must_use]
 pub struct HttpTransportBuilder {
-    tls: Option<rustls::ClientConfig>,
+    tls: TlsOptions,
+    proxy: Option<Proxy>,
+    settings: Option<HttpSettings>,
     max_response_bytes: Option<usize>,
     endpoint: Option<Url>,
 }
@@ -210,19 +222,22 @@ pub struct HttpTransportBuilder {
 impl fmt::Debug for HttpTransportBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransportBuilder")
-            .field("custom_tls", &self.tls.is_some())
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
             .field("max_response_bytes", &self.max_response_bytes)
             .field(
                 "endpoint",
                 &self.endpoint.as_ref().map(crate::url_policy::shown),
             )
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl HttpTransportBuilder {
-    /// Use your own rustls configuration (extra root certificates, a corporate proxy CA). The
-    /// default trusts the webpki roots with the ring provider.
+    /// Use your own rustls configuration (client certificates, pinned roots). The default
+    /// trusts the webpki roots (and the platform's with feature `native-roots`) with the ring
+    /// provider; to only add roots, use
+    /// [`add_root_certificates_pem`](HttpTransportBuilder::add_root_certificates_pem).
     ///
     /// ```no_run
     /// # fn f(config: rustls::ClientConfig) -> sfstream::Result<()> {
@@ -230,7 +245,42 @@ impl HttpTransportBuilder {
     /// # Ok(()) }
     /// ```
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
-        self.tls = Some(config);
+        self.tls.config = Some(config);
+        self
+    }
+
+    /// Trust the certificates in this PEM file too (a corporate or TLS-inspecting proxy's CA),
+    /// besides the default roots. Read by [`build`](HttpTransportBuilder::build), which fails
+    /// with [`ErrorKind::Client`] if the file holds no certificate.
+    ///
+    /// ```no_run
+    /// # fn f() -> sfstream::Result<()> {
+    /// let t = sfstream::transport::HttpTransport::builder()
+    ///     .add_root_certificates_pem("/etc/ssl/corp-proxy-ca.pem")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_root_certificates_pem(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.extra_roots.push(path.into());
+        self
+    }
+
+    /// Connect through this proxy (see [`Proxy`]).
+    ///
+    /// ```no_run
+    /// # fn f() -> sfstream::Result<()> {
+    /// use sfstream::transport::{HttpTransport, Proxy};
+    /// let t = HttpTransport::builder().proxy(Proxy::from_env()).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Settings already resolved by the client builder; they replace the TLS and proxy options.
+    pub(crate) fn settings(mut self, settings: HttpSettings) -> Self {
+        self.settings = Some(settings);
         self
     }
 
@@ -261,9 +311,16 @@ impl HttpTransportBuilder {
         if let Some(url) = &self.endpoint {
             check_scheme(url)?;
         }
+        let settings = match self.settings {
+            Some(settings) => settings,
+            None => HttpSettings {
+                tls: self.tls.resolve()?,
+                proxy: self.proxy,
+            },
+        };
         Ok(HttpTransport {
             http: HttpClient::new(
-                self.tls,
+                &settings,
                 self.max_response_bytes
                     .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             )?,

@@ -23,11 +23,18 @@
 //! }
 //! ```
 
+mod connector;
 mod cookies;
 mod http_transport;
+mod proxy;
+mod settings;
+mod tls;
 
 pub use http_transport::{DEFAULT_MAX_RESPONSE_BYTES, HttpTransport, HttpTransportBuilder};
 pub(crate) use http_transport::{HttpClient, check_scheme};
+pub use proxy::Proxy;
+pub use settings::HttpSettings;
+pub(crate) use settings::TlsOptions;
 
 use crate::bayeux::{Batch, MalformedMessage, Message};
 use crate::error::Result;

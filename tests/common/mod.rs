@@ -1,4 +1,5 @@
 #![allow(dead_code, unreachable_pub)]
+pub mod front;
 pub mod mock;
 
 use std::future::Future;
