@@ -18,6 +18,7 @@ use sfstream::transport::Proxy;
 use sfstream::{Client, ClientBuilder, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -50,8 +51,8 @@ fn without_credentials(url: &str) -> String {
     url.to_string()
 }
 
-/// Token request, handshake, subscribe, two events, disconnect.
-async fn full_session(builder: ClientBuilder, emu: &Emulator) {
+/// Token request, handshake, subscribe, two events in order, disconnect.
+async fn session(builder: ClientBuilder, emu: &Emulator) {
     let client = builder
         .api_version(emu.api_version())
         .connect()
@@ -64,6 +65,11 @@ async fn full_session(builder: ClientBuilder, emu: &Emulator) {
         assert_eq!(event.replay_id(), Some(n));
     }
     client.close().await.unwrap();
+}
+
+/// [`session`], and each step exactly once.
+async fn full_session(builder: ClientBuilder, emu: &Emulator) {
+    session(builder, emu).await;
     let stats = emu.stats();
     assert_eq!(
         (
@@ -115,7 +121,9 @@ async fn a_full_session_over_plain_http_is_forwarded_with_credentials() {
             .unwrap()
             .basic_auth(credentials.username(), credentials.password().unwrap());
         let builder = Client::builder(password_at(&emu, &front.url(false))).proxy(proxy);
-        full_session(builder, &emu).await;
+        // Without its cookies the emulator may ask for a new handshake, as Salesforce would.
+        session(builder, &emu).await;
+        assert_eq!(emu.stats().token_requests, 1);
         let peers = front.peers();
         assert!(!peers.is_empty());
         assert!(peers.iter().all(|p| *p == PROXIED_FROM), "{peers:?}");
@@ -141,6 +149,7 @@ async fn the_authenticators_own_proxy_carries_the_token_request() {
         let e = Client::builder(auth)
             .proxy(Proxy::all("http://127.0.0.1:1").unwrap())
             .add_root_certificates_pem(ca_path())
+            .connection_timeout(Some(Duration::from_millis(300)))
             .api_version(emu.api_version())
             .connect()
             .await
@@ -180,12 +189,16 @@ async fn tinyproxy_without_or_with_wrong_credentials_is_a_clear_error() {
             let e = Client::builder(password_at(&emu, &front.url(true)))
                 .proxy(proxy)
                 .add_root_certificates_pem(ca_path())
+                .connection_timeout(Some(Duration::from_millis(300)))
                 .connect()
                 .await
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
             let text = format!("{e} {e:?}");
             assert!(text.contains(expect), "{text}");
+            if expect.starts_with("requires") {
+                assert_eq!(e.status(), Some(407), "{text}");
+            }
             assert!(text.contains(&format!("proxy {bare}")), "{text}");
             assert!(
                 !text.contains("wrong-SECRET") && !text.contains(&secret),
@@ -227,12 +240,16 @@ async fn refusing_proxy(status: &'static str) -> (String, Arc<Mutex<Vec<String>>
     (url, heads)
 }
 
+/// A client whose `connect()` gives up quickly on errors that may pass (refused tunnels and
+/// unreachable proxies are retried until `connection_timeout`).
 fn https_client(proxy: Proxy) -> ClientBuilder {
     let token = AccessToken::new(
         "00Dxx!token",
         "https://acme.my.salesforce.com".parse().unwrap(),
     );
-    Client::builder(token).proxy(proxy)
+    Client::builder(token)
+        .proxy(proxy)
+        .connection_timeout(Some(Duration::from_millis(300)))
 }
 
 #[tokio::test]
@@ -269,11 +286,14 @@ async fn a_fake_407_without_credentials_says_how_to_set_them() {
     within("fake 407", async {
         let (url, _) =
             refusing_proxy("407 Proxy Authentication Required\r\nProxy-Authenticate: Basic").await;
+        // Needs a person, not a retry: fails at once, however long connection_timeout is.
         let e = https_client(Proxy::all(&url).unwrap())
+            .connection_timeout(Some(Duration::from_secs(3600)))
             .connect()
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
+        assert_eq!(e.status(), Some(407), "{e}");
         assert!(e.to_string().contains("Proxy::basic_auth"), "{e}");
     })
     .await;
@@ -291,7 +311,8 @@ async fn an_unreachable_proxy_fails_fast_naming_it_without_credentials() {
             https_client(proxy.clone()),
             // Plain http to loopback is forwarded: the same error from the forwarding path.
             Client::builder(AccessToken::new("t", "http://127.0.0.1:9".parse().unwrap()))
-                .proxy(proxy.clone()),
+                .proxy(proxy.clone())
+                .connection_timeout(Some(Duration::from_millis(300))),
         ] {
             let e = builder.connect().await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Transport, "{e}");

@@ -113,7 +113,13 @@ fn tunnel_error(route: &Route, dst: &Uri, e: impl std::error::Error + 'static) -
         }
         other => format!("could not open a tunnel to {target}: {other}"),
     };
-    ProxyError::new(route, what)
+    let needs_credentials = text.ends_with("proxy authorization required");
+    let error = ProxyError::new(route, what);
+    if needs_credentials {
+        error.with_status(407)
+    } else {
+        error
+    }
 }
 
 /// A TCP stream, marked as a proxy connection when hyper must send absolute-form requests.

@@ -124,6 +124,11 @@ impl HttpClient {
                         ErrorKind::Transport,
                         format!("request to {url} failed: {}", chain(&e)),
                     );
+                    // A proxy's 407 needs a person, not a retry: the status says so.
+                    let error = match proxy_status(&e) {
+                        Some(status) => error.with_status(status),
+                        None => error,
+                    };
                     if connect {
                         error.connect_failure()
                     } else {
@@ -164,6 +169,18 @@ impl HttpClient {
             )
         })?
     }
+}
+
+/// The status of a proxy's refusal somewhere in `error`'s sources.
+fn proxy_status(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(proxy) = e.downcast_ref::<super::proxy::ProxyError>() {
+            return proxy.status;
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// hyper's Display stops at the outermost error; the cause (connection refused...) is below.

@@ -62,6 +62,7 @@ impl Route {
                 proxy: self.proxy.to_string(),
                 what: "uses a scheme other than http:// (only HTTP proxies are supported)"
                     .to_owned(),
+                status: None,
             }),
         }
     }
@@ -197,6 +198,8 @@ impl fmt::Debug for Proxy {
 pub(crate) struct ProxyError {
     proxy: String,
     what: String,
+    /// The proxy's HTTP status, when known (407): an error a retry cannot fix.
+    pub(crate) status: Option<u16>,
 }
 
 impl ProxyError {
@@ -204,7 +207,13 @@ impl ProxyError {
         ProxyError {
             proxy: route.proxy.to_string(),
             what,
+            status: None,
         }
+    }
+
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
     }
 }
 
