@@ -134,21 +134,6 @@ fn a_scripted_session_is_counted() {
     assert!(values.contains_key(&(m::PENDING_EVENTS.to_owned(), Vec::new())));
 }
 
-fn example_binary(name: &str) -> std::path::PathBuf {
-    // target/<profile>/deps/metrics-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --all-features` builds the examples before running tests",
-        bin.display()
-    );
-    bin
-}
-
 #[test]
 fn the_metrics_example_serves_prometheus_text() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -157,7 +142,7 @@ fn the_metrics_example_serves_prometheus_text() {
         .build()
         .unwrap();
     runtime.block_on(within("metrics example", async {
-        let mut child = tokio::process::Command::new(example_binary("metrics"))
+        let mut child = tokio::process::Command::new(common::example_binary("metrics"))
             .args(["--requests", "1"])
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -196,21 +196,6 @@ async fn health_survives_a_failed_connect_and_turns_unhealthy_after_the_threshol
     .await;
 }
 
-fn example_binary(name: &str) -> std::path::PathBuf {
-    // target/<profile>/deps/ops-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --all-features` builds the examples before running tests",
-        bin.display()
-    );
-    bin
-}
-
 /// One plain HTTP/1.1 GET over loopback: (status, body).
 async fn http_get(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,7 +220,7 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
 async fn the_health_example_serves_kubernetes_probes() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     within("health example", async {
-        let mut child = tokio::process::Command::new(example_binary("health"))
+        let mut child = tokio::process::Command::new(common::example_binary("health"))
             .args(["--requests", "4"])
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

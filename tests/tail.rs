@@ -10,18 +10,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 fn tail_binary() -> PathBuf {
-    // target/<profile>/deps/tail-<hash> -> target/<profile>/examples/tail
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("tail{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --all-features` builds the examples before running tests",
-        bin.display()
-    );
-    bin
+    common::example_binary("tail")
 }
 
 async fn tail(args: &[&str], env: &[(&str, String)]) -> Output {

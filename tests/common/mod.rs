@@ -22,3 +22,19 @@ pub async fn within_virtual<F: Future>(what: &str, f: F) -> F::Output {
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+/// The path of an example built by `cargo test` (target/<profile>/deps/<test>-<hash> ->
+/// target/<profile>/examples/<name>).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --all-features` builds the examples before running tests",
+        bin.display()
+    );
+    bin
+}
