@@ -3,7 +3,7 @@
 //! README's "Running in production" lists what each level shows.
 
 use crate::bayeux::Message;
-use crate::error::Result;
+use crate::error::{Result, sanitized};
 use crate::transport::{BoxTransport, Request, Response, Transport};
 use futures::future::BoxFuture;
 use std::fmt;
@@ -53,7 +53,8 @@ impl SessionSpans {
 
     /// A handshake gave the session this Bayeux client id.
     pub(crate) fn handshake(&self, client_id: &str) {
-        let span = tracing::info_span!(parent: &self.client, "bayeux", client_id = %client_id);
+        let span =
+            tracing::info_span!(parent: &self.client, "bayeux", client_id = %sanitized(client_id));
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = span;
     }
 
@@ -105,7 +106,7 @@ pub(crate) fn subscription_span(
     tracing::info_span!(
         parent: session.client(),
         "subscription",
-        channel = %channel,
+        channel = %sanitized(channel),
         replay_start = replay_start
     )
 }
@@ -172,7 +173,7 @@ impl fmt::Display for Channels<'_> {
             if i > 0 {
                 f.write_str(",")?;
             }
-            f.write_str(&m.channel)?;
+            write!(f, "{}", sanitized(&m.channel))?;
         }
         Ok(())
     }
@@ -189,7 +190,7 @@ impl fmt::Display for Ids<'_> {
                 f.write_str(",")?;
             }
             first = false;
-            f.write_str(id)?;
+            write!(f, "{}", sanitized(id))?;
         }
         Ok(())
     }
@@ -220,7 +221,8 @@ impl Transport for InstanceRecorder {
         {
             let mut seen = self.host.lock().unwrap_or_else(|p| p.into_inner());
             if seen.as_deref() != Some(host) {
-                self.span.record("instance", tracing::field::display(host));
+                self.span
+                    .record("instance", tracing::field::display(sanitized(host)));
                 *seen = Some(host.to_owned());
             }
         }

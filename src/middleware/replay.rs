@@ -3,7 +3,7 @@
 
 use crate::bayeux::{Message, channels};
 use crate::connection::base_channel;
-use crate::error::Result;
+use crate::error::{Result, sanitized};
 use crate::replay::tracker::ReplayState;
 use crate::transport::{Layer, Request, Response, Transport};
 use futures::future::BoxFuture;
@@ -62,7 +62,7 @@ impl<T: Transport> Replay<T> {
                     let channel = base_channel(subscription).to_owned();
                     let replay_id = self.state.start_id(&channel).await?;
                     m.set_ext_field("replay", json!({ channel.as_str(): replay_id }));
-                    tracing::debug!(%channel, replay_id, "subscribe with replay id");
+                    tracing::debug!(channel = %sanitized(&channel), replay_id, "subscribe with replay id");
                     subscribes.push(Sent {
                         id: m.id.clone(),
                         channel,
@@ -106,7 +106,7 @@ impl<T: Transport> Replay<T> {
             let rejected = error
                 .replay_id()
                 .or((sent.replay_id >= 0).then_some(sent.replay_id));
-            tracing::warn!(channel = %sent.channel, ?rejected, fallback = fallback.id(),
+            tracing::warn!(channel = %sanitized(&sent.channel), ?rejected, fallback = fallback.id(),
                 "replay id rejected (outside the retention window?); falling back");
             // Recorded before the retry: its events may overtake its reply on the long poll.
             self.state.fell_back(&sent.channel, rejected, fallback.id());

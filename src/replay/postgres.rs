@@ -1,5 +1,5 @@
 use super::{ReplayMarker, ReplayStorage};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, sanitized};
 use futures::future::BoxFuture;
 use std::fmt;
 use std::future::Future;
@@ -189,7 +189,7 @@ impl Inner {
         // Ends by itself when the client is dropped or the server goes away.
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "replay storage: PostgreSQL connection ended");
+                tracing::debug!(error = %sanitized(&e.to_string()), "replay storage: PostgreSQL connection ended");
             }
         });
         let client = Arc::new(client);

@@ -5,7 +5,7 @@ use super::{CommitPolicy, ReplayMarker, ReplayOption, ReplayStorage};
 use crate::bayeux::Data;
 use crate::connection::{SubId, base_channel};
 use crate::error::ReplayGap;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, sanitized};
 use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::pin::pin;
@@ -427,7 +427,7 @@ impl ReplayState {
             if let Some(marker) = ReplayMarker::of(&data) {
                 return Ok(marker.replay_id);
             }
-            tracing::warn!(%channel, "the last event has no replay id; resubscribing from the start option");
+            tracing::warn!(channel = %sanitized(channel), "the last event has no replay id; resubscribing from the start option");
         }
         if let Some(id) = forced {
             return Ok(id);
@@ -515,7 +515,7 @@ impl ReplayState {
             // Each marker leaves the batch only once it is stored (or needs no storing).
             while let Some((channel, data)) = writer.batch.last().cloned() {
                 let Some(marker) = ReplayMarker::of(&data) else {
-                    tracing::warn!(%channel, "event without a replay id: delivered, but no marker can be stored");
+                    tracing::warn!(channel = %sanitized(&channel), "event without a replay id: delivered, but no marker can be stored");
                     writer.batch.pop();
                     continue;
                 };
@@ -547,7 +547,7 @@ impl ReplayState {
                         inner.last_error = None;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, %channel, "storing the replay marker failed");
+                        tracing::warn!(error = %e, channel = %sanitized(&channel), "storing the replay marker failed");
                         let error = Error::new(
                             ErrorKind::Replay,
                             format!("storing replay markers failed: {e}"),

@@ -58,7 +58,7 @@ impl Task {
                 continue;
             };
             if targets.is_empty() {
-                tracing::debug!(%channel, "event for no live subscription");
+                tracing::debug!(channel = %sanitized(channel), "event for no live subscription");
                 continue;
             }
             if let Some(gap) = self.shared.replay.take_gap(channel) {
@@ -168,7 +168,7 @@ impl Task {
 
     pub(super) fn on_reply(&mut self, m: Message) {
         let Some(pending) = m.id.as_ref().and_then(|id| self.pending.remove(id)) else {
-            tracing::debug!(channel = %m.channel, "reply to no pending request");
+            tracing::debug!(channel = %sanitized(&m.channel), "reply to no pending request");
             return;
         };
         match pending {

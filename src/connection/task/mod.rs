@@ -11,7 +11,7 @@ use super::inbox::SubId;
 use super::router::Router;
 use super::state::ConnectionState;
 use crate::bayeux::{Advice, Data, Message, Reconnect, channels};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, sanitized};
 use crate::event::Event;
 use crate::transport::{BoxTransport, Request, Response};
 use futures::StreamExt;

@@ -60,7 +60,10 @@ impl Task {
             channels,
         } = &state
         {
-            let holders: Vec<String> = channels.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let holders: Vec<String> = channels
+                .iter()
+                .map(|(c, n)| format!("{}: {n}", sanitized(c)))
+                .collect();
             tracing::warn!(
                 pending,
                 paused_s = paused_for.as_secs(),

@@ -165,7 +165,7 @@ impl Task {
                     self.drop_sub(sub, None);
                     return;
                 }
-                span.in_scope(|| tracing::info!(%channel, "subscribed"));
+                span.in_scope(|| tracing::info!(channel = %sanitized(&channel), "subscribed"));
                 if let Some(gap) = self.shared.replay.take_gap(&channel) {
                     self.announce_gap(&[sub], gap);
                 }
@@ -194,7 +194,7 @@ impl Task {
             .is_none_or(|t| now < saturating_add(since, t));
         match s.waiter.take() {
             Some(w) if network && in_time => {
-                tracing::info!(error = %error, channel = %s.channel, "subscribe failed; retrying");
+                tracing::info!(error = %error, channel = %sanitized(&s.channel), "subscribe failed; retrying");
                 s.waiter = Some(w);
                 s.state = SubState::Wanted;
                 self.schedule_subscribe_retry();
