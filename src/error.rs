@@ -61,6 +61,10 @@ pub enum ErrorKind {
     /// so the client subscribed its channel again from the last delivered replay id. Events the
     /// server still retains arrive after it, once each. The stream goes on.
     Stalled,
+    /// Salesforce rejected events given to a [`Publisher`](crate::publish::Publisher) (a save
+    /// result with `success: false`, such as `REQUIRED_FIELD_MISSING`); the events are kept for
+    /// [`take_unpublished`](crate::publish::Publisher::take_unpublished).
+    Rejected,
 }
 
 impl ErrorKind {
@@ -78,6 +82,7 @@ impl ErrorKind {
             ErrorKind::ReplayGap => "replay gap",
             ErrorKind::Decode => "event does not match the expected type",
             ErrorKind::Stalled => "subscription stalled",
+            ErrorKind::Rejected => "events rejected",
         }
     }
 }

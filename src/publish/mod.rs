@@ -14,6 +14,10 @@
 //!   `/services/data/vXX.X/sobjects/StreamingChannel/<id>/push`, the id looked up once per
 //!   channel with `SELECT Id FROM StreamingChannel WHERE Name='/u/...'` and cached.
 //!
+//! - as a [`futures::Sink`]: [`Client::publisher`] gives a [`Publisher`] for one platform event
+//!   or generic channel, so `stream.forward(publisher)` publishes a stream, batching the events
+//!   that are ready into one request and reporting each event's result.
+//!
 //! Every call logs in first if needed and, after HTTP 401, retries once with a refreshed token,
 //! sharing the refresh with the streaming connection.
 //!
@@ -30,8 +34,10 @@
 //! ```
 
 mod rest;
+mod sink;
 
 pub(crate) use rest::RestClient;
+pub use sink::{Outcome, PublishResults, Published, Publisher};
 
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
@@ -121,7 +127,7 @@ pub struct PushResult {
 }
 
 /// `Order__e` or `/event/Order__e` -> `Order__e`, if it is a platform event's API name.
-fn event_type(event: &str) -> Result<&str> {
+pub(crate) fn event_type(event: &str) -> Result<&str> {
     let name = event.strip_prefix("/event/").unwrap_or(event);
     let valid = name.ends_with("__e")
         && name.len() > 3
@@ -138,7 +144,7 @@ fn event_type(event: &str) -> Result<&str> {
 }
 
 /// The channel name checked for the SOQL lookup: `/u/` and an API name.
-fn generic_channel(channel: &str) -> Result<&str> {
+pub(crate) fn generic_channel(channel: &str) -> Result<&str> {
     let valid = channel.strip_prefix("/u/").is_some_and(|name| {
         !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     });
@@ -163,6 +169,14 @@ fn fields_object<T: Serialize + ?Sized>(fields: &T) -> Result<Map<String, Value>
             Err(Error::new(ErrorKind::Client, "cannot serialize the event's fields").with_source(e))
         }
     }
+}
+
+/// One record of an sObject collections request: `attributes.type` and the event's fields.
+pub(crate) fn event_record<T: Serialize + ?Sized>(name: &str, fields: &T) -> Result<Value> {
+    let mut record = Map::new();
+    record.insert("attributes".into(), json!({ "type": name }));
+    record.extend(fields_object(fields)?);
+    Ok(Value::Object(record))
 }
 
 /// Salesforce's whole-request error array as per-event errors, or `None` if it is not one.
@@ -229,36 +243,37 @@ impl Client {
         for chunk in events.chunks(MAX_COLLECTION_RECORDS) {
             let records = chunk
                 .iter()
-                .map(|fields| {
-                    let mut record = Map::new();
-                    record.insert("attributes".into(), json!({ "type": name }));
-                    record.extend(fields_object(fields)?);
-                    Ok(Value::Object(record))
-                })
+                .map(|fields| event_record(name, fields))
                 .collect::<Result<Vec<Value>>>()?;
-            let body = json!({"allOrNone": false, "records": records});
-            let reply = self
-                .rest()
-                .call(Method::POST, "composite/sobjects", &[], Some(&body))
-                .await?;
-            if !reply.is_success() {
-                return Err(reply.into_error());
-            }
-            let batch: Vec<PublishResult> = reply.json("sObject collection results")?;
-            if batch.len() != chunk.len() {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!(
-                        "{} results for {} events from {}",
-                        batch.len(),
-                        chunk.len(),
-                        reply.url
-                    ),
-                ));
-            }
-            results.extend(batch);
+            results.extend(self.publish_records(&records).await?);
         }
         Ok(results)
+    }
+
+    /// One sObject collections request for at most [`MAX_COLLECTION_RECORDS`] records built by
+    /// [`event_record`]: one result per record, in order.
+    pub(crate) async fn publish_records(&self, records: &[Value]) -> Result<Vec<PublishResult>> {
+        let body = json!({"allOrNone": false, "records": records});
+        let reply = self
+            .rest()
+            .call(Method::POST, "composite/sobjects", &[], Some(&body))
+            .await?;
+        if !reply.is_success() {
+            return Err(reply.into_error());
+        }
+        let batch: Vec<PublishResult> = reply.json("sObject collection results")?;
+        if batch.len() != records.len() {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "{} results for {} events from {}",
+                    batch.len(),
+                    records.len(),
+                    reply.url
+                ),
+            ));
+        }
+        Ok(batch)
     }
 
     /// Push `payload` to every subscriber of the generic streaming channel `channel`
@@ -278,8 +293,36 @@ impl Client {
         payload: &str,
         user_ids: &[&str],
     ) -> Result<PushResult> {
-        let channel = generic_channel(channel)?;
         let body = json!({"pushEvents": [{"payload": payload, "userIds": user_ids}]});
+        let results = self.push_batch(channel, &body, 1).await?;
+        results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("no push result for {channel}")))
+    }
+
+    /// Push `payloads` to every subscriber of `channel` in one request, one result per payload.
+    pub(crate) async fn push_generic_many(
+        &self,
+        channel: &str,
+        payloads: &[String],
+    ) -> Result<Vec<PushResult>> {
+        let events: Vec<Value> = payloads
+            .iter()
+            .map(|p| json!({"payload": p, "userIds": []}))
+            .collect();
+        self.push_batch(channel, &json!({ "pushEvents": events }), payloads.len())
+            .await
+    }
+
+    /// POST `body` (`{"pushEvents":[..]}` of `count` events) to the channel's push resource.
+    async fn push_batch(
+        &self,
+        channel: &str,
+        body: &Value,
+        count: usize,
+    ) -> Result<Vec<PushResult>> {
+        let channel = generic_channel(channel)?;
         // A cached id may belong to a channel deleted since: look it up again once.
         for attempt in 0..2 {
             let id = self.streaming_channel_id(channel).await?;
@@ -289,7 +332,7 @@ impl Client {
                     Method::POST,
                     &format!("sobjects/StreamingChannel/{id}/push"),
                     &[],
-                    Some(&body),
+                    Some(body),
                 )
                 .await?;
             if reply.status == StatusCode::NOT_FOUND && attempt == 0 {
@@ -301,12 +344,17 @@ impl Client {
             }
             // Salesforce answers an array, one result per push event.
             let results: Vec<PushResult> = reply.json("push results")?;
-            return results.into_iter().next().ok_or_else(|| {
-                Error::new(
+            if results.len() != count {
+                return Err(Error::new(
                     ErrorKind::Protocol,
-                    format!("no push result from {}", reply.url),
-                )
-            });
+                    format!(
+                        "{} push results for {count} events from {}",
+                        results.len(),
+                        reply.url
+                    ),
+                ));
+            }
+            return Ok(results);
         }
         Err(Error::new(
             ErrorKind::InvalidOperation,
