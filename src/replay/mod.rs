@@ -40,6 +40,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod database_tls;
 mod file;
 mod mapping;
 mod marker;
@@ -50,6 +52,8 @@ mod redis;
 mod storage;
 pub(crate) mod tracker;
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub use database_tls::DatabaseTls;
 pub use file::FileStorage;
 pub use mapping::{ConstantReplayId, DefaultMappingStorage, MappingStorage, MarkerMap};
 pub use marker::ReplayMarker;

@@ -1,11 +1,13 @@
-use super::{ReplayMarker, ReplayStorage};
+use super::database_tls::tls_hint;
+use super::{DatabaseTls, ReplayMarker, ReplayStorage};
 use crate::error::{Error, ErrorKind, Result, sanitized};
 use futures::future::BoxFuture;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The table every `PostgresStorage` uses.
 pub const POSTGRES_TABLE: &str = "sfstream_replay_markers";
@@ -59,10 +61,12 @@ const SELECT: &str = "SELECT replay_id, date FROM sfstream_replay_markers
 /// markers committed in the meantime into the next write. [`Client::close`](crate::Client::close)
 /// waits for the last write.
 ///
-/// The connection is plain TCP: TLS to the database is a follow-up (run it on loopback, a
-/// private network or through a TLS sidecar; `tokio-postgres-rustls` 0.14 builds on rustls with
-/// ring only, so it fits the crate's one TLS backend). The password in the URL never appears in `Debug`
-/// output or errors.
+/// TLS follows the URL's `sslmode`, as in libpq: `prefer` (the default) uses TLS when the
+/// server offers it, `require` refuses a server that does not, `disable` never uses it. With
+/// TLS the server's certificate is always verified, against the roots of a [`DatabaseTls`]
+/// (by default those the client trusts for Salesforce; see
+/// [`connect_with_tls`](Self::connect_with_tls)), so `require` here is libpq's `verify-full`.
+/// The password in the URL never appears in `Debug` output or errors.
 ///
 /// ```no_run
 /// # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
@@ -80,6 +84,7 @@ pub struct PostgresStorage {
 
 struct Inner {
     config: Config,
+    tls: MakeRustlsConnect,
     key: String,
     /// `None` after a connection was lost: the next attempt reconnects.
     client: Mutex<Option<Arc<Client>>>,
@@ -96,14 +101,33 @@ impl fmt::Debug for PostgresStorage {
 }
 
 fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
-    Error::new(ErrorKind::Replay, format!("{what}: {e}")).with_source(e)
+    // tokio-postgres' Display is the kind alone ("db error", "error performing TLS
+    // handshake"): what the server said, or why the certificate was refused, is in its sources.
+    let mut text = format!("{what}: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text.push_str(tls_hint(&e));
+    Error::new(ErrorKind::Replay, text).with_source(e)
 }
 
 impl PostgresStorage {
     /// Connect to the database at `url` (`postgresql://user:password@host:port/db` or
     /// `host=... user=...`), create the table if it is missing, and keep markers under `key`
     /// (one key per consumer: two clients that must not share markers need two keys).
+    /// TLS, as the URL's `sslmode` asks, trusts the default roots ([`DatabaseTls::new`]).
     pub async fn connect(url: &str, key: impl Into<String>) -> Result<Self> {
+        Self::connect_with_tls(url, key, DatabaseTls::new()).await
+    }
+
+    /// [`connect`](Self::connect), trusting the roots of `tls` (a private CA, say).
+    pub async fn connect_with_tls(
+        url: &str,
+        key: impl Into<String>,
+        tls: DatabaseTls,
+    ) -> Result<Self> {
         // The URL may hold a password: never echo it.
         let config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
             Error::new(
@@ -112,9 +136,11 @@ impl PostgresStorage {
             )
             .with_source(e)
         })?;
+        let tls = MakeRustlsConnect::new(Arc::unwrap_or_clone(tls.resolve()?));
         let storage = PostgresStorage {
             inner: Arc::new(Inner {
                 config,
+                tls,
                 key: key.into(),
                 client: Mutex::new(None),
             }),
@@ -183,7 +209,7 @@ impl Inner {
         }
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
             .map_err(|e| pg_error("cannot connect to PostgreSQL", e))?;
         // Ends by itself when the client is dropped or the server goes away.

@@ -1,4 +1,5 @@
-use super::{ReplayMarker, ReplayStorage};
+use super::database_tls::tls_hint;
+use super::{DatabaseTls, ReplayMarker, ReplayStorage};
 use crate::error::{Error, ErrorKind, Result};
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
@@ -53,7 +54,12 @@ return 1
 ///
 /// Durability is the server's: with `appendonly yes` and `appendfsync always` an acknowledged
 /// write survives a server crash; with snapshots only, the last seconds may be lost (which
-/// means redelivery, never loss). Plain TCP only; TLS is a follow-up.
+/// means redelivery, never loss).
+///
+/// A `rediss://` URL connects over TLS, verifying the server's certificate against the roots
+/// of a [`DatabaseTls`] (by default those the client trusts for Salesforce; see
+/// [`connect_with_tls`](Self::connect_with_tls)). `rediss://...#insecure` is refused: there is
+/// no way to skip verification.
 ///
 /// ```no_run
 /// # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
@@ -70,10 +76,19 @@ pub struct RedisStorage {
 
 struct Inner {
     client: redis::Client,
+    /// For `rediss://`: the connection is made here, not by the `redis` crate.
+    tls: Option<Tls>,
     hash: String,
     script: redis::Script,
     /// `None` after a failure: the next attempt reconnects.
     connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+    host: String,
+    port: u16,
 }
 
 impl fmt::Debug for RedisStorage {
@@ -90,16 +105,77 @@ fn redis_error(what: &str, e: redis::RedisError) -> Error {
     Error::new(ErrorKind::Replay, format!("{what}: {e}")).with_source(e)
 }
 
+fn connect_error(e: std::io::Error) -> Error {
+    let hint = tls_hint(&e);
+    Error::new(
+        ErrorKind::Replay,
+        format!("cannot connect to Redis: {e}{hint}"),
+    )
+    .with_source(e)
+}
+
+fn bad_url(detail: &str) -> Error {
+    Error::new(
+        ErrorKind::Replay,
+        format!("the Redis URL is not valid: {detail}"),
+    )
+}
+
+/// The `redis` crate's client for `url` and, for `rediss://`, how to make the TLS connection
+/// it is handed (its own TLS features would build a second rustls configuration).
+fn parse_url(url: &str, tls: &DatabaseTls) -> Result<(redis::Client, Option<Tls>)> {
+    // The URL may hold a password: never echo it.
+    let invalid = |e: redis::RedisError| {
+        Error::new(ErrorKind::Replay, "the Redis URL is not valid").with_source(e)
+    };
+    let mut parsed = url::Url::parse(url).map_err(|_| bad_url("not a URL"))?;
+    if !matches!(parsed.scheme(), "rediss" | "valkeys") {
+        return Ok((redis::Client::open(url).map_err(invalid)?, None));
+    }
+    if parsed.fragment().is_some() {
+        return Err(bad_url(
+            "a fragment (#insecure) is not supported: the certificate is always verified",
+        ));
+    }
+    // The same URL without TLS describes the rest (database, user, password, protocol).
+    parsed
+        .set_scheme("redis")
+        .map_err(|()| bad_url("unexpected scheme"))?;
+    let client = redis::Client::open(parsed.as_str()).map_err(invalid)?;
+    let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr.clone() else {
+        return Err(bad_url("rediss:// needs a host"));
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| bad_url("the host is not a valid TLS server name"))?;
+    let tls = Tls {
+        connector: tokio_rustls::TlsConnector::from(tls.resolve()?),
+        server_name,
+        host,
+        port,
+    };
+    Ok((client, Some(tls)))
+}
+
 impl RedisStorage {
     /// Connect to the server at `url` (`redis://[user:password@]host:port/db`) and keep markers
-    /// under `key` (one key per consumer).
+    /// under `key` (one key per consumer). `rediss://` uses TLS, trusting the default roots
+    /// ([`DatabaseTls::new`]).
     pub async fn connect(url: &str, key: impl AsRef<str>) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| {
-            Error::new(ErrorKind::Replay, "the Redis URL is not valid").with_source(e)
-        })?;
+        Self::connect_with_tls(url, key, DatabaseTls::new()).await
+    }
+
+    /// [`connect`](Self::connect), trusting the roots of `tls` for a `rediss://` URL (a
+    /// private CA, say); ignored for `redis://`.
+    pub async fn connect_with_tls(
+        url: &str,
+        key: impl AsRef<str>,
+        tls: DatabaseTls,
+    ) -> Result<Self> {
+        let (client, tls) = parse_url(url, &tls)?;
         let storage = RedisStorage {
             inner: Arc::new(Inner {
                 client,
+                tls,
                 hash: format!("sfstream:replay:{}", key.as_ref()),
                 script: redis::Script::new(SET),
                 connection: Mutex::new(None),
@@ -155,12 +231,38 @@ impl Inner {
         if let Some(c) = self.lock().clone() {
             return Ok(c);
         }
-        let c = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| redis_error("cannot connect to Redis", e))?;
+        let c = match &self.tls {
+            None => self
+                .client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| redis_error("cannot connect to Redis", e))?,
+            Some(tls) => self.connect_tls(tls).await?,
+        };
         *self.lock() = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn connect_tls(&self, tls: &Tls) -> Result<MultiplexedConnection> {
+        let tcp = tokio::net::TcpStream::connect((tls.host.as_str(), tls.port))
+            .await
+            .map_err(connect_error)?;
+        // Marker writes are small requests waiting for their reply.
+        let _ = tcp.set_nodelay(true);
+        let stream = tls
+            .connector
+            .connect(tls.server_name.clone(), tcp)
+            .await
+            .map_err(connect_error)?;
+        let (c, driver) = MultiplexedConnection::new_with_config(
+            &self.client.get_connection_info().redis,
+            stream,
+            redis::AsyncConnectionConfig::new(),
+        )
+        .await
+        .map_err(|e| redis_error("cannot connect to Redis", e))?;
+        // Ends when the last handle to the connection is dropped or the server goes away.
+        tokio::spawn(driver);
         Ok(c)
     }
 

@@ -28,7 +28,7 @@ mod cookies;
 mod http_transport;
 mod proxy;
 mod settings;
-mod tls;
+pub(crate) mod tls;
 
 pub use http_transport::{DEFAULT_MAX_RESPONSE_BYTES, HttpTransport, HttpTransportBuilder};
 pub(crate) use http_transport::{HttpClient, check_scheme};
