@@ -295,14 +295,11 @@ async fn faulty_network_delivers_every_event_exactly_once_in_order() {
     let rng = Rng::new(seed(
         "faulty_network_delivers_every_event_exactly_once_in_order",
     ));
-    // Cookies not enforced: with them, a cut `403::Unknown client` response whose Set-Cookie
-    // rotated `sfdc-stream` leaves the client with a stale cookie, and the emulator then answers
-    // every request with HTTP 400 `no BAYEUX_BROWSER cookie present`, which the client retries
-    // forever without a new handshake (seed 1796650066434875645: nothing delivered after ids
-    // 118 and 95). An open bug, reported; this run covers everything else.
+    // Cookies enforced byte-exact: a cut `403::Unknown client` response whose Set-Cookie rotated
+    // `sfdc-stream` leaves the client with a stale cookie, which the server refuses with HTTP 400
+    // until the client handshakes again with a cleared jar.
     let emu = Emulator::builder()
         .advice_timeout(Duration::from_secs(2))
-        .require_cookies(false)
         .start()
         .await
         .expect("emulator");

@@ -638,3 +638,91 @@ async fn filtered_pushtopic_channels_are_subscribed_and_delivered() {
     })
     .await;
 }
+
+/// Pauses the client with one unread event on `X`, then ends the session while no connect is
+/// held and loses the `403::Unknown client` answer to a subscribe of `Y`, whose `Set-Cookie`
+/// rotated `sfdc-stream`: the client is left with a session it thinks alive and a stale cookie.
+/// Returns the paused subscription, the unread event's replay id and the pending `subscribe(Y)`.
+async fn stale_cookie(
+    emu: &Emulator,
+    client: &Client,
+    then: Option<Fault>,
+) -> (
+    Subscription,
+    i64,
+    tokio::task::JoinHandle<sfstream::Result<Subscription>>,
+) {
+    let x = client.subscribe("/event/X__e").await.unwrap();
+    let first = emu.publish("/event/X__e", json!({"n": 0}));
+    wait_state(client, |s| matches!(s, ConnectionState::Paused { .. })).await;
+    assert_eq!(emu.stats().held_connects, 0);
+    emu.forget_sessions();
+    emu.inject(Fault::on(Target::Subscribe).lose_response());
+    let second_fault = then.is_some();
+    if let Some(f) = then {
+        emu.inject(f);
+    }
+    let y = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("/event/Y__e").await }
+    });
+    emu.wait_until(|s| s.cookie_rotations == 1).await;
+    if second_fault {
+        // The retried subscribe took the second fault.
+        emu.wait_until(|s| s.faults_triggered == 2).await;
+    }
+    (x, first, y)
+}
+
+#[tokio::test]
+async fn a_subscribe_refused_for_a_stale_cookie_handshakes_again_with_a_cleared_jar() {
+    within("stale cookie on subscribe", async {
+        let emu = emulator(Emulator::builder()).await;
+        let client = quick(&emu).max_pending_count(1).connect().await.unwrap();
+        let (mut x, first, y) = stale_cookie(&emu, &client, None).await;
+        // The retried subscribe carries the stale cookie: HTTP 400 `no BAYEUX_BROWSER cookie
+        // present`, which only a new handshake (with new cookies) gets past.
+        let mut y = y.await.unwrap().expect("subscribe after a stale cookie");
+        let stats = emu.stats();
+        assert!(stats.cookie_failures >= 1, "{stats:?}");
+        assert_eq!(stats.handshakes, 2, "{stats:?}");
+        assert_eq!(next_id(&mut x).await, first);
+        let (a, b) = (
+            emu.publish("/event/X__e", json!({"n": 1})),
+            emu.publish("/event/Y__e", json!({"n": 2})),
+        );
+        assert_eq!(next_id(&mut x).await, a);
+        assert_eq!(next_id(&mut y).await, b);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connect_refused_for_a_stale_cookie_handshakes_again_with_a_cleared_jar() {
+    within("stale cookie on connect", async {
+        let emu = emulator(Emulator::builder()).await;
+        // The retried subscribe hangs for longer than this test may last: only the connect can
+        // run into the stale cookie.
+        let client = quick(&emu)
+            .max_pending_count(1)
+            .request_timeout(Duration::from_secs(600))
+            .connect()
+            .await
+            .unwrap();
+        let hang = Fault::on(Target::Subscribe).hang();
+        let (mut x, first, y) = stale_cookie(&emu, &client, Some(hang)).await;
+        // Room again: the connect goes out with the stale cookie and gets HTTP 400.
+        assert_eq!(next_id(&mut x).await, first);
+        let mut y = y.await.unwrap().expect("subscribe after a stale cookie");
+        let stats = emu.stats();
+        assert!(stats.cookie_failures >= 1, "{stats:?}");
+        assert_eq!(stats.handshakes, 2, "{stats:?}");
+        let (a, b) = (
+            emu.publish("/event/X__e", json!({"n": 1})),
+            emu.publish("/event/Y__e", json!({"n": 2})),
+        );
+        assert_eq!(next_id(&mut x).await, a);
+        assert_eq!(next_id(&mut y).await, b);
+    })
+    .await;
+}

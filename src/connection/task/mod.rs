@@ -632,7 +632,12 @@ impl Task {
             );
             self.shared.inbox.broadcast_error(lost);
         }
+        let stale_cookies = cookies_refused(&error);
+        if stale_cookies {
+            self.cookies_refused();
+        }
         let must_handshake = unknown_client
+            || stale_cookies
             || maybe_lost
             || self.server_disconnected
             || error.kind() == ErrorKind::Authentication
@@ -659,6 +664,21 @@ impl Task {
             };
         }
         true
+    }
+
+    /// The server refused the session's cookies (a `Set-Cookie` that rotated `sfdc-stream` was
+    /// lost with a cut response): they never become valid again, so the jar is cleared and the
+    /// next handshake gets new ones. The old session's queued events come back through the
+    /// resubscribe from the last delivered replay ids.
+    fn cookies_refused(&mut self) {
+        tracing::info!("the server refused the session's cookies; handshaking again with none");
+        self.transport.reset();
+        if !self.replay_supported && !self.subs.is_empty() {
+            self.shared.inbox.broadcast_error(Error::new(
+                ErrorKind::Transport,
+                "the server refused the session's cookies; events queued for that session, if any, are lost (the server offers no replay)",
+            ));
+        }
     }
 
     fn apply_advice(&mut self, advice: Option<&Advice>) {
@@ -895,6 +915,16 @@ pub(super) fn transient(error: &Error) -> bool {
         ErrorKind::TransportTimeout | ErrorKind::Protocol => true,
         _ => false,
     }
+}
+
+/// `400::Client … has established a session, but no BAYEUX_BROWSER cookie present`, or any HTTP
+/// 400 to a request of an established session (the status Salesforce sends with that error is
+/// unverified; the emulator's is 400, and nothing else after a handshake answers HTTP 400).
+pub(super) fn cookies_refused(error: &Error) -> bool {
+    error.status() == Some(400)
+        || error
+            .server_error()
+            .is_some_and(|s| s.code == Some(400) && s.message.contains("BAYEUX_BROWSER"))
 }
 
 /// Far enough to mean "never" and small enough that adding it to any instant cannot overflow.

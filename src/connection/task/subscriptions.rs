@@ -179,6 +179,15 @@ impl Task {
             self.rehandshake(self.advice_interval);
             return;
         }
+        if cookies_refused(&error) {
+            s.state = SubState::Wanted;
+            self.cookies_refused();
+            // With backoff: a server that refuses every new session's cookies too must not
+            // get a handshake storm.
+            let delay = self.failure(&error, true);
+            self.rehandshake(delay);
+            return;
+        }
         // Network trouble, an org limit, or a replay storage that could not be read: retried
         // with backoff (subscribe is idempotent, so a lost reply is harmless); a server's
         // rejection is final.
