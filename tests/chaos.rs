@@ -418,9 +418,13 @@ async fn faulty_network_delivers_every_event_exactly_once_in_order() {
 
     let counts = proxy.counts.lock().unwrap().clone();
     let errors = errors.lock().unwrap().clone();
+    let stats = emu.stats();
     eprintln!(
-        "chaos faulty network: {elapsed:?}, faults {counts:?}, session ends {session_ends:?}, {} stream errors",
-        errors.len()
+        "chaos faulty network: {elapsed:?}, faults {counts:?}, session ends {session_ends:?}, {} stream errors, {} handshakes, {} cookie rotations, {} requests refused for cookies",
+        errors.len(),
+        stats.handshakes,
+        stats.cookie_rotations,
+        stats.cookie_failures
     );
     let mut failures = Vec::new();
     for (i, channel) in CHANNELS.iter().enumerate() {
