@@ -78,7 +78,7 @@ mod telemetry;
 pub mod transport;
 mod url_policy;
 
-pub use client::{Client, ClientBuilder, Events, Subscription};
+pub use client::{Client, ClientBuilder, Events, HandOff, Handed, Subscription};
 pub use connection::ConnectionState;
 pub use error::{DecodeFailure, Error, ErrorKind, OAuthError, ReplayGap, Result};
 pub use event::Event;

@@ -25,11 +25,13 @@
 mod builder;
 mod events;
 mod flows;
+mod hand_off;
 mod session;
 mod subscription;
 
 pub use builder::ClientBuilder;
 pub use events::Events;
+pub use hand_off::{HandOff, Handed};
 pub use subscription::Subscription;
 
 use crate::auth::Authenticator;

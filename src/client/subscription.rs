@@ -107,10 +107,14 @@ impl Subscription {
     }
 }
 
-impl Stream for Subscription {
-    type Item = Result<Event>;
+impl Subscription {
+    /// The next item, without counting the event handed out before it as processed: for the
+    /// hand-off, whose events are processed when their worker acks them.
+    pub(crate) fn poll_untracked(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        self.poll_item(cx, false)
+    }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_item(&mut self, cx: &mut Context<'_>, track: bool) -> Poll<Option<Result<Event>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -118,11 +122,11 @@ impl Stream for Subscription {
         // the connection task (on the same thread of a current-thread runtime) still runs.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let shared = &self.session.shared;
-        let polled = shared.settle(
-            shared
-                .inbox
-                .poll_sub(self.sub, cx, shared.tracks_processing()),
-        );
+        let polled = shared.settle(shared.inbox.poll_sub(
+            self.sub,
+            cx,
+            track && shared.tracks_processing(),
+        ));
         if polled.is_ready() {
             coop.made_progress();
         }
@@ -130,6 +134,14 @@ impl Stream for Subscription {
             self.done = true;
         }
         polled
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_item(cx, true)
     }
 }
 

@@ -102,7 +102,10 @@ pub enum CommitPolicy {
     /// event before a clean stop). Dropping a stream, unsubscribing or closing the client does
     /// not mark the event in hand processed, so after a restart it is delivered again. With
     /// read-ahead combinators (`buffered`, `chunks`, `ready_chunks`) the stream is polled before
-    /// earlier items are done: use `Manual` there.
+    /// earlier items are done: use `Manual` there. Handing events to another task (an mpsc
+    /// channel, `tokio::spawn`) is read-ahead too: use
+    /// [`Subscription::hand_off`](crate::Subscription::hand_off), whose events count as
+    /// processed only when acked, or `Manual`.
     #[default]
     AfterProcessed,
     /// Only [`Event::ack`](crate::Event::ack) marks an event processed, in any order: for
