@@ -641,6 +641,9 @@ impl Drop for Writer<'_> {
 }
 
 #[cfg(test)]
+mod model_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::replay::MappingStorage;
