@@ -22,16 +22,16 @@
 //! print consecutive events, no gap, no repeat), and `--replay-fallback all|new` says what to do
 //! when the stored id has expired (a warning naming the expired id goes to stderr).
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sfstream::auth::{
     AccessToken, ClientCredentialsAuthenticator, LoginUrl, PasswordAuthenticator,
     RefreshTokenAuthenticator,
 };
 use sfstream::emulator::Emulator;
-use sfstream::replay::{FileStorage, ReplayOption};
+use sfstream::replay::{CommitPolicy, FileStorage, ReplayOption};
 use sfstream::transport::Proxy;
 use sfstream::{Client, ClientBuilder};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -296,7 +296,10 @@ async fn run() -> Result<(), String> {
     }
     if let Some(path) = &args.replay_file {
         let storage = FileStorage::open(path).map_err(report)?;
-        builder = builder.replay_storage(storage);
+        // Output::flush acknowledges what reached stdout.
+        builder = builder
+            .replay_storage(storage)
+            .commit_policy(CommitPolicy::Manual);
     }
     let client = builder.connect().await.map_err(report)?;
     let mut streams = Vec::new();
@@ -311,7 +314,7 @@ async fn run() -> Result<(), String> {
         tokio::spawn(publish_samples(emulator, args.channels.clone()));
     }
     let mut events = futures::stream::select_all(streams);
-    let mut out = std::io::stdout().lock();
+    let mut out = Output::new();
     let mut printed = 0u64;
     // One listener for the whole run: a Ctrl-C while an event is printed is not missed.
     let ctrl_c = tokio::signal::ctrl_c();
@@ -320,20 +323,28 @@ async fn run() -> Result<(), String> {
         if args.count.is_some_and(|c| printed >= c) {
             break Ok(());
         }
-        let next = tokio::select! {
-            next = events.next() => next,
-            _ = &mut ctrl_c => break Ok(()),
+        // Take what is ready without waiting; only when nothing is ready is the output flushed
+        // (a backlog costs one write per buffer, not one per line).
+        let next = match events.next().now_or_never() {
+            Some(next) if (&mut ctrl_c).now_or_never().is_none() => next,
+            Some(_) => break Ok(()),
+            None => {
+                if out.flush().is_err() {
+                    break Ok(()); // stdout closed (`| head`): done
+                }
+                tokio::select! {
+                    next = events.next() => next,
+                    _ = &mut ctrl_c => break Ok(()),
+                }
+            }
         };
         match next {
             None => break Err("the stream ended".to_owned()),
             Some(Ok(event)) => {
                 let line = serde_json::to_string(&event).map_err(|e| e.to_string())?;
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    break Ok(()); // stdout closed (`| head`): done
+                if out.print(line, event).is_err() {
+                    break Ok(());
                 }
-                // Printed: processed. (The stream would say so when polled again; saying it now
-                // covers the last event before `--count` or Ctrl-C stops us.)
-                event.ack();
                 printed += 1;
             }
             // Worth knowing, not worth stopping for: the client recovers by itself.
@@ -341,10 +352,56 @@ async fn run() -> Result<(), String> {
             Some(Err(e)) => break Err(report(e)),
         }
     };
+    // What was printed reaches stdout before its events count as processed.
+    let _ = out.flush();
     drop(events);
     // Waits until the replay file holds the last printed event.
     let closed = client.close().await.map_err(report);
     result.and(closed)
+}
+
+/// Standard output: line by line on a terminal; buffered into large writes when piped or
+/// redirected (a flush per line doubles the CPU per event).
+///
+/// An event is acknowledged only once its line is flushed (the client runs with
+/// `CommitPolicy::Manual`), so a replay file never gets ahead of what actually reached stdout.
+struct Output {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    terminal: bool,
+    unflushed: Vec<sfstream::Event>,
+}
+
+impl Output {
+    /// Flush at least every so many lines, so that a never-ending backlog still acknowledges
+    /// (and stores) as it goes.
+    const MAX_UNFLUSHED: usize = 1024;
+
+    fn new() -> Self {
+        let stdout = std::io::stdout();
+        Output {
+            terminal: stdout.is_terminal(),
+            out: std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()),
+            unflushed: Vec::new(),
+        }
+    }
+
+    fn print(&mut self, line: String, event: sfstream::Event) -> std::io::Result<()> {
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.unflushed.push(event);
+        if self.terminal || self.unflushed.len() >= Self::MAX_UNFLUSHED {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        for event in self.unflushed.drain(..) {
+            event.ack();
+        }
+        Ok(())
+    }
 }
 
 /// The error and each of its causes, once (a cause is in the message or in `source()`, never

@@ -376,6 +376,62 @@ async fn an_expired_replay_id_falls_back_and_says_so() {
     .await;
 }
 
+/// Issue 11's crash loop: a `FileStorage` holding an id outside the retention window, an
+/// `AllEvents` fallback, and a consumer that stops on the first error (`try_next()?`). Each
+/// restart used to meet the same expired id and the same notice, forever, because nothing
+/// moved the stored marker.
+#[tokio::test]
+async fn a_consumer_that_stops_on_the_gap_notice_makes_progress_when_restarted() {
+    within("gap crash loop", async {
+        use futures::TryStreamExt;
+        let dir = tempdir();
+        let path = dir.join("replay.json");
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 20);
+        emu.expire_events(CH, 10);
+        use sfstream::replay::ReplayStorage;
+        FileStorage::open(&path)
+            .unwrap()
+            .set(CH, ReplayMarker::new(5, None))
+            .await
+            .unwrap();
+        // One run of the consumer: up to three events, stopping at the first error.
+        let run = || async {
+            let client = builder(&emu)
+                .replay_storage(FileStorage::open(&path).unwrap())
+                .replay_fallback(ReplayOption::AllEvents)
+                .connect()
+                .await
+                .unwrap();
+            let mut s = client.subscribe(CH).await.unwrap();
+            let mut seen = Vec::new();
+            let result: sfstream::Result<()> = async {
+                while seen.len() < 3 {
+                    let event = s.try_next().await?.expect("the stream goes on");
+                    event.ack();
+                    seen.push(event.replay_id().unwrap());
+                }
+                Ok(())
+            }
+            .await;
+            drop(s);
+            client.close().await.unwrap();
+            (result.map_err(|e| e.kind()), seen)
+        };
+        // The first run stops on the notice, as such a consumer does...
+        assert_eq!(run().await, (Err(ErrorKind::ReplayGap), vec![]));
+        // ...and the next one starts from the fallback instead of the expired id.
+        assert_eq!(
+            FileStorage::read(&path).unwrap()[CH],
+            ReplayMarker::new(-2, None)
+        );
+        assert_eq!(run().await, (Ok(()), vec![11, 12, 13]));
+        assert_eq!(run().await, (Ok(()), vec![14, 15, 16]));
+        assert_eq!(FileStorage::read(&path).unwrap()[CH].replay_id, 16);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_fallback_also_applies_after_a_rehandshake() {
     within("fallback after rehandshake", async {

@@ -266,6 +266,14 @@ mod postgres {
             let later = ReplayMarker::new(3, at(11_000));
             s.set(CH, later).await.unwrap();
             assert_eq!(s.get(CH).await.unwrap(), Some(later));
+            // A restart point after an expired id (a negative id) replaces any marker, and any
+            // event's marker replaces it.
+            let restart = ReplayMarker::new(-2, None);
+            s.set(CH, restart).await.unwrap();
+            assert_eq!(s.get(CH).await.unwrap(), Some(restart));
+            let first = ReplayMarker::new(1, at(1_000));
+            s.set(CH, first).await.unwrap();
+            assert_eq!(s.get(CH).await.unwrap(), Some(first));
         })
         .await;
     }
@@ -426,6 +434,14 @@ mod redis {
             let later = ReplayMarker::new(3, at(11_000));
             s.set(CH, later).await.unwrap();
             assert_eq!(s.get(CH).await.unwrap(), Some(later));
+            // A restart point after an expired id (a negative id) replaces any marker, and any
+            // event's marker replaces it.
+            let restart = ReplayMarker::new(-2, None);
+            s.set(CH, restart).await.unwrap();
+            assert_eq!(s.get(CH).await.unwrap(), Some(restart));
+            let first = ReplayMarker::new(1, at(1_000));
+            s.set(CH, first).await.unwrap();
+            assert_eq!(s.get(CH).await.unwrap(), Some(first));
         })
         .await;
     }

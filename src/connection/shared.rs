@@ -37,7 +37,8 @@ impl Shared {
     }
 
     /// What a stream's poll took, with the commit policy applied: the event the poll showed
-    /// processed is acknowledged, and under `OnReceive` the one handed out is stored.
+    /// processed is acknowledged, and under `OnReceive` the one handed out is stored. A replay
+    /// gap notice handed out moves the stored marker off the expired id.
     pub(crate) fn settle(&self, (polled, done): Polled) -> Poll<Option<Result<Event>>> {
         if let Some(done) = done {
             done.ack();
@@ -46,6 +47,11 @@ impl Shared {
             && let Poll::Ready(Some(Ok(event))) = &polled
         {
             self.replay.commit(event.channel(), event.data());
+        }
+        if let Poll::Ready(Some(Err(e))) = &polled
+            && let Some(gap) = e.replay_gap_info()
+        {
+            self.replay.gap_handed_out(gap);
         }
         polled
     }

@@ -12,7 +12,9 @@
 //!   after the consumer is done with it (at-least-once across restarts).
 //! - When the stored id has left the retention window, [`replay_fallback`] restarts the
 //!   subscription from all retained or new events and the stream yields a
-//!   [`ErrorKind::ReplayGap`](crate::ErrorKind::ReplayGap) notice first.
+//!   [`ErrorKind::ReplayGap`](crate::ErrorKind::ReplayGap) notice first. Once the notice is
+//!   handed out, the stored marker becomes the fallback, so a restart does not meet the same
+//!   expired id (and notice) again.
 //!
 //! [`replay_fallback`]: crate::ClientBuilder::replay_fallback
 //!

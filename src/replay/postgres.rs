@@ -22,13 +22,14 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS sfstream_replay_markers (
 )";
 
 // The comparison mirrors `ReplayMarker::is_after` (dates first when both have one, then replay
-// ids as numbers) and runs in SQL under the row lock of ON CONFLICT, so two writers with the
+// ids as numbers; a negative id, the restart point after an expired one, always replaces) and runs in SQL under the row lock of ON CONFLICT, so two writers with the
 // same key can never move a marker backwards.
 const UPSERT: &str = "INSERT INTO sfstream_replay_markers AS m (key, channel, replay_id, date)
     VALUES ($1::text, $2::text, $3::text, $4::timestamptz)
     ON CONFLICT (key, channel) DO UPDATE
     SET replay_id = EXCLUDED.replay_id, date = EXCLUDED.date, updated_at = now()
     WHERE CASE
+        WHEN EXCLUDED.replay_id::numeric < 0 THEN true
         WHEN EXCLUDED.date IS NOT NULL AND m.date IS NOT NULL AND EXCLUDED.date <> m.date
             THEN EXCLUDED.date > m.date
         ELSE EXCLUDED.replay_id::numeric > m.replay_id::numeric

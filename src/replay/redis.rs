@@ -23,7 +23,8 @@ if cur then
   local cid, cdate = string.match(cur, '^(%S+) ?(%S*)$')
   local id, date = ARGV[2], ARGV[3]
   local newer
-  if cid == nil then
+  if cid == nil or id:sub(1, 1) == '-' then
+    -- a negative id is a restart point after an expired id: it replaces what is stored
     newer = true
   elseif date ~= '' and cdate ~= '' and date ~= cdate then
     newer = gt(date, cdate)

@@ -11,7 +11,12 @@ use futures::future::BoxFuture;
 ///   resubscribes after a reconnect that has not yet delivered an event on that channel.
 /// - `set` is called with markers that only move forward for a subscription, never concurrently
 ///   for the same subscription, and never on the hot path (writes are coalesced in the
-///   background). When `set` returns `Ok`, the marker must survive a crash of this process if
+///   background). One exception: a marker with a negative replay id (`-2` or `-1`, a
+///   [`ReplayOption::id`](super::ReplayOption::id), no date) replaces whatever is stored. It is
+///   written after the stored id was rejected as expired and the consumer was handed the
+///   [`ReplayGap`](crate::ErrorKind::ReplayGap) notice, so that the next run starts from the
+///   fallback instead of the same expired id; any event's marker is after it. A storage that
+///   refuses to move backwards by itself must let it through. When `set` returns `Ok`, the marker must survive a crash of this process if
 ///   the storage claims durability.
 /// - Subscriptions are channel names without a PushTopic filter suffix (`/topic/T`, not
 ///   `/topic/T?Status__c=Open`).

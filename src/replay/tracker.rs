@@ -36,8 +36,8 @@ struct Inner {
     overrides: HashMap<String, i64>,
     /// The last event delivered per channel: where a resubscribe continues from.
     delivered: HashMap<String, Data>,
-    /// Processed events whose markers wait to be stored, newest per channel.
-    dirty: HashMap<String, Data>,
+    /// Markers waiting to be stored, newest per channel.
+    dirty: HashMap<String, Commit>,
     /// The last marker stored (or read) per channel.
     stored: HashMap<String, ReplayMarker>,
     writing: bool,
@@ -52,6 +52,17 @@ struct Inner {
     /// Source of [`Outstanding::generation`]: never reused, so a ticket of a list that was
     /// dropped can never match its successor's.
     generations: u64,
+}
+
+/// What the writer stores for a channel.
+#[derive(Clone)]
+enum Commit {
+    /// The marker of a processed event; never stored over a newer one.
+    Event(Data),
+    /// The stored id expired and the subscription restarted from this
+    /// [`ReplayOption::id`] after the consumer was told: it replaces the stored marker, so a
+    /// restart starts there instead of meeting the same expired id (and notice) again.
+    Restart(i64),
 }
 
 /// The deliveries of one channel between delivery and processing, since the channel's
@@ -366,6 +377,38 @@ impl ReplayState {
         self.has_gaps.store(true, Ordering::Release);
     }
 
+    /// The consumer was handed the notice of `gap`. If the stored marker is the expired id (or
+    /// older), it is replaced by the fallback, so that a restart starts where this run
+    /// restarted instead of meeting the same expired id, and the same notice, forever (a
+    /// consumer that stops on the notice would otherwise never get past it). Later events
+    /// store their markers over it as usual.
+    pub(crate) fn gap_handed_out(self: &Arc<Self>, gap: &ReplayGap) {
+        let Some(rejected) = gap.rejected_id else {
+            return;
+        };
+        if self.storage.is_none() {
+            return;
+        }
+        let mut inner = self.lock();
+        let expired = |m: &ReplayMarker| m.replay_id >= 0 && m.replay_id <= rejected;
+        if !inner.stored.get(&gap.channel).is_some_and(expired) {
+            return; // nothing stored, or a marker this gap did not reject
+        }
+        let newer_waiting = match inner.dirty.get(&gap.channel) {
+            Some(Commit::Event(data)) => ReplayMarker::of(data).is_some_and(|m| !expired(&m)),
+            Some(Commit::Restart(_)) | None => false,
+        };
+        if newer_waiting {
+            return;
+        }
+        inner
+            .dirty
+            .insert(gap.channel.clone(), Commit::Restart(gap.fallback_id));
+        if !inner.writing {
+            self.spawn_writer(&mut inner);
+        }
+    }
+
     /// The gap to announce before the next event of `channel`, once.
     pub(crate) fn take_gap(&self, channel: &str) -> Option<ReplayGap> {
         if !self.has_gaps.load(Ordering::Acquire) {
@@ -463,9 +506,9 @@ impl ReplayState {
 
     fn store_locked(self: &Arc<Self>, inner: &mut Inner, channel: &str, data: Data) {
         match inner.dirty.get_mut(channel) {
-            Some(slot) => *slot = data,
+            Some(slot) => *slot = Commit::Event(data),
             None => {
-                inner.dirty.insert(channel.to_owned(), data);
+                inner.dirty.insert(channel.to_owned(), Commit::Event(data));
             }
         }
         if !inner.writing {
@@ -513,7 +556,19 @@ impl ReplayState {
                 writer.batch = mem::take(&mut inner.dirty).into_iter().collect();
             }
             // Each marker leaves the batch only once it is stored (or needs no storing).
-            while let Some((channel, data)) = writer.batch.last().cloned() {
+            while let Some((channel, commit)) = writer.batch.last().cloned() {
+                let data = match commit {
+                    Commit::Event(data) => data,
+                    Commit::Restart(id) => {
+                        if writer
+                            .store(&*storage, channel, ReplayMarker::new(id, None))
+                            .await
+                        {
+                            continue;
+                        }
+                        return;
+                    }
+                };
                 let Some(marker) = ReplayMarker::of(&data) else {
                     tracing::warn!(channel = %sanitized(&channel), "event without a replay id: delivered, but no marker can be stored");
                     writer.batch.pop();
@@ -532,31 +587,8 @@ impl ReplayState {
                     writer.batch.pop();
                     continue; // never backwards
                 }
-                let started = std::time::Instant::now();
-                let written = storage.set(&channel, marker).await;
-                crate::metrics::marker_write(started.elapsed(), written.is_ok());
-                match written {
-                    Ok(()) => {
-                        writer.batch.pop();
-                        let mut inner = self.lock();
-                        if let Some(lag) = inner.lag(&channel, marker) {
-                            crate::metrics::marker_lag(&channel, lag);
-                        }
-                        inner.stored.insert(channel, marker);
-                        inner.failing = false;
-                        inner.last_error = None;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, channel = %sanitized(&channel), "storing the replay marker failed");
-                        let error = Error::new(
-                            ErrorKind::Replay,
-                            format!("storing replay markers failed: {e}"),
-                        )
-                        .with_source(e);
-                        // Do not spin on a broken storage: the next commit or flush retries.
-                        writer.stop(error);
-                        return;
-                    }
+                if !writer.store(&*storage, channel, marker).await {
+                    return;
                 }
             }
         }
@@ -602,18 +634,55 @@ impl ReplayState {
 /// The running marker writer and the markers it took but has not stored yet.
 struct Writer<'a> {
     state: &'a ReplayState,
-    batch: Vec<(String, Data)>,
+    batch: Vec<(String, Commit)>,
     running: bool,
 }
 
 impl Writer<'_> {
+    /// Store `marker`, the last of the batch; `false` once the storage failed (the writer has
+    /// stopped and reported it).
+    async fn store(
+        &mut self,
+        storage: &dyn ReplayStorage,
+        channel: String,
+        marker: ReplayMarker,
+    ) -> bool {
+        let started = std::time::Instant::now();
+        let written = storage.set(&channel, marker).await;
+        crate::metrics::marker_write(started.elapsed(), written.is_ok());
+        match written {
+            Ok(()) => {
+                self.batch.pop();
+                let mut inner = self.state.lock();
+                if let Some(lag) = inner.lag(&channel, marker) {
+                    crate::metrics::marker_lag(&channel, lag);
+                }
+                inner.stored.insert(channel, marker);
+                inner.failing = false;
+                inner.last_error = None;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, channel = %sanitized(&channel), "storing the replay marker failed");
+                let error = Error::new(
+                    ErrorKind::Replay,
+                    format!("storing replay markers failed: {e}"),
+                )
+                .with_source(e);
+                // Do not spin on a broken storage: the next commit or flush retries.
+                self.stop(error);
+                false
+            }
+        }
+    }
+
     /// Give the unstored markers back (unless newer commits arrived meanwhile), go idle and
     /// report `error`: to `flush`, and once per failure streak to every stream.
     fn stop(&mut self, error: Error) {
         let sink = {
             let mut inner = self.state.lock();
-            for (channel, data) in self.batch.drain(..) {
-                inner.dirty.entry(channel).or_insert(data);
+            for (channel, commit) in self.batch.drain(..) {
+                inner.dirty.entry(channel).or_insert(commit);
             }
             inner.writing = false;
             inner.last_error = Some(error.clone());
