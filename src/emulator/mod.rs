@@ -217,9 +217,13 @@ impl Emulator {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> sfstream::Result<()> {
     /// use futures::StreamExt;
+    /// use sfstream::NoticeExt;
     /// let emu = sfstream::emulator::Emulator::start().await.expect("emulator");
     /// let client = emu.client_builder().connect().await?;
-    /// let mut orders = client.subscribe("/event/Order__e").await?;
+    /// let mut orders = client
+    ///     .subscribe("/event/Order__e")
+    ///     .await?
+    ///     .on_notice(|notice| eprintln!("{notice}")); // `?` below ends only on real errors
     /// emu.publish("/event/Order__e", serde_json::json!({"Amount__c": 10}));
     /// let event = orders.next().await.expect("an event")?;
     /// assert_eq!(event.replay_id(), Some(1));
