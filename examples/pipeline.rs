@@ -184,10 +184,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 (row, order)
             })
         });
-    let mut batches = std::pin::pin!(chunks_timeout(
+    let mut batches = Box::pin(chunks_timeout(
         Box::pin(rows),
         25,
-        Duration::from_millis(200)
+        Duration::from_millis(200),
     ));
     let mut sink = BulkSink {
         out: std::io::stdout(),
