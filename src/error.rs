@@ -65,6 +65,11 @@ pub enum ErrorKind {
     /// result with `success: false`, such as `REQUIRED_FIELD_MISSING`); the events are kept for
     /// [`take_unpublished`](crate::publish::Publisher::take_unpublished).
     Rejected,
+    /// This client no longer holds its [lease](crate::replay::Lease): a renewal failed or came
+    /// too late, or the store rejected a marker write because another client took the lease
+    /// over (fencing). The client stopped streaming; its streams yield this error and end.
+    /// Another client streams now; [`Client::open`](crate::Client::open) again to stand by.
+    LeaseLost,
 }
 
 impl ErrorKind {
@@ -83,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Decode => "event does not match the expected type",
             ErrorKind::Stalled => "subscription stalled",
             ErrorKind::Rejected => "events rejected",
+            ErrorKind::LeaseLost => "lease lost",
         }
     }
 }

@@ -2,12 +2,13 @@ use super::{Client, ClientInner};
 use crate::DEFAULT_API_VERSION;
 use crate::auth::Authenticator;
 use crate::connection::Settings;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::middleware::AuthLayer;
 use crate::middleware::replay::ReplayLayer;
 use crate::publish::RestClient;
+use crate::replay::lease::LeaseTiming;
 use crate::replay::tracker::ReplayState;
-use crate::replay::{CommitPolicy, ReplayOption, ReplayStorage};
+use crate::replay::{CommitPolicy, Lease, ReplayOption, ReplayStorage};
 use crate::transport::{
     BoxTransport, HttpClient, HttpSettings, HttpTransport, Layer, Proxy, TlsOptions, Transport,
 };
@@ -50,6 +51,8 @@ pub struct ClientBuilder {
     replay_storage: Option<Arc<dyn ReplayStorage>>,
     replay_fallback: Option<ReplayOption>,
     commit_policy: CommitPolicy,
+    lease: Option<Arc<dyn Lease>>,
+    lease_timing: LeaseTiming,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -67,6 +70,8 @@ impl fmt::Debug for ClientBuilder {
             .field("replay_storage", &self.replay_storage.is_some())
             .field("replay_fallback", &self.replay_fallback)
             .field("commit_policy", &self.commit_policy)
+            .field("lease", &self.lease.is_some())
+            .field("lease_timing", &self.lease_timing)
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +103,8 @@ impl ClientBuilder {
             replay_storage: None,
             replay_fallback: None,
             commit_policy: CommitPolicy::default(),
+            lease: None,
+            lease_timing: LeaseTiming::default(),
         }
     }
 
@@ -138,6 +145,66 @@ impl ClientBuilder {
     /// ```
     pub fn replay_fallback(mut self, fallback: ReplayOption) -> Self {
         self.replay_fallback = Some(fallback);
+        self
+    }
+
+    /// Active/standby: of the clients sharing `lease`, only the holder streams.
+    /// [`open`](Client::open) (and so [`connect`](Self::connect)) waits until this client holds
+    /// the lease; a standby waits there, takes the lease over when the holder releases it
+    /// ([`Client::close`]) or lets it expire (a crash, a pause, a partition), and its
+    /// subscriptions start from the stored markers.
+    ///
+    /// Every marker write carries the lease's epoch and the
+    /// [`replay_storage`](Self::replay_storage) refuses writes of an older epoch (fencing), so
+    /// a former holder can never overwrite what its successor stored. A client that loses the
+    /// lease (a renewal refused or too late, or a fenced write) stops streaming at once: each of
+    /// its streams yields an [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost) error and
+    /// ends, and the client is closed; `open()` it again to stand by. Needs a storage that
+    /// fences, paired with the lease (`build` fails with
+    /// [`ErrorKind::Client`](crate::ErrorKind::Client) otherwise).
+    ///
+    /// ```no_run
+    /// # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
+    /// use sfstream::replay::PostgresStorage;
+    /// let storage = PostgresStorage::connect("postgresql://sfstream@db/app", "orders").await?;
+    /// let client = sfstream::Client::builder(auth)
+    ///     .lease(storage.lease())
+    ///     .replay_storage(storage)
+    ///     .connect() // returns once this client holds the lease
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lease(mut self, lease: impl Lease) -> Self {
+        self.lease = Some(Arc::new(lease));
+        self
+    }
+
+    /// How long a lease lasts without renewal and how often the holder renews it (default
+    /// 15 s and 5 s). `renew_every` must be shorter than `duration`; a third of it lets two
+    /// renewals in a row fail (a slow database, a lost packet) before the lease is lost.
+    ///
+    /// The trade-off: after the holder dies, a standby takes over within `duration` plus one
+    /// `renew_every` (its polling interval), so a short lease means a short outage; but a
+    /// holder that cannot renew within `duration` (a GC or VM pause, an overloaded database,
+    /// a network blip) loses the lease, so a lease shorter than such hiccups means fail-overs
+    /// that were not needed, each of which redelivers the events in flight.
+    ///
+    /// Clocks: expiry is decided by the store's clock (PostgreSQL's `now()`, Redis's key
+    /// expiry), never by comparing clients' clocks, so the clients' wall clocks need not
+    /// agree. The holder counts `duration` on its own monotonic clock from when it sent the
+    /// renewal, which ends no later than the store's expiry as long as clocks run at about the
+    /// same rate; it stops streaming when that count runs out without a renewal.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn f(b: sfstream::ClientBuilder) { let b = b.lease_timing(Duration::from_secs(30), Duration::from_secs(10)); }
+    /// ```
+    pub fn lease_timing(mut self, duration: Duration, renew_every: Duration) -> Self {
+        self.lease_timing = LeaseTiming {
+            // A year is "never expires" enough, and fits every store's expiry arithmetic.
+            duration: duration.min(Duration::from_secs(365 * 24 * 60 * 60)),
+            renew_every,
+        };
         self
     }
 
@@ -343,6 +410,7 @@ impl ClientBuilder {
 
     /// Build a closed client; [`Client::open`] connects it.
     pub fn build(self) -> Result<Client> {
+        let lease = self.lease_config()?;
         let http_settings = HttpSettings {
             tls: self.tls.resolve()?,
             proxy: self.proxy,
@@ -400,8 +468,38 @@ impl ClientBuilder {
                 replay,
                 status: Arc::new(crate::connection::Status::new()),
                 rest,
+                lease,
             }),
         })
+    }
+
+    fn lease_config(&self) -> Result<Option<super::lease::LeaseConfig>> {
+        let Some(lease) = self.lease.clone() else {
+            return Ok(None);
+        };
+        let refuse = |why: &str| Err(Error::new(ErrorKind::Client, why));
+        if !self
+            .replay_storage
+            .as_ref()
+            .is_some_and(|s| s.supports_fencing())
+        {
+            return refuse(
+                "a lease needs a replay storage that fences writes (PostgresStorage or RedisStorage, with the lease from its lease())",
+            );
+        }
+        let LeaseTiming {
+            duration,
+            renew_every,
+        } = self.lease_timing;
+        if renew_every.is_zero() || renew_every >= duration {
+            return refuse(
+                "the lease renewal interval must be above zero and below the lease duration",
+            );
+        }
+        Ok(Some(super::lease::LeaseConfig {
+            lease,
+            timing: self.lease_timing,
+        }))
     }
 
     /// Build and open: handshake and first connect done when this returns.

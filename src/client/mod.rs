@@ -26,6 +26,7 @@ mod builder;
 mod events;
 mod flows;
 mod hand_off;
+mod lease;
 mod session;
 mod subscription;
 
@@ -66,6 +67,7 @@ struct ClientInner {
     replay: Arc<ReplayState>,
     status: Arc<Status>,
     rest: crate::publish::RestClient,
+    lease: Option<lease::LeaseConfig>,
 }
 
 impl Client {
@@ -95,37 +97,77 @@ impl Client {
 
     /// Handshake and send the first connect. Fails with
     /// [`ErrorKind::InvalidOperation`] if the client is already open.
+    ///
+    /// With a [`lease`](crate::ClientBuilder::lease), first waits (as a standby, for as long
+    /// as it takes) until this client holds the lease; subscriptions then start from the
+    /// stored markers. Cancelling `open()` while it waits takes nothing.
     pub async fn open(&self) -> Result<()> {
-        let ready = {
+        self.ensure_closed()?;
+        let grant = match &self.inner.lease {
+            Some(config) => Some(config.acquire().await),
+            None => None,
+        };
+        let started = {
             let mut slot = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|s| s.is_open()) {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    "the client is already open",
+                Err(grant)
+            } else {
+                let shared = Arc::new(Shared::new(
+                    self.inner.max_pending,
+                    self.inner.replay.clone(),
+                    self.inner.status.clone(),
                 ));
+                let weak = Arc::downgrade(&shared);
+                self.inner.replay.set_error_sink(Arc::new(move |error| {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.inbox.broadcast_error(error);
+                    }
+                }));
+                let (commands, ready) = spawn(
+                    self.inner.transport.clone(),
+                    self.inner.settings.clone(),
+                    shared.clone(),
+                );
+                let keeper = match (&self.inner.lease, grant) {
+                    (Some(config), Some(grant)) => Some(config.keep(grant, &shared, &commands)),
+                    _ => None,
+                };
+                let session = Arc::new(Session {
+                    commands,
+                    shared,
+                    lease: tokio::sync::Mutex::new(keeper),
+                });
+                *slot = Some(session.clone());
+                Ok((ready, session))
             }
-            let shared = Arc::new(Shared::new(
-                self.inner.max_pending,
-                self.inner.replay.clone(),
-                self.inner.status.clone(),
-            ));
-            let weak = Arc::downgrade(&shared);
-            self.inner.replay.set_error_sink(Arc::new(move |error| {
-                if let Some(shared) = weak.upgrade() {
-                    shared.inbox.broadcast_error(error);
-                }
-            }));
-            let (commands, ready) = spawn(
-                self.inner.transport.clone(),
-                self.inner.settings.clone(),
-                shared.clone(),
-            );
-            *slot = Some(Arc::new(Session { commands, shared }));
-            ready
         };
-        ready
+        let (ready, session) = match started {
+            Ok(started) => started,
+            Err(grant) => {
+                if let (Some(config), Some(grant)) = (&self.inner.lease, grant) {
+                    // Opened meanwhile by another call: give the extra grant back.
+                    let _ = config.lease.release(&grant.owner, grant.epoch).await;
+                }
+                return Err(already_open());
+            }
+        };
+        let opened = ready
             .await
-            .map_err(|_| Error::new(ErrorKind::ConnectionClosed, "the connection task ended"))?
+            .map_err(|_| Error::new(ErrorKind::ConnectionClosed, "the connection task ended"))
+            .and_then(|r| r);
+        if opened.is_err()
+            && let Some(keeper) = session.lease.lock().await.as_mut()
+        {
+            keeper.release().await;
+        }
+        opened
+    }
+
+    fn ensure_closed(&self) -> Result<()> {
+        match self.session() {
+            Some(s) if s.is_open() => Err(already_open()),
+            _ => Ok(()),
+        }
     }
 
     /// Send `/meta/disconnect` and stop. Streams yield what they already hold, then end.
@@ -144,10 +186,16 @@ impl Client {
             return Ok(());
         };
         let (reply, done) = tokio::sync::oneshot::channel();
-        if session.commands.send(Command::Close { reply }).is_err() {
-            return Ok(()); // already closed
+        let result = if session.commands.send(Command::Close { reply }).is_err() {
+            Ok(()) // already closed
+        } else {
+            done.await.unwrap_or(Ok(()))
+        };
+        // After the last markers are stored: a standby takes over from them at once.
+        if let Some(keeper) = session.lease.lock().await.as_mut() {
+            keeper.release().await;
         }
-        done.await.unwrap_or(Ok(()))
+        result
     }
 
     /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`) and return its
@@ -360,6 +408,10 @@ impl Client {
     pub fn replay_storage(&self) -> Option<Arc<dyn crate::replay::ReplayStorage>> {
         self.inner.replay.storage()
     }
+}
+
+fn already_open() -> Error {
+    Error::new(ErrorKind::InvalidOperation, "the client is already open")
 }
 
 /// A channel name: `/` followed by a path without whitespace, not a `/meta/` channel. A

@@ -8,6 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) struct Session {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) shared: Arc<Shared>,
+    /// Keeps the lease of a client that has one; `close()` releases it.
+    pub(crate) lease: tokio::sync::Mutex<Option<super::lease::Keeper>>,
 }
 
 impl Session {

@@ -45,18 +45,24 @@
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod database_tls;
 mod file;
+pub(crate) mod lease;
 mod mapping;
 mod marker;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_lease;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_lease;
 mod storage;
 pub(crate) mod tracker;
 
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub use database_tls::DatabaseTls;
 pub use file::FileStorage;
+pub use lease::Lease;
 pub use mapping::{ConstantReplayId, DefaultMappingStorage, MappingStorage, MarkerMap};
 pub use marker::ReplayMarker;
 #[cfg(feature = "fuzzing")]
@@ -64,8 +70,12 @@ pub(crate) use marker::format_date;
 pub(crate) use marker::parse_date;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_TABLE, PostgresStorage};
+#[cfg(feature = "postgres")]
+pub use postgres_lease::PostgresLease;
 #[cfg(feature = "redis")]
 pub use redis::RedisStorage;
+#[cfg(feature = "redis")]
+pub use redis_lease::RedisLease;
 pub use storage::ReplayStorage;
 
 /// The replay ids Salesforce gives a meaning to.

@@ -19,21 +19,53 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS sfstream_replay_markers (
     date       timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (key, channel)
+);
+CREATE TABLE IF NOT EXISTS sfstream_leases (
+    name       text        PRIMARY KEY,
+    owner      text,
+    epoch      bigint      NOT NULL,
+    expires_at timestamptz NOT NULL
 )";
 
 // The comparison mirrors `ReplayMarker::is_after` (dates first when both have one, then replay
 // ids as numbers; a negative id, the restart point after an expired one, always replaces) and runs in SQL under the row lock of ON CONFLICT, so two writers with the
 // same key can never move a marker backwards.
-const UPSERT: &str = "INSERT INTO sfstream_replay_markers AS m (key, channel, replay_id, date)
-    VALUES ($1::text, $2::text, $3::text, $4::timestamptz)
-    ON CONFLICT (key, channel) DO UPDATE
+macro_rules! upsert_on_conflict {
+    () => {
+        "ON CONFLICT (key, channel) DO UPDATE
     SET replay_id = EXCLUDED.replay_id, date = EXCLUDED.date, updated_at = now()
     WHERE CASE
         WHEN EXCLUDED.replay_id::numeric < 0 THEN true
         WHEN EXCLUDED.date IS NOT NULL AND m.date IS NOT NULL AND EXCLUDED.date <> m.date
             THEN EXCLUDED.date > m.date
         ELSE EXCLUDED.replay_id::numeric > m.replay_id::numeric
-    END";
+    END"
+    };
+}
+
+const UPSERT: &str = concat!(
+    "INSERT INTO sfstream_replay_markers AS m (key, channel, replay_id, date)
+    VALUES ($1::text, $2::text, $3::text, $4::timestamptz)
+    ",
+    upsert_on_conflict!()
+);
+
+// Fencing: the lease row of the key is read FOR SHARE, so an acquisition (an UPDATE of that
+// row) and this write are serialised: a write either commits before the epoch moves on, or
+// waits, sees the new epoch and writes nothing. Returns the lease's current epoch.
+const FENCED_UPSERT: &str = concat!(
+    "WITH fence AS (
+    SELECT epoch FROM sfstream_leases WHERE name = $1::text FOR SHARE
+), up AS (
+    INSERT INTO sfstream_replay_markers AS m (key, channel, replay_id, date)
+    SELECT $1::text, $2::text, $3::text, $4::timestamptz FROM fence WHERE fence.epoch = $5::bigint
+    ",
+    upsert_on_conflict!(),
+    "
+    RETURNING 1
+)
+SELECT (SELECT epoch FROM fence)"
+);
 
 const SELECT: &str = "SELECT replay_id, date FROM sfstream_replay_markers
     WHERE key = $1::text AND channel = $2::text";
@@ -51,6 +83,17 @@ const SELECT: &str = "SELECT replay_id, date FROM sfstream_replay_markers
 ///     date       timestamptz,          -- the event's creation date (microseconds), if known
 ///     updated_at timestamptz NOT NULL DEFAULT now(),
 ///     PRIMARY KEY (key, channel)
+/// )
+/// ```
+///
+/// Its [`lease`](Self::lease) for active/standby lives in a second table, created with it:
+///
+/// ```sql
+/// CREATE TABLE IF NOT EXISTS sfstream_leases (
+///     name       text        PRIMARY KEY, -- the key
+///     owner      text,                    -- the holder; NULL once released
+///     epoch      bigint      NOT NULL,    -- +1 at every acquisition
+///     expires_at timestamptz NOT NULL     -- by the database's clock
 /// )
 /// ```
 ///
@@ -79,16 +122,16 @@ const SELECT: &str = "SELECT replay_id, date FROM sfstream_replay_markers
 /// ```
 #[derive(Clone)]
 pub struct PostgresStorage {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     retry_for: Duration,
 }
 
-struct Inner {
-    config: Config,
-    tls: MakeRustlsConnect,
-    key: String,
+pub(super) struct Inner {
+    pub(super) config: Config,
+    pub(super) tls: MakeRustlsConnect,
+    pub(super) key: String,
     /// `None` after a connection was lost: the next attempt reconnects.
-    client: Mutex<Option<Arc<Client>>>,
+    pub(super) client: Mutex<Option<Arc<Client>>>,
 }
 
 impl fmt::Debug for PostgresStorage {
@@ -101,7 +144,7 @@ impl fmt::Debug for PostgresStorage {
     }
 }
 
-fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
+pub(super) fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
     // tokio-postgres' Display is the kind alone ("db error", "error performing TLS
     // handshake"): what the server said, or why the certificate was refused, is in its sources.
     let mut text = format!("{what}: {e}");
@@ -204,7 +247,7 @@ impl PostgresStorage {
 
 impl Inner {
     /// The open connection, or a new one.
-    async fn client(&self) -> Result<Arc<Client>> {
+    pub(super) async fn client(&self) -> Result<Arc<Client>> {
         if let Some(c) = self.lock().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -224,7 +267,7 @@ impl Inner {
         Ok(client)
     }
 
-    fn forget(&self, client: &Arc<Client>) {
+    pub(super) fn forget(&self, client: &Arc<Client>) {
         let mut slot = self.lock();
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
             *slot = None;
@@ -270,6 +313,38 @@ impl ReplayStorage for PostgresStorage {
             })
             .await
             .map(drop)
+        })
+    }
+
+    fn supports_fencing(&self) -> bool {
+        true
+    }
+
+    fn set_fenced<'a>(
+        &'a self,
+        subscription: &'a str,
+        marker: ReplayMarker,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let key = self.inner.key.as_str();
+            let id = marker.replay_id.to_string();
+            let id = id.as_str();
+            let theirs = i64::try_from(epoch).unwrap_or(i64::MAX);
+            let current: Option<i64> = self
+                .retrying("cannot store the replay marker", |c| async move {
+                    c.query_one(
+                        FENCED_UPSERT,
+                        &[&key, &subscription, &id, &marker.date, &theirs],
+                    )
+                    .await
+                })
+                .await?
+                .get(0);
+            if current == Some(theirs) {
+                return Ok(());
+            }
+            Err(super::postgres_lease::fenced(epoch, current))
         })
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 // Runs atomically on the server, so two writers can never move a marker backwards. Values are
 // "<replay id> <date in µs since the epoch>" (the date may be missing); numbers compare as
 // decimal text of any width (Lua numbers are doubles and would round ids past 2^53).
-const SET: &str = r#"
+macro_rules! set_script {
+    () => {
+        r#"
 local function gt(a, b)
   local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
   if na ~= nb then return nb end
@@ -39,7 +41,18 @@ else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 end
 return 1
-"#;
+"#
+    };
+}
+
+const SET: &str = set_script!();
+
+// Fencing: the write happens only if the lease's epoch counter (KEYS[2]) is still the
+// writer's (ARGV[4]), checked in the same script, so atomically with the write.
+const FENCED_SET: &str = concat!(
+    "if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end\n",
+    set_script!()
+);
 
 /// Markers in Redis (cargo feature `redis`), shared by every process that uses the same server
 /// and key.
@@ -52,6 +65,9 @@ return 1
 /// backoff, reconnecting, for up to [`retry_for`](Self::retry_for); the stream goes on
 /// meanwhile and the client coalesces the markers committed in the meantime into the next
 /// write. [`Client::close`](crate::Client::close) waits for the last write.
+///
+/// Its [`lease`](Self::lease) for active/standby is the key `sfstream:lease:<key>` (holder and
+/// epoch, expiring by the server's clock) and the counter `sfstream:lease:<key>:epoch`.
 ///
 /// Durability is the server's: with `appendonly yes` and `appendfsync always` an acknowledged
 /// write survives a server crash; with snapshots only, the last seconds may be lost (which
@@ -71,21 +87,22 @@ return 1
 /// ```
 #[derive(Clone)]
 pub struct RedisStorage {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     retry_for: Duration,
 }
 
-struct Inner {
-    client: redis::Client,
+pub(super) struct Inner {
+    pub(super) client: redis::Client,
     /// For `rediss://`: the connection is made here, not by the `redis` crate.
-    tls: Option<Tls>,
-    hash: String,
-    script: redis::Script,
+    pub(super) tls: Option<Tls>,
+    pub(super) hash: String,
+    pub(super) script: redis::Script,
     /// `None` after a failure: the next attempt reconnects.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    pub(super) connection: Mutex<Option<MultiplexedConnection>>,
 }
 
-struct Tls {
+#[derive(Clone)]
+pub(super) struct Tls {
     connector: tokio_rustls::TlsConnector,
     server_name: rustls::pki_types::ServerName<'static>,
     host: String,
@@ -101,7 +118,7 @@ impl fmt::Debug for RedisStorage {
     }
 }
 
-fn redis_error(what: &str, e: redis::RedisError) -> Error {
+pub(super) fn redis_error(what: &str, e: redis::RedisError) -> Error {
     // The error text never holds the URL (and so no password).
     Error::new(ErrorKind::Replay, format!("{what}: {e}")).with_source(e)
 }
@@ -228,7 +245,7 @@ impl RedisStorage {
 }
 
 impl Inner {
-    async fn connection(&self) -> Result<MultiplexedConnection> {
+    pub(super) async fn connection(&self) -> Result<MultiplexedConnection> {
         if let Some(c) = self.lock().clone() {
             return Ok(c);
         }
@@ -267,7 +284,7 @@ impl Inner {
         Ok(c)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -345,6 +362,49 @@ impl ReplayStorage for RedisStorage {
             })
             .await
             .map(drop)
+        })
+    }
+
+    fn supports_fencing(&self) -> bool {
+        true
+    }
+
+    fn set_fenced<'a>(
+        &'a self,
+        subscription: &'a str,
+        marker: ReplayMarker,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let id = marker.replay_id.to_string();
+            let date = marker
+                .date
+                .map(|d| micros(d).to_string())
+                .unwrap_or_default();
+            let (id, date) = (id.as_str(), date.as_str());
+            let epoch_key = super::redis_lease::epoch_key(&self.inner.hash);
+            let epoch_key = epoch_key.as_str();
+            static SCRIPT: std::sync::LazyLock<redis::Script> =
+                std::sync::LazyLock::new(|| redis::Script::new(FENCED_SET));
+            let script = &*SCRIPT;
+            let inner = &self.inner;
+            let written = self
+                .retrying("cannot store the replay marker", |mut c| async move {
+                    script
+                        .key(&inner.hash)
+                        .key(epoch_key)
+                        .arg(subscription)
+                        .arg(id)
+                        .arg(date)
+                        .arg(epoch)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+                .await?;
+            if written < 0 {
+                return Err(super::redis_lease::fenced(epoch));
+            }
+            Ok(())
         })
     }
 }

@@ -1,5 +1,5 @@
 use super::ReplayMarker;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use futures::future::BoxFuture;
 
 /// Where replay markers live between runs: a file ([`FileStorage`](super::FileStorage)), a map
@@ -45,4 +45,29 @@ pub trait ReplayStorage: Send + Sync + 'static {
 
     /// Store `marker` for `subscription`.
     fn set<'a>(&'a self, subscription: &'a str, marker: ReplayMarker) -> BoxFuture<'a, Result<()>>;
+
+    /// Whether [`set_fenced`](Self::set_fenced) is implemented, so that the storage can serve
+    /// a client with a [`Lease`](super::Lease) (checked when the client is built).
+    fn supports_fencing(&self) -> bool {
+        false
+    }
+
+    /// Store `marker` like [`set`](Self::set), but only if `epoch` is still the epoch of the
+    /// lease this storage is paired with, checked in the same atomic step as the write (a
+    /// transaction, a server-side script). A write from an older epoch fails with
+    /// [`ErrorKind::LeaseLost`] and changes nothing. The default refuses every write.
+    fn set_fenced<'a>(
+        &'a self,
+        subscription: &'a str,
+        marker: ReplayMarker,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (subscription, marker, epoch);
+        Box::pin(async {
+            Err(Error::new(
+                ErrorKind::Client,
+                "this replay storage cannot fence writes, so it cannot serve a client with a lease",
+            ))
+        })
+    }
 }

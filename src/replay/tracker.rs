@@ -52,6 +52,22 @@ struct Inner {
     /// Source of [`Outstanding::generation`]: never reused, so a ticket of a list that was
     /// dropped can never match its successor's.
     generations: u64,
+    /// Whether writes carry a lease epoch (see `crate::replay::Lease`).
+    fence: Fence,
+    /// Told when a write was refused by fencing: the session's lease keeper.
+    on_lease_lost: Option<tokio::sync::mpsc::UnboundedSender<Error>>,
+}
+
+/// The lease state marker writes depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Fence {
+    /// No lease: plain writes.
+    #[default]
+    None,
+    /// Writes carry this epoch.
+    Held(u64),
+    /// The lease is gone: nothing more is written (the new holder starts from what is stored).
+    Lost,
 }
 
 /// What the writer stores for a channel.
@@ -505,6 +521,9 @@ impl ReplayState {
     }
 
     fn store_locked(self: &Arc<Self>, inner: &mut Inner, channel: &str, data: Data) {
+        if inner.fence == Fence::Lost {
+            return;
+        }
         match inner.dirty.get_mut(channel) {
             Some(slot) => *slot = Commit::Event(data),
             None => {
@@ -594,6 +613,33 @@ impl ReplayState {
         }
     }
 
+    /// The session holds the lease at `epoch`: writes carry it from now on, and a refused
+    /// write is reported to `on_lost`.
+    pub(crate) fn hold_lease(
+        &self,
+        epoch: u64,
+        on_lost: tokio::sync::mpsc::UnboundedSender<Error>,
+    ) {
+        let mut inner = self.lock();
+        inner.fence = Fence::Held(epoch);
+        inner.on_lease_lost = Some(on_lost);
+    }
+
+    /// The lease is gone: drop what waits to be written and write nothing more. `Some(error)`
+    /// (a refused write) is passed on to the keeper. Returns whether the lease was held.
+    pub(crate) fn lose_lease(&self, error: Option<Error>) -> bool {
+        let mut inner = self.lock();
+        if !matches!(inner.fence, Fence::Held(_)) {
+            return false;
+        }
+        inner.fence = Fence::Lost;
+        inner.dirty.clear();
+        if let (Some(error), Some(tx)) = (error, inner.on_lease_lost.take()) {
+            let _ = tx.send(error);
+        }
+        true
+    }
+
     /// Wait until every marker committed so far is stored (one retry of a failing storage);
     /// `Err` with the storage's error if some could not be.
     pub(crate) async fn flush(self: &Arc<Self>) -> Result<()> {
@@ -647,8 +693,16 @@ impl Writer<'_> {
         channel: String,
         marker: ReplayMarker,
     ) -> bool {
+        let fence = self.state.lock().fence;
         let started = std::time::Instant::now();
-        let written = storage.set(&channel, marker).await;
+        let written = match fence {
+            Fence::None => storage.set(&channel, marker).await,
+            Fence::Held(epoch) => storage.set_fenced(&channel, marker, epoch).await,
+            Fence::Lost => {
+                self.batch.clear();
+                return true;
+            }
+        };
         crate::metrics::marker_write(started.elapsed(), written.is_ok());
         match written {
             Ok(()) => {
@@ -660,6 +714,13 @@ impl Writer<'_> {
                 inner.stored.insert(channel, marker);
                 inner.failing = false;
                 inner.last_error = None;
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::LeaseLost => {
+                // Fenced off: another client holds the lease and wrote on from what it read;
+                // nothing of this one may be written any more.
+                self.batch.clear();
+                self.state.lose_lease(Some(e));
                 true
             }
             Err(e) => {
