@@ -15,6 +15,12 @@ use tokio::time::Instant;
 /// A response body: the batch parser, then everything the connection task reads from each
 /// message (error strings, advice, events and their replay markers).
 pub fn batch(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert!(
+            crate::bayeux::fast_scan_agrees(text),
+            "the fast batch scan and the serde pass differ"
+        );
+    }
     let Ok(batch) = parse_batch(Bytes::copy_from_slice(data)) else {
         return;
     };

@@ -38,23 +38,44 @@ pub struct MalformedMessage {
 /// per body: a body with more is rejected as a whole. A malformed body is read element by
 /// element, never into a `serde_json::Value` tree, so it costs little more than its own size.
 pub fn parse_batch(body: Bytes) -> Result<Batch, Error> {
-    // Fast path: one pass, straight into messages. The body is checked as UTF-8 once up front so
-    // that serde_json need not re-check every string and every raw `data` slice.
+    // The body is checked as UTF-8 once up front so that the parsers need not re-check every
+    // string and every raw `data` slice.
     let Ok(text) = std::str::from_utf8(&body) else {
         return parse_lenient(&body);
     };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let seed = BatchSeed {
-        // Roughly one message per 256 bytes: avoids regrowing (and moving) the vector.
-        capacity: (body.len() / 256).clamp(4, 65_536),
-    };
-    match de::DeserializeSeed::deserialize(seed, &mut de).and_then(|m| de.end().map(|()| m)) {
-        Ok(messages) => Ok(Batch {
+    // Roughly one message per 256 bytes: avoids regrowing (and moving) the vector.
+    let capacity = (body.len() / 256).clamp(4, 65_536);
+    // Fastest: a direct scan of the usual shape (see `scan`); then one serde pass; then element
+    // by element.
+    if let Some(messages) = super::scan::messages(text, capacity) {
+        return Ok(Batch {
+            messages,
+            malformed: Vec::new(),
+        });
+    }
+    match parse_serde_with(text, capacity) {
+        Some(messages) => Ok(Batch {
             messages,
             malformed: Vec::new(),
         }),
-        Err(_) => parse_lenient(&body),
+        None => parse_lenient(&body),
     }
+}
+
+/// One serde pass over the whole body, straight into messages; `None` if any element is
+/// malformed.
+fn parse_serde_with(text: &str, capacity: usize) -> Option<Vec<Message>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = BatchSeed { capacity };
+    de::DeserializeSeed::deserialize(seed, &mut de)
+        .and_then(|m| de.end().map(|()| m))
+        .ok()
+}
+
+/// The serde pass alone, to check the fast scan against it.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_serde(text: &str) -> Option<Vec<Message>> {
+    parse_serde_with(text, 4)
 }
 
 struct BatchSeed {
@@ -211,7 +232,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 /// A message borrowing from the body: `data` is captured as a slice, never parsed.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireMessage<'a> {
+pub(super) struct WireMessage<'a> {
     /// Missing only on a reply to a request refused before Bayeux processing
     /// (`[{"error":"401::Request requires authentication","successful":false}]`, restforce#103).
     #[serde(default, borrow)]
@@ -243,7 +264,7 @@ struct WireMessage<'a> {
 }
 
 impl WireMessage<'_> {
-    fn into_message(self) -> Result<Message, &'static str> {
+    pub(super) fn into_message(self) -> Result<Message, &'static str> {
         let channel = match self.channel {
             Some(c) => c.into_owned(),
             None if self.successful.is_some() => String::new(),

@@ -2,7 +2,7 @@
 //!
 //! A [`Message`] keeps its `data` as raw JSON ([`Data`]) copied out of the response body, so an
 //! event the user never looks into is never fully parsed. [`parse_batch`] reads a response body
-//! (a JSON array) in one pass and falls back to per-message parsing only when some element is
+//! (a JSON array) in one pass, events by a direct scan, and falls back to per-message parsing only when some element is
 //! malformed, so one bad element never takes the rest of the batch down with it.
 //!
 //! ```
@@ -23,6 +23,9 @@ mod advice;
 mod batch;
 mod data;
 mod message;
+mod scan;
+#[cfg(feature = "fuzzing")]
+pub(crate) use scan::agrees as fast_scan_agrees;
 mod server_error;
 
 pub use advice::{Advice, Reconnect};
