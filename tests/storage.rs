@@ -210,311 +210,297 @@ mod support {
     }
 }
 
-#[cfg(feature = "postgres")]
-mod postgres {
+/// The cases every database storage runs, each generic over the [`Database`] it talks to;
+/// `database_contract!` instantiates them as tests, once per storage.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod database {
     use super::*;
     use sfstream::ErrorKind;
-    use sfstream::replay::PostgresStorage;
+    use std::future::Future;
     use support::{key, relayed, until};
 
-    fn server() -> Option<String> {
-        support::server(
+    /// One database storage under test: where its server is and how to connect to it.
+    pub(crate) trait Database {
+        type Storage: ReplayStorage + Clone + std::fmt::Debug + 'static;
+        /// The variable naming the test server, and an example of its value.
+        const SERVER: (&'static str, &'static str);
+        fn connect(url: &str, key: String)
+        -> impl Future<Output = sfstream::Result<Self::Storage>>;
+        fn retry_for(storage: Self::Storage, retry_for: Duration) -> Self::Storage;
+    }
+
+    async fn connect<D: Database>(url: &str, key: String) -> D::Storage {
+        D::connect(url, key).await.unwrap()
+    }
+
+    /// Run `case` against the test server of `D`, or skip with a hint when there is none.
+    pub(crate) async fn run<D: Database, F: Future<Output = ()>>(
+        what: &str,
+        case: impl FnOnce(String) -> F,
+    ) {
+        let (var, example) = D::SERVER;
+        let Some(url) = support::server(var, example) else {
+            return;
+        };
+        within(what, case(url)).await;
+    }
+
+    pub(crate) async fn contract<D: Database>(url: String) {
+        round_trip(&connect::<D>(&url, key("contract")).await).await;
+        through_a_client(connect::<D>(&url, key("client")).await).await;
+    }
+
+    pub(crate) async fn keys_do_not_share_markers<D: Database>(url: String) {
+        let a = connect::<D>(&url, key("a")).await;
+        let b = connect::<D>(&url, key("b")).await;
+        a.set(CH, ReplayMarker::new(5, None)).await.unwrap();
+        assert_eq!(b.get(CH).await.unwrap(), None);
+    }
+
+    /// The comparison runs in the server (SQL, a Lua script), not only in the client.
+    pub(crate) async fn never_moves_a_marker_backwards<D: Database>(url: String) {
+        let s = connect::<D>(&url, key("backwards")).await;
+        let newest = ReplayMarker::new(10, at(10_000));
+        s.set(CH, newest).await.unwrap();
+        // An older date wins over a higher id, and a lower id with the same date loses.
+        s.set(CH, ReplayMarker::new(99, at(9_000))).await.unwrap();
+        s.set(CH, ReplayMarker::new(9, at(10_000))).await.unwrap();
+        s.set(CH, ReplayMarker::new(9, None)).await.unwrap();
+        assert_eq!(s.get(CH).await.unwrap(), Some(newest));
+        // Decimal comparison of any width: 100 > 99 although "100" < "99" as text.
+        let n = connect::<D>(&url, key("width")).await;
+        n.set(CH, ReplayMarker::new(99, None)).await.unwrap();
+        n.set(CH, ReplayMarker::new(100, None)).await.unwrap();
+        n.set(CH, ReplayMarker::new(98, None)).await.unwrap();
+        assert_eq!(n.get(CH).await.unwrap().unwrap().replay_id, 100);
+        let later = ReplayMarker::new(3, at(11_000));
+        s.set(CH, later).await.unwrap();
+        assert_eq!(s.get(CH).await.unwrap(), Some(later));
+        // A restart point after an expired id (a negative id) replaces any marker, and any
+        // event's marker replaces it.
+        let restart = ReplayMarker::new(-2, None);
+        s.set(CH, restart).await.unwrap();
+        assert_eq!(s.get(CH).await.unwrap(), Some(restart));
+        let first = ReplayMarker::new(1, at(1_000));
+        s.set(CH, first).await.unwrap();
+        assert_eq!(s.get(CH).await.unwrap(), Some(first));
+    }
+
+    pub(crate) async fn two_writers_on_one_key_end_at_the_newest_marker<D: Database>(url: String) {
+        let k = key("writers");
+        let a = connect::<D>(&url, k.clone()).await;
+        let b = connect::<D>(&url, k).await;
+        // Interleaved, in opposite orders: whatever commits last, the newest stays.
+        let up = tokio::spawn(async move {
+            for id in 1..=200 {
+                a.set(CH, ReplayMarker::new(id, None)).await.unwrap();
+            }
+        });
+        let down = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for id in (1..=200).rev() {
+                    b.set(CH, ReplayMarker::new(id, None)).await.unwrap();
+                }
+            })
+        };
+        up.await.unwrap();
+        down.await.unwrap();
+        assert_eq!(b.get(CH).await.unwrap().unwrap().replay_id, 200);
+    }
+
+    pub(crate) async fn a_lost_connection_is_retried_with_backoff_until_the_write_lands<
+        D: Database,
+    >(
+        url: String,
+    ) {
+        let (relay, via) = relayed(&url).await;
+        let k = key("retry");
+        let s = D::retry_for(connect::<D>(&via, k.clone()).await, Duration::from_secs(15));
+        s.set(CH, ReplayMarker::new(1, None)).await.unwrap();
+        relay.cut();
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move { s.set(CH, ReplayMarker::new(2, None)).await })
+        };
+        // The write keeps trying (and reconnecting) while the database is unreachable.
+        until("two refused reconnects", || {
+            relay.refused.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        assert!(!writer.is_finished());
+        relay.restore();
+        writer.await.unwrap().unwrap();
+        let direct = connect::<D>(&url, k).await;
+        assert_eq!(direct.get(CH).await.unwrap().unwrap().replay_id, 2);
+    }
+
+    pub(crate) async fn a_write_that_keeps_failing_is_a_replay_error<D: Database>(url: String) {
+        let (relay, via) = relayed(&url).await;
+        let s = D::retry_for(
+            connect::<D>(&via, key("give-up")).await,
+            Duration::from_millis(300),
+        );
+        relay.cut();
+        let e = s.set(CH, ReplayMarker::new(1, None)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Replay);
+    }
+
+    pub(crate) async fn the_stream_goes_on_while_unreachable_and_close_stores_the_last_marker<
+        D: Database,
+    >(
+        url: String,
+    ) {
+        let (relay, via) = relayed(&url).await;
+        let k = key("goes-on");
+        let storage = D::retry_for(connect::<D>(&via, k.clone()).await, Duration::from_secs(15));
+        let emu = Emulator::start().await.unwrap();
+        for i in 0..30 {
+            emu.publish(CH, json!({ "n": i }));
+        }
+        let client = builder(&emu, storage).connect().await.unwrap();
+        let mut s = client.subscribe(CH).await.unwrap();
+        relay.cut();
+        // Every event arrives although no marker can be written.
+        for id in 1..=30 {
+            let event = s.next().await.unwrap().unwrap();
+            assert_eq!(event.replay_id(), Some(id));
+            event.ack();
+        }
+        relay.restore();
+        client.close().await.unwrap();
+        let direct = connect::<D>(&url, k).await;
+        assert_eq!(direct.get(CH).await.unwrap().unwrap().replay_id, 30);
+    }
+
+    /// A URL with a password that fails to connect: the password shows nowhere.
+    pub(crate) async fn a_password_in_the_url_is_not_echoed<D: Database>(url: &str) {
+        let e = D::connect(url, "k".into()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Replay);
+        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+    }
+
+    /// One test per case for the storage `$db`, in module `$name`.
+    macro_rules! database_contract {
+        ($name:ident, $db:ty) => {
+            mod $name {
+                use super::database::*;
+
+                #[tokio::test]
+                async fn storage_meets_the_contract() {
+                    run::<$db, _>("contract", contract::<$db>).await;
+                }
+
+                #[tokio::test]
+                async fn keys_do_not_share_markers() {
+                    run::<$db, _>("keys", super::database::keys_do_not_share_markers::<$db>)
+                        .await;
+                }
+
+                #[tokio::test]
+                async fn never_moves_a_marker_backwards_on_the_server() {
+                    run::<$db, _>("never backwards", never_moves_a_marker_backwards::<$db>).await;
+                }
+
+                #[tokio::test]
+                async fn two_writers_on_one_key_end_at_the_newest_marker() {
+                    run::<$db, _>(
+                        "two writers",
+                        super::database::two_writers_on_one_key_end_at_the_newest_marker::<$db>,
+                    )
+                    .await;
+                }
+
+                #[tokio::test]
+                async fn a_lost_connection_is_retried_with_backoff_until_the_write_lands() {
+                    run::<$db, _>(
+                        "retry",
+                        super::database::a_lost_connection_is_retried_with_backoff_until_the_write_lands::<$db>,
+                    )
+                    .await;
+                }
+
+                #[tokio::test]
+                async fn a_write_that_keeps_failing_is_a_replay_error() {
+                    run::<$db, _>(
+                        "give up",
+                        super::database::a_write_that_keeps_failing_is_a_replay_error::<$db>,
+                    )
+                    .await;
+                }
+
+                #[tokio::test]
+                async fn the_stream_goes_on_while_unreachable_and_close_stores_the_last_marker() {
+                    run::<$db, _>(
+                        "stream goes on",
+                        super::database::the_stream_goes_on_while_unreachable_and_close_stores_the_last_marker::<$db>,
+                    )
+                    .await;
+                }
+            }
+        };
+    }
+    pub(crate) use database_contract;
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_db {
+    use super::*;
+    use sfstream::replay::PostgresStorage;
+
+    pub(crate) struct Postgres;
+
+    impl database::Database for Postgres {
+        type Storage = PostgresStorage;
+        const SERVER: (&'static str, &'static str) = (
             "SFSTREAM_TEST_POSTGRES_URL",
             "postgresql://user@127.0.0.1:PORT/db",
-        )
-    }
-
-    #[tokio::test]
-    async fn postgres_storage_meets_the_contract() {
-        let Some(url) = server() else { return };
-        within("postgres contract", async {
-            let storage = PostgresStorage::connect(&url, key("contract"))
-                .await
-                .unwrap();
-            round_trip(&storage).await;
-            through_a_client(PostgresStorage::connect(&url, key("client")).await.unwrap()).await;
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn postgres_keys_do_not_share_markers() {
-        let Some(url) = server() else { return };
-        within("keys", async {
-            let a = PostgresStorage::connect(&url, key("a")).await.unwrap();
-            let b = PostgresStorage::connect(&url, key("b")).await.unwrap();
-            a.set(CH, ReplayMarker::new(5, None)).await.unwrap();
-            assert_eq!(b.get(CH).await.unwrap(), None);
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn postgres_never_moves_a_marker_backwards_in_sql() {
-        let Some(url) = server() else { return };
-        within("never backwards", async {
-            let s = PostgresStorage::connect(&url, key("backwards"))
-                .await
-                .unwrap();
-            let newest = ReplayMarker::new(10, at(10_000));
-            s.set(CH, newest).await.unwrap();
-            // An older date wins over a higher id, and a lower id with the same date loses.
-            s.set(CH, ReplayMarker::new(99, at(9_000))).await.unwrap();
-            s.set(CH, ReplayMarker::new(9, at(10_000))).await.unwrap();
-            s.set(CH, ReplayMarker::new(9, None)).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(newest));
-            let later = ReplayMarker::new(3, at(11_000));
-            s.set(CH, later).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(later));
-            // A restart point after an expired id (a negative id) replaces any marker, and any
-            // event's marker replaces it.
-            let restart = ReplayMarker::new(-2, None);
-            s.set(CH, restart).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(restart));
-            let first = ReplayMarker::new(1, at(1_000));
-            s.set(CH, first).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(first));
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn two_postgres_writers_on_one_key_end_at_the_newest_marker() {
-        let Some(url) = server() else { return };
-        within("two writers", async {
-            let k = key("writers");
-            let a = PostgresStorage::connect(&url, k.clone()).await.unwrap();
-            let b = PostgresStorage::connect(&url, k).await.unwrap();
-            // Interleaved, in opposite orders: whatever commits last, the newest stays.
-            let up = tokio::spawn(async move {
-                for id in 1..=200 {
-                    a.set(CH, ReplayMarker::new(id, None)).await.unwrap();
-                }
-            });
-            let down = {
-                let b = b.clone();
-                tokio::spawn(async move {
-                    for id in (1..=200).rev() {
-                        b.set(CH, ReplayMarker::new(id, None)).await.unwrap();
-                    }
-                })
-            };
-            up.await.unwrap();
-            down.await.unwrap();
-            assert_eq!(b.get(CH).await.unwrap().unwrap().replay_id, 200);
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn a_lost_postgres_connection_is_retried_with_backoff_until_the_write_lands() {
-        let Some(url) = server() else { return };
-        within("retry", async {
-            let (relay, via) = relayed(&url).await;
-            let k = key("retry");
-            let s = PostgresStorage::connect(&via, k.clone())
-                .await
-                .unwrap()
-                .retry_for(Duration::from_secs(15));
-            s.set(CH, ReplayMarker::new(1, None)).await.unwrap();
-            relay.cut();
-            let writer = {
-                let s = s.clone();
-                tokio::spawn(async move { s.set(CH, ReplayMarker::new(2, None)).await })
-            };
-            // The write keeps trying (and reconnecting) while the database is unreachable.
-            until("two refused reconnects", || {
-                relay.refused.load(Ordering::SeqCst) >= 2
-            })
-            .await;
-            assert!(!writer.is_finished());
-            relay.restore();
-            writer.await.unwrap().unwrap();
-            let direct = PostgresStorage::connect(&url, k).await.unwrap();
-            assert_eq!(direct.get(CH).await.unwrap().unwrap().replay_id, 2);
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn a_postgres_write_that_keeps_failing_is_a_replay_error() {
-        let Some(url) = server() else { return };
-        within("give up", async {
-            let (relay, via) = relayed(&url).await;
-            let s = PostgresStorage::connect(&via, key("give-up"))
-                .await
-                .unwrap()
-                .retry_for(Duration::from_millis(300));
-            relay.cut();
-            let e = s.set(CH, ReplayMarker::new(1, None)).await.unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Replay);
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn the_stream_goes_on_while_postgres_is_unreachable_and_close_stores_the_last_marker() {
-        let Some(url) = server() else { return };
-        within("stream goes on", async {
-            let (relay, via) = relayed(&url).await;
-            let k = key("goes-on");
-            let storage = PostgresStorage::connect(&via, k.clone())
-                .await
-                .unwrap()
-                .retry_for(Duration::from_secs(15));
-            let emu = Emulator::start().await.unwrap();
-            for i in 0..30 {
-                emu.publish(CH, json!({ "n": i }));
-            }
-            let client = builder(&emu, storage).connect().await.unwrap();
-            let mut s = client.subscribe(CH).await.unwrap();
-            relay.cut();
-            // Every event arrives although no marker can be written.
-            for id in 1..=30 {
-                let event = s.next().await.unwrap().unwrap();
-                assert_eq!(event.replay_id(), Some(id));
-                event.ack();
-            }
-            relay.restore();
-            client.close().await.unwrap();
-            let direct = PostgresStorage::connect(&url, k).await.unwrap();
-            assert_eq!(direct.get(CH).await.unwrap().unwrap().replay_id, 30);
-        })
-        .await;
+        );
+        async fn connect(url: &str, key: String) -> sfstream::Result<PostgresStorage> {
+            PostgresStorage::connect(url, key).await
+        }
+        fn retry_for(storage: PostgresStorage, retry_for: Duration) -> PostgresStorage {
+            storage.retry_for(retry_for)
+        }
     }
 
     #[tokio::test]
     async fn a_postgres_url_with_a_password_is_not_echoed() {
-        let e = PostgresStorage::connect("postgresql://u:hunter2@127.0.0.1:1/db?bogus=1", "k")
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Replay);
-        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+        database::a_password_in_the_url_is_not_echoed::<Postgres>(
+            "postgresql://u:hunter2@127.0.0.1:1/db?bogus=1",
+        )
+        .await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+database::database_contract!(postgres, super::postgres_db::Postgres);
+
+#[cfg(feature = "redis")]
+mod redis_db {
+    use super::*;
+    use sfstream::replay::RedisStorage;
+
+    pub(crate) struct Redis;
+
+    impl database::Database for Redis {
+        type Storage = RedisStorage;
+        const SERVER: (&'static str, &'static str) =
+            ("SFSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:PORT/0");
+        async fn connect(url: &str, key: String) -> sfstream::Result<RedisStorage> {
+            RedisStorage::connect(url, key).await
+        }
+        fn retry_for(storage: RedisStorage, retry_for: Duration) -> RedisStorage {
+            storage.retry_for(retry_for)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redis_url_with_a_password_is_not_echoed() {
+        database::a_password_in_the_url_is_not_echoed::<Redis>("redis://u:hunter2@127.0.0.1:1/0")
+            .await;
     }
 }
 
 #[cfg(feature = "redis")]
-mod redis {
-    use super::*;
-    use sfstream::ErrorKind;
-    use sfstream::replay::RedisStorage;
-    use support::{key, relayed, until};
-
-    fn server() -> Option<String> {
-        support::server("SFSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:PORT/0")
-    }
-
-    #[tokio::test]
-    async fn redis_storage_meets_the_contract() {
-        let Some(url) = server() else { return };
-        within("redis contract", async {
-            round_trip(&RedisStorage::connect(&url, key("contract")).await.unwrap()).await;
-            through_a_client(RedisStorage::connect(&url, key("client")).await.unwrap()).await;
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn redis_never_moves_a_marker_backwards_in_its_script() {
-        let Some(url) = server() else { return };
-        within("never backwards", async {
-            let s = RedisStorage::connect(&url, key("backwards")).await.unwrap();
-            let newest = ReplayMarker::new(10, at(10_000));
-            s.set(CH, newest).await.unwrap();
-            s.set(CH, ReplayMarker::new(99, at(9_000))).await.unwrap();
-            s.set(CH, ReplayMarker::new(9, at(10_000))).await.unwrap();
-            s.set(CH, ReplayMarker::new(9, None)).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(newest));
-            // Decimal comparison of any width: 100 > 99 although "100" < "99" as text.
-            let n = RedisStorage::connect(&url, key("width")).await.unwrap();
-            n.set(CH, ReplayMarker::new(99, None)).await.unwrap();
-            n.set(CH, ReplayMarker::new(100, None)).await.unwrap();
-            n.set(CH, ReplayMarker::new(98, None)).await.unwrap();
-            assert_eq!(n.get(CH).await.unwrap().unwrap().replay_id, 100);
-            let later = ReplayMarker::new(3, at(11_000));
-            s.set(CH, later).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(later));
-            // A restart point after an expired id (a negative id) replaces any marker, and any
-            // event's marker replaces it.
-            let restart = ReplayMarker::new(-2, None);
-            s.set(CH, restart).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(restart));
-            let first = ReplayMarker::new(1, at(1_000));
-            s.set(CH, first).await.unwrap();
-            assert_eq!(s.get(CH).await.unwrap(), Some(first));
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn two_redis_writers_on_one_key_end_at_the_newest_marker() {
-        let Some(url) = server() else { return };
-        within("two writers", async {
-            let k = key("writers");
-            let a = RedisStorage::connect(&url, k.clone()).await.unwrap();
-            let b = RedisStorage::connect(&url, k).await.unwrap();
-            let up = tokio::spawn(async move {
-                for id in 1..=200 {
-                    a.set(CH, ReplayMarker::new(id, None)).await.unwrap();
-                }
-            });
-            let down = {
-                let b = b.clone();
-                tokio::spawn(async move {
-                    for id in (1..=200).rev() {
-                        b.set(CH, ReplayMarker::new(id, None)).await.unwrap();
-                    }
-                })
-            };
-            up.await.unwrap();
-            down.await.unwrap();
-            assert_eq!(b.get(CH).await.unwrap().unwrap().replay_id, 200);
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn a_lost_redis_connection_is_retried_with_backoff_until_the_write_lands() {
-        let Some(url) = server() else { return };
-        within("retry", async {
-            let (relay, via) = relayed(&url).await;
-            let k = key("retry");
-            let s = RedisStorage::connect(&via, k.clone())
-                .await
-                .unwrap()
-                .retry_for(Duration::from_secs(15));
-            s.set(CH, ReplayMarker::new(1, None)).await.unwrap();
-            relay.cut();
-            let writer = {
-                let s = s.clone();
-                tokio::spawn(async move { s.set(CH, ReplayMarker::new(2, None)).await })
-            };
-            until("two refused reconnects", || {
-                relay.refused.load(Ordering::SeqCst) >= 2
-            })
-            .await;
-            assert!(!writer.is_finished());
-            relay.restore();
-            writer.await.unwrap().unwrap();
-            let direct = RedisStorage::connect(&url, k).await.unwrap();
-            assert_eq!(direct.get(CH).await.unwrap().unwrap().replay_id, 2);
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn a_redis_write_that_keeps_failing_is_a_replay_error() {
-        let Some(url) = server() else { return };
-        within("give up", async {
-            let (relay, via) = relayed(&url).await;
-            let s = RedisStorage::connect(&via, key("give-up"))
-                .await
-                .unwrap()
-                .retry_for(Duration::from_millis(300));
-            relay.cut();
-            let e = s.set(CH, ReplayMarker::new(1, None)).await.unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Replay);
-        })
-        .await;
-    }
-}
+database::database_contract!(redis, super::redis_db::Redis);
