@@ -3,7 +3,9 @@
 //! - `faulty_network_delivers_every_event_exactly_once_in_order`: two channels stream through a
 //!   fault-injecting HTTP proxy (responses cut at random byte offsets, connection resets, 503
 //!   and HTML pages, delays, requests never answered) while the emulator publishes and ends
-//!   sessions; every event must arrive exactly once and in order per channel.
+//!   sessions; every event must arrive exactly once and in order per channel. It runs with
+//!   `ReplayOption::AllEvents`, and again with the default `NewEvents`
+//!   (`faulty_network_with_new_events_delivers_every_event_exactly_once_in_order`).
 //! - `sigkill_restarts_deliver_every_event_at_least_once`: a consuming child process with a
 //!   `FileStorage` is killed with SIGKILL at random moments and restarted; every event must
 //!   arrive at least once, and duplicates are counted and reported.
@@ -291,10 +293,27 @@ fn password_auth(emu: &Emulator) -> PasswordAuthenticator {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_network_delivers_every_event_exactly_once_in_order() {
-    const EVENTS: usize = 150;
-    let rng = Rng::new(seed(
+    faulty_network(
         "faulty_network_delivers_every_event_exactly_once_in_order",
-    ));
+        ReplayOption::AllEvents,
+    )
+    .await;
+}
+
+/// The default `NewEvents`: a session lost before a channel's first event must not lose what
+/// was published in between (the resubscribe replays and skips what predates the subscribe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_network_with_new_events_delivers_every_event_exactly_once_in_order() {
+    faulty_network(
+        "faulty_network_with_new_events_delivers_every_event_exactly_once_in_order",
+        ReplayOption::NewEvents,
+    )
+    .await;
+}
+
+async fn faulty_network(run: &str, replay: ReplayOption) {
+    const EVENTS: usize = 150;
+    let rng = Rng::new(seed(run));
     // Cookies enforced byte-exact: a cut `403::Unknown client` response whose Set-Cookie rotated
     // `sfdc-stream` leaves the client with a stale cookie, which the server refuses with HTTP 400
     // until the client handshakes again with a cleared jar.
@@ -308,13 +327,12 @@ async fn faulty_network_delivers_every_event_exactly_once_in_order() {
         inner: password_auth(&emu),
         proxy: proxy.url(),
     };
-    // AllEvents, not the default NewEvents: with -1 a subscription has no position to resume
-    // from until its first event arrives, so events published in between are lost when the
-    // session ends first (seed 1796643800504977479 lost ids 1-7 that way). The channels are
-    // empty before the subscribe, so -2 starts at the subscribe too.
+    // The channels are empty before the subscribe, so AllEvents (-2) starts at the subscribe
+    // too. Under NewEvents a session lost before a channel's first event used to lose what was
+    // published in between (seed 1796643800504977479 lost ids 1-7 that way).
     let client = Client::builder(auth)
         .api_version(emu.api_version())
-        .replay(ReplayOption::AllEvents)
+        .replay(replay)
         .request_timeout(Duration::from_secs(3))
         .max_network_delay(Duration::from_secs(1))
         .backoff(Duration::from_millis(100), Duration::from_millis(500))
@@ -420,7 +438,7 @@ async fn faulty_network_delivers_every_event_exactly_once_in_order() {
     let errors = errors.lock().unwrap().clone();
     let stats = emu.stats();
     eprintln!(
-        "chaos faulty network: {elapsed:?}, faults {counts:?}, session ends {session_ends:?}, {} stream errors, {} handshakes, {} cookie rotations, {} requests refused for cookies",
+        "chaos faulty network ({replay:?}): {elapsed:?}, faults {counts:?}, session ends {session_ends:?}, {} stream errors, {} handshakes, {} cookie rotations, {} requests refused for cookies",
         errors.len(),
         stats.handshakes,
         stats.cookie_rotations,

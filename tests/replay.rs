@@ -963,3 +963,56 @@ async fn receive_take_ten_three_times_stores_the_last_event_not_the_ninth_foreve
     })
     .await;
 }
+
+#[tokio::test]
+async fn new_events_published_while_a_subscription_that_delivered_nothing_resubscribes_are_not_lost()
+ {
+    within("NewEvents before the first event", async {
+        let emu = Emulator::builder().start().await.unwrap();
+        let client = builder(&emu)
+            .replay(ReplayOption::NewEvents)
+            .connect()
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("/event/A__e").await.unwrap();
+        emu.wait_until(|s| s.held_connects == 1).await;
+        // The session ends before the channel delivered anything, and an event is published
+        // before the client can resubscribe (nothing yields between the two calls).
+        emu.forget_sessions();
+        let between = emu.publish("/event/A__e", json!({"n": 1}));
+        emu.wait_until(|s| s.handshakes == 2 && s.subscribes == 2)
+            .await;
+        let after = emu.publish("/event/A__e", json!({"n": 2}));
+        assert_eq!(
+            next_id(&mut sub).await,
+            between,
+            "the event published in between"
+        );
+        assert_eq!(next_id(&mut sub).await, after);
+        // Once an event arrived, resubscribes continue after it (no second replay).
+        let replays: Vec<serde_json::Value> = emu
+            .received()
+            .iter()
+            .filter(|m| m.channel == "/meta/subscribe")
+            .filter_map(|m| m.ext.as_ref()?.get("replay").cloned())
+            .collect();
+        assert_eq!(
+            replays,
+            vec![json!({"/event/A__e": -1}), json!({"/event/A__e": -2})]
+        );
+        emu.forget_sessions();
+        emu.wait_until(|s| s.handshakes == 3 && s.subscribes == 3)
+            .await;
+        let last = emu.received();
+        let third = last
+            .iter()
+            .filter(|m| m.channel == "/meta/subscribe")
+            .nth(2)
+            .and_then(|m| m.ext.clone())
+            .unwrap();
+        assert_eq!(third["replay"], json!({"/event/A__e": after}));
+        let more = emu.publish("/event/A__e", json!({"n": 3}));
+        assert_eq!(next_id(&mut sub).await, more);
+    })
+    .await;
+}

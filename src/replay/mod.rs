@@ -7,7 +7,8 @@
 //!   [`Client::subscribe_from`](crate::Client::subscribe_from).
 //! - After a reconnect the client **always** resubscribes from the last event it delivered on
 //!   that channel (kept in memory even with no storage), so a reconnect loses nothing the server
-//!   still retains.
+//!   still retains. Before a channel's first event under `NewEvents` there is no such event:
+//!   see [`ReplayOption::NewEvents`].
 //! - What is **stored** and when: [`CommitPolicy`]. The default stores an event's marker only
 //!   after the consumer is done with it (at-least-once across restarts).
 //! - When the stored id has left the retention window, [`replay_fallback`] restarts the
@@ -58,6 +59,7 @@ mod redis;
 mod redis_lease;
 mod storage;
 pub(crate) mod tracker;
+mod unpositioned;
 
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub use database_tls::DatabaseTls;
@@ -84,6 +86,16 @@ pub enum ReplayOption {
     /// `-2`: every event still retained (24 h, or 72 h for high-volume events), then new ones.
     AllEvents,
     /// `-1`: only events published after the subscribe.
+    ///
+    /// Salesforce does not say where "now" is, so until the channel delivers its first event
+    /// there is no replay id to resume from. If the session is lost in that window (expiry,
+    /// `403::Unknown client`, a cut connect), the resubscribe asks for every retained event
+    /// (`-2`) and skips those dated more than 5 minutes (an allowance for clock skew) before the
+    /// first subscribe went out: nothing published after the subscribe is lost, at the cost of
+    /// one replay of the channel's retained events, and events from up to 5 minutes before the
+    /// subscribe may come too. A clock more than 5 minutes ahead of Salesforce's can still lose
+    /// events in that window. After the first event, resubscribes continue after the last
+    /// delivered event as for any option.
     NewEvents,
 }
 

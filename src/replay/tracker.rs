@@ -1,6 +1,7 @@
 //! The client's replay bookkeeping, shared by the replay layer (which ids go on the wire), the
 //! connection task (what was delivered) and the streams (what was processed).
 
+use super::unpositioned::Unpositioned;
 use super::{CommitPolicy, ReplayMarker, ReplayOption, ReplayStorage};
 use crate::bayeux::Data;
 use crate::connection::{SubId, base_channel};
@@ -28,6 +29,8 @@ pub(crate) struct ReplayState {
     idle_hook: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Cheap check on the hot path: is any gap waiting to be announced?
     has_gaps: AtomicBool,
+    /// `NewEvents` channels that have not delivered their first event yet.
+    unpositioned: Unpositioned,
 }
 
 #[derive(Default)]
@@ -241,6 +244,7 @@ impl ReplayState {
             #[cfg(test)]
             idle_hook: Mutex::new(None),
             has_gaps: AtomicBool::new(false),
+            unpositioned: Unpositioned::default(),
         }
     }
 
@@ -334,6 +338,7 @@ impl ReplayState {
     /// The next subscribe of `channel` starts after `replay_id`.
     pub(crate) fn start_from(&self, channel: &str, replay_id: i64) {
         let channel = base_channel(channel);
+        self.unpositioned.clear(channel);
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.insert(channel.to_owned(), replay_id);
@@ -346,6 +351,7 @@ impl ReplayState {
     /// hold the others' marker back.
     pub(crate) fn forget(self: &Arc<Self>, sub: SubId, channel: &str) {
         let channel = base_channel(channel);
+        self.unpositioned.clear(channel);
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
@@ -371,6 +377,7 @@ impl ReplayState {
 
     /// The client closed: nothing of this session says where the next one starts.
     pub(crate) fn forget_all(&self) {
+        self.unpositioned.clear_all();
         let mut inner = self.lock();
         inner.delivered.clear();
         inner.overrides.clear();
@@ -453,6 +460,8 @@ impl ReplayState {
                 None => {
                     inner.overrides.remove(channel);
                     inner.delivered.insert(channel.to_owned(), data.clone());
+                    // The first event: from now on the channel resumes after it.
+                    self.unpositioned.clear(channel);
                 }
             }
         }
@@ -507,7 +516,17 @@ impl ReplayState {
                 return Ok(marker.replay_id);
             }
         }
+        if self.start == ReplayOption::NewEvents {
+            return Ok(self.unpositioned.start_id(channel));
+        }
         Ok(self.start.id())
+    }
+
+    /// Whether an event is for the streams: false for one that a resubscribe before the
+    /// channel's first event replayed although it is older than the subscribe (see
+    /// [`super::unpositioned`]).
+    pub(crate) fn admit(&self, channel: &str, data: &Data) -> bool {
+        self.unpositioned.admit(channel, data)
     }
 
     /// Store this event's marker in the background (`OnReceive`: it was handed out).

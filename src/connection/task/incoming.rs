@@ -61,6 +61,10 @@ impl Task {
                 tracing::debug!(channel = %sanitized(channel), "event for no live subscription");
                 continue;
             }
+            if !self.shared.replay.admit(channel, &data) {
+                tracing::debug!(%channel, "replayed event older than the subscribe; skipped");
+                continue;
+            }
             if let Some(gap) = self.shared.replay.take_gap(channel) {
                 self.announce_gap(targets, gap);
             }
