@@ -109,6 +109,9 @@
 //!   marker never passes an event that is not acked yet.
 //! - `OnReceive`: when handed out (at-most-once).
 //!
+//! To pass events to worker tasks, [`Subscription::hand_off`] gives a bounded channel of events
+//! whose acks keep working (a plain mpsc channel reads ahead like `buffered`).
+//!
 //! ```no_run
 //! # async fn work(_: &sfstream::Event) {}
 //! # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
