@@ -88,6 +88,9 @@ struct Controlled {
     inner: Arc<dyn Lease>,
     mode: Arc<AtomicU8>,
     attempts: Arc<AtomicUsize>,
+    /// Renewals that succeeded, and that failed with an error (store unreachable).
+    renewed: Arc<AtomicUsize>,
+    unreachable: Arc<AtomicUsize>,
 }
 
 impl Controlled {
@@ -96,6 +99,8 @@ impl Controlled {
             inner,
             mode: Arc::new(AtomicU8::new(NORMAL)),
             attempts: Arc::new(AtomicUsize::new(0)),
+            renewed: Arc::new(AtomicUsize::new(0)),
+            unreachable: Arc::new(AtomicUsize::new(0)),
         }
     }
     fn set(&self, mode: u8) {
@@ -121,7 +126,15 @@ impl Lease for Controlled {
         match self.mode.load(Ordering::SeqCst) {
             HANG => Box::pin(std::future::pending()),
             LIE => Box::pin(async { Ok(true) }),
-            _ => self.inner.renew(owner, epoch, d),
+            _ => Box::pin(async move {
+                let renewed = self.inner.renew(owner, epoch, d).await;
+                match renewed {
+                    Ok(true) => self.renewed.fetch_add(1, Ordering::SeqCst),
+                    Ok(false) => 0,
+                    Err(_) => self.unreachable.fetch_add(1, Ordering::SeqCst),
+                };
+                renewed
+            }),
         }
     }
     fn release<'a>(&'a self, owner: &'a str, epoch: u64) -> BoxFuture<'a, sfstream::Result<()>> {
@@ -572,10 +585,613 @@ macro_rules! on_every_store {
     };
 }
 
+// ---- fail-over between processes: SIGKILL and SIGSTOP ------------------------------------------
+
+const CHILD_ENV: &str = "SFSTREAM_LEASE_CHILD";
+/// Lease timing of the child processes: short, so that fail-overs are quick to test.
+const CHILD_LEASE: Duration = Duration::from_millis(2000);
+const CHILD_RENEW: Duration = Duration::from_millis(400);
+
+/// Not a test of its own: the consumer process that the fail-over tests start (with
+/// `SFSTREAM_LEASE_CHILD` set), kill, stop and continue. Prints `HOLDER` once it holds the
+/// lease, `EVENT <replay id>` per event (processed, under the default commit policy, when the
+/// next one is asked for), `ERROR <kind> <message>` per error and `END` when its stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of the lease fail-over tests"]
+async fn lease_consumer_child() {
+    let Ok(config) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let fields: Vec<&str> = config.split('\n').collect();
+    let [store, url, key, instance, token, version] = fields[..] else {
+        panic!("{CHILD_ENV}: expected 6 lines");
+    };
+    let store = match store {
+        #[cfg(feature = "postgres")]
+        "postgres" => Store::Postgres,
+        #[cfg(feature = "redis")]
+        "redis" => Store::Redis,
+        other => panic!("unknown store {other}"),
+    };
+    let consumer = Consumer::new(store, url, key).await;
+    let client = Client::builder(sfstream::auth::AccessToken::new(
+        token,
+        instance.parse().unwrap(),
+    ))
+    .api_version(version)
+    .backoff(Duration::from_millis(10), Duration::from_millis(50))
+    .replay(ReplayOption::AllEvents)
+    .replay_storage(consumer.storage.clone())
+    .lease(consumer.lease.clone())
+    .lease_timing(CHILD_LEASE, CHILD_RENEW)
+    .connect()
+    .await
+    .expect("connect");
+    println!("HOLDER");
+    let mut sub = client.subscribe(CH).await.expect("subscribe");
+    while let Some(item) = sub.next().await {
+        match item {
+            Ok(event) => println!("EVENT {}", event.replay_id().expect("a replay id")),
+            Err(e) => println!("ERROR {:?} {e}", e.kind()),
+        }
+    }
+    println!("END");
+}
+
+/// What a child printed, with when.
+#[derive(Default)]
+struct Output {
+    holder_at: Option<Instant>,
+    events: Vec<i64>,
+    errors: Vec<String>,
+    ended: bool,
+}
+
+struct Child {
+    process: tokio::process::Child,
+    out: Arc<std::sync::Mutex<Output>>,
+}
+
+impl Child {
+    fn spawn(config: &str) -> Child {
+        use tokio::io::AsyncBufReadExt;
+        let mut process = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "lease_consumer_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the consumer");
+        let stdout = process.stdout.take().unwrap();
+        let out = Arc::new(std::sync::Mutex::new(Output::default()));
+        let o = out.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut o = o.lock().unwrap();
+                if line == "HOLDER" {
+                    o.holder_at = Some(Instant::now());
+                } else if line == "END" {
+                    o.ended = true;
+                } else if let Some(id) = line.strip_prefix("EVENT ") {
+                    o.events.push(id.parse().unwrap());
+                } else if let Some(e) = line.strip_prefix("ERROR ") {
+                    o.errors.push(e.to_owned());
+                }
+            }
+        });
+        Child { process, out }
+    }
+
+    fn pid(&self) -> i32 {
+        self.process.id().unwrap() as i32
+    }
+
+    /// `kill -<signal>` to the child: the shell's builtin (the crate forbids `unsafe`, so no
+    /// `libc::kill`; procps' kill(1) may be missing on a minimal image).
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.pid())])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Output) -> T) -> T {
+        f(&self.out.lock().unwrap())
+    }
+}
+
+fn child_config(store: Store, url: &str, key: &str, emu: &Emulator) -> String {
+    let store = match store {
+        #[cfg(feature = "postgres")]
+        Store::Postgres => "postgres",
+        #[cfg(feature = "redis")]
+        Store::Redis => "redis",
+    };
+    [
+        store.to_owned(),
+        url.to_owned(),
+        key.to_owned(),
+        emu.instance_url(),
+        emu.issue_token(),
+        emu.api_version(),
+    ]
+    .join("\n")
+}
+
+/// Publish `count` events, one every 20 ms, in the background; their replay ids.
+fn publish_slowly(emu: &Arc<Emulator>, count: usize) -> tokio::task::JoinHandle<Vec<i64>> {
+    let emu = emu.clone();
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for n in 0..count {
+            ids.push(emu.publish(CH, json!({ "n": n })));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ids
+    })
+}
+
+/// Two consumer processes share a lease; the holder is killed with SIGKILL mid-stream. The
+/// standby takes over within the lease duration plus a renewal interval (plus slack for a
+/// loaded machine), and the union of their outputs holds every event; the duplicates are the
+/// events the killed holder had been handed after its last stored marker.
+async fn sigkill_failover(store: Store) {
+    let Some(url) = store.url() else { return };
+    within("SIGKILL fail-over", async {
+        let emu = Arc::new(Emulator::start().await.unwrap());
+        let k = key("sigkill");
+        let config = child_config(store, &url, &k, &emu);
+        let holder = Child::spawn(&config);
+        until(|| holder.with(|o| o.holder_at.is_some())).await;
+        let standby = Child::spawn(&config);
+        let publisher = publish_slowly(&emu, 150);
+        until(|| holder.with(|o| o.events.len() >= 40)).await;
+        assert!(standby.with(|o| o.holder_at.is_none()), "two holders");
+        holder.signal("KILL");
+        let killed_at = Instant::now();
+        until(|| standby.with(|o| o.holder_at.is_some())).await;
+        let takeover = standby.with(|o| o.holder_at.unwrap()) - killed_at;
+        let published = publisher.await.unwrap();
+        let last = *published.last().unwrap();
+        until(|| standby.with(|o| o.events.contains(&last))).await;
+        let (a, b) = (holder.with(|o| o.events.clone()), standby.with(|o| o.events.clone()));
+        let seen: std::collections::HashSet<i64> = a.iter().chain(&b).copied().collect();
+        let lost: Vec<i64> = published.iter().copied().filter(|id| !seen.contains(id)).collect();
+        assert!(lost.is_empty(), "lost {lost:?}");
+        let duplicates = a.iter().filter(|id| b.contains(id)).count();
+        // The standby resumed right after a marker the holder stored: only what the holder had
+        // been handed after it comes again (at most the event in hand plus the queue).
+        let resumed_at = b[0];
+        assert!(a.contains(&(resumed_at - 1)) || resumed_at == published[0]);
+        assert_eq!(duplicates, a.iter().filter(|id| **id >= resumed_at).count());
+        assert!(duplicates <= 101, "{duplicates} duplicates");
+        assert!(
+            takeover < CHILD_LEASE + CHILD_RENEW + Duration::from_secs(3),
+            "took over after {takeover:?}"
+        );
+        eprintln!(
+            "{store:?} SIGKILL: standby streaming {takeover:?} after the kill (lease {CHILD_LEASE:?}, renewal {CHILD_RENEW:?}); {} events, {duplicates} duplicates",
+            published.len()
+        );
+    })
+    .await;
+}
+
+/// The holder process is stopped with SIGSTOP past its lease; the standby takes over and
+/// advances the marker; SIGCONT: the old holder notices (its own count of the lease ran out,
+/// or its write is fenced off), its stream ends with `LeaseLost`, and the stored marker never
+/// moves back.
+async fn sigstop_failover(store: Store) {
+    let Some(url) = store.url() else { return };
+    within("SIGSTOP fail-over", async {
+        let emu = Arc::new(Emulator::start().await.unwrap());
+        let k = key("sigstop");
+        let config = child_config(store, &url, &k, &emu);
+        let (storage, _) = store.open(&url, &k).await;
+        let holder = Child::spawn(&config);
+        until(|| holder.with(|o| o.holder_at.is_some())).await;
+        let standby = Child::spawn(&config);
+        let publisher = publish_slowly(&emu, 150);
+        until(|| holder.with(|o| o.events.len() >= 20)).await;
+        holder.signal("STOP");
+        let stopped_at = Instant::now();
+        until(|| standby.with(|o| o.events.len() >= 20)).await;
+        let takeover = standby.with(|o| o.holder_at.unwrap()) - stopped_at;
+        // The new holder's marker, read while the old one is still stopped.
+        let advanced = loop {
+            let m = storage.get(CH).await.unwrap().map(|m| m.replay_id);
+            if m.is_some_and(|m| standby.with(|o| o.events.iter().any(|id| *id < m))) {
+                break m.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let before = holder.with(|o| o.events.len());
+        holder.signal("CONT");
+        until(|| holder.with(|o| o.ended)).await;
+        let (errors, after) = holder.with(|o| (o.errors.clone(), o.events.len() - before));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("LeaseLost"), "{errors:?}");
+        let published = publisher.await.unwrap();
+        let last = *published.last().unwrap();
+        until(|| standby.with(|o| o.events.contains(&last))).await;
+        let stored = storage.get(CH).await.unwrap().unwrap().replay_id;
+        assert!(stored >= advanced, "the marker went back from {advanced} to {stored}");
+        let (a, b) = (holder.with(|o| o.events.clone()), standby.with(|o| o.events.clone()));
+        let seen: std::collections::HashSet<i64> = a.iter().chain(&b).copied().collect();
+        let lost: Vec<i64> = published.iter().copied().filter(|id| !seen.contains(id)).collect();
+        assert!(lost.is_empty(), "lost {lost:?}");
+        eprintln!(
+            "{store:?} SIGSTOP: standby streaming {takeover:?} after the stop; resumed holder read {after} more event(s) and stopped with {}",
+            errors[0]
+        );
+    })
+    .await;
+}
+
+// ---- the database restarted while streaming ----------------------------------------------------
+
+/// A server of our own (never the shared ones): started, stopped and started again by the test,
+/// removed when dropped.
+struct Throwaway {
+    store: Store,
+    dir: std::path::PathBuf,
+    port: u16,
+    url: String,
+}
+
+async fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str], as_postgres: bool) {
+    // initdb and postgres refuse to run as root: as root, run them as the postgres user.
+    let root = is_root();
+    let mut command = if as_postgres && root {
+        let mut c = tokio::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program.as_ref());
+        c
+    } else {
+        tokio::process::Command::new(program.as_ref())
+    };
+    let out = command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run a server command");
+    assert!(
+        out.status.success(),
+        "{:?} {args:?}: {}",
+        program.as_ref(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pg_bin() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("SFSTREAM_TEST_PG_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into());
+    if dir.join("pg_ctl").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI is set but {} has no pg_ctl: set SFSTREAM_TEST_PG_BIN",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipping: no PostgreSQL binaries in {}; set SFSTREAM_TEST_PG_BIN",
+        dir.display()
+    );
+    None
+}
+
+impl Throwaway {
+    async fn start(store: Store) -> Option<Throwaway> {
+        // Only where the shared server of that kind is configured (CI starts both).
+        store.url()?;
+        let dir = std::env::temp_dir().join(key("restart"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let url = match store {
+            #[cfg(feature = "postgres")]
+            Store::Postgres => {
+                let bin = pg_bin()?;
+                if is_root() {
+                    run("chown", &["postgres", dir.to_str().unwrap()], false).await;
+                }
+                let data = dir.join("data");
+                run(
+                    bin.join("initdb"),
+                    &[
+                        "-D",
+                        data.to_str().unwrap(),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                    ],
+                    true,
+                )
+                .await;
+                format!("postgresql://postgres@127.0.0.1:{port}/postgres")
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis => format!("redis://127.0.0.1:{port}/0"),
+        };
+        let server = Throwaway {
+            store,
+            dir,
+            port,
+            url,
+        };
+        server.up().await;
+        Some(server)
+    }
+
+    async fn up(&self) {
+        let dir = self.dir.to_str().unwrap();
+        let port = self.port.to_string();
+        match self.store {
+            #[cfg(feature = "postgres")]
+            Store::Postgres => {
+                let options = format!("-c listen_addresses=127.0.0.1 -p {port} -k {dir} -F");
+                let pg_ctl = pg_bin().unwrap().join("pg_ctl");
+                let (data, log) = (format!("{dir}/data"), format!("{dir}/log"));
+                run(
+                    pg_ctl,
+                    &["-D", &data, "-l", &log, "-w", "-o", &options, "start"],
+                    true,
+                )
+                .await;
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis => {
+                // appendonly: the lease, its epoch counter and the markers survive the restart.
+                let (pid, log) = (format!("{dir}/redis.pid"), format!("{dir}/redis.log"));
+                let args = [
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port,
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                    "--dir",
+                    dir,
+                    "--daemonize",
+                    "yes",
+                    "--pidfile",
+                    &pid,
+                    "--logfile",
+                    &log,
+                ];
+                run("redis-server", &args, false).await;
+                let ping = async {
+                    loop {
+                        let out = tokio::process::Command::new("redis-cli")
+                            .args(["-p", &port, "ping"])
+                            .output()
+                            .await
+                            .unwrap();
+                        if out.stdout.starts_with(b"PONG") {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), ping)
+                    .await
+                    .expect("redis-server answers");
+            }
+        }
+    }
+
+    async fn down(&self) {
+        let dir = self.dir.to_str().unwrap();
+        match self.store {
+            #[cfg(feature = "postgres")]
+            Store::Postgres => {
+                let pg_ctl = pg_bin().unwrap().join("pg_ctl");
+                let data = format!("{dir}/data");
+                run(pg_ctl, &["-D", &data, "-m", "fast", "-w", "stop"], true).await;
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis => {
+                let port = self.port.to_string();
+                run("redis-cli", &["-p", &port, "shutdown"], false).await;
+            }
+        }
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let dir = self.dir.to_str().unwrap().to_owned();
+        match self.store {
+            #[cfg(feature = "postgres")]
+            Store::Postgres => {
+                if let Some(bin) = pg_bin() {
+                    let data = format!("{dir}/data");
+                    let mut stop = if is_root() {
+                        let mut c = std::process::Command::new("runuser");
+                        c.args(["-u", "postgres", "--"]).arg(bin.join("pg_ctl"));
+                        c
+                    } else {
+                        std::process::Command::new(bin.join("pg_ctl"))
+                    };
+                    let _ = stop.args(["-D", &data, "-m", "immediate", "stop"]).output();
+                }
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis => {
+                let _ = std::process::Command::new("redis-cli")
+                    .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The store restarts while the holder streams: the stream goes on meanwhile, and the holder
+/// keeps the lease (a restart shorter than the lease) or loses it cleanly (its stream ends with
+/// `LeaseLost` and the standby takes over); either way every event arrives and the stored
+/// marker reaches the last one once the store is back.
+async fn database_restart(store: Store) {
+    let lease = (Duration::from_secs(15), Duration::from_millis(500));
+    restart_scenario(store, lease, Some(30)).await;
+}
+
+/// The store stays down longer than the lease: the holder stops (its stream ends with
+/// `LeaseLost`) since it cannot know whether the standby got in; once the store is back, the
+/// standby takes over from the stored markers and nothing is lost.
+async fn database_outage_past_the_lease(store: Store) {
+    let lease = (Duration::from_millis(1500), Duration::from_millis(300));
+    restart_scenario(store, lease, None).await;
+}
+
+/// The store goes down while `outage` events arrive (at least 20 ms apart), or with `None`
+/// until the holder gave the lease up, then up again.
+async fn restart_scenario(
+    store: Store,
+    (duration, renew): (Duration, Duration),
+    outage: Option<usize>,
+) {
+    let expect_kept = outage.is_some();
+    let Some(server) = Throwaway::start(store).await else {
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let emu = Arc::new(Emulator::start().await.unwrap());
+        let k = key("restart");
+        let (a, b) = (
+            Consumer::new(store, &server.url, &k).await,
+            Consumer::new(store, &server.url, &k).await,
+        );
+        let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
+        let standby = b.builder(&emu, duration, renew).build().unwrap();
+        let waiting = {
+            let standby = standby.clone();
+            tokio::spawn(async move { standby.open().await })
+        };
+        let seen = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+        let mut sub = holder.subscribe(CH).await.unwrap();
+        let reader = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Some(item) = sub.next().await {
+                    let mut seen = seen.lock().unwrap();
+                    match item {
+                        Ok(e) => seen.0.push(e.replay_id().unwrap()),
+                        Err(e) => seen.1.push(e.kind()),
+                    }
+                }
+            })
+        };
+        let count = || seen.lock().unwrap().0.len();
+        let publisher = publish_slowly(&emu, 200);
+        until(|| count() >= 30).await;
+        server.down().await;
+        let down_at = count();
+        // The stream goes on while the store is down (markers wait).
+        match outage {
+            Some(n) => until(|| count() >= down_at + n).await,
+            None => until(|| seen.lock().unwrap().1.contains(&ErrorKind::LeaseLost)).await,
+        }
+        server.up().await;
+        let renewed_before = a.lease.renewed.load(Ordering::SeqCst);
+        assert!(
+            a.lease.unreachable.load(Ordering::SeqCst) >= 1,
+            "a renewal met the outage"
+        );
+        let published = publisher.await.unwrap();
+        let last = *published.last().unwrap();
+        let kept = !seen.lock().unwrap().1.contains(&ErrorKind::LeaseLost);
+        assert_eq!(kept, expect_kept, "kept the lease");
+        let mut events = seen.lock().unwrap().0.clone();
+        if kept {
+            until(|| seen.lock().unwrap().0.contains(&last)).await;
+            events = seen.lock().unwrap().0.clone();
+            let (check, _) = store.open(&server.url, &k).await;
+            while check.get(CH).await.ok().flatten().map(|m| m.replay_id)
+                < Some(published[published.len() - 2])
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The lease is renewed again on the restarted store.
+            until(|| a.lease.renewed.load(Ordering::SeqCst) > renewed_before).await;
+            assert!(
+                !waiting.is_finished(),
+                "the standby took over a lease still held"
+            );
+            holder.close().await.unwrap();
+            waiting.await.unwrap().unwrap();
+            standby.close().await.unwrap();
+        } else {
+            waiting.await.unwrap().unwrap();
+            let mut sub = standby.subscribe(CH).await.unwrap();
+            loop {
+                let id = sub.next().await.unwrap().unwrap().replay_id().unwrap();
+                events.push(id);
+                if id == last {
+                    break;
+                }
+            }
+            standby.close().await.unwrap();
+        }
+        reader.await.unwrap();
+        let lost: Vec<i64> = published
+            .iter()
+            .copied()
+            .filter(|id| !events.contains(id))
+            .collect();
+        assert!(lost.is_empty(), "lost {lost:?}");
+        let errors = seen.lock().unwrap().1.clone();
+        let expected = if kept {
+            vec![]
+        } else {
+            vec![ErrorKind::LeaseLost]
+        };
+        assert_eq!(errors, expected);
+        eprintln!(
+            "{store:?} restart: the holder {} the lease; holder errors {errors:?}",
+            if kept { "kept" } else { "lost" }
+        );
+    })
+    .await
+    .expect("timed out: database restart");
+}
+
 on_every_store! {
     lease_contract_holds => lease_contract,
     writes_of_an_older_epoch_are_refused => fenced_writes,
     the_standby_takes_over_at_once_when_the_holder_closes => standby_takes_over_after_close,
     a_cut_off_holder_stops_before_the_standby_starts => cut_off_holder_stops_before_the_standby_starts,
     a_stale_holder_is_fenced_and_its_stream_ends_with_lease_lost => stale_holder_is_fenced,
+    sigkill_of_the_holder_hands_over_without_loss => sigkill_failover,
+    sigstop_of_the_holder_is_fenced_after_sigcont => sigstop_failover,
+    a_database_restart_loses_nothing => database_restart,
+    a_database_outage_past_the_lease_hands_over_cleanly => database_outage_past_the_lease,
 }
