@@ -25,6 +25,7 @@ use url::Url;
 /// [`token_url`](Self::token_url), `Display` and `Debug` drop it, also for a `MyDomain` built
 /// directly.
 #[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LoginUrl {
     /// `https://login.salesforce.com`, for production and Developer Edition orgs.
     #[default]

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type LayerFn = Box<dyn FnOnce(BoxTransport) -> BoxTransport + Send>;
+// Send + Sync so that the builder is too (C-SEND-SYNC): it may sit in a shared config.
+type LayerFn = Box<dyn FnOnce(BoxTransport) -> BoxTransport + Send + Sync>;
 
 /// Options of a [`Client`]. Defaults follow aiosfstream where it has the option
 /// (`max_pending_count` 100, `connection_timeout` 10 s) and CometD/EMP-Connector elsewhere.
@@ -394,13 +395,13 @@ impl ClientBuilder {
     /// [`transport`](crate::transport) for an example layer.
     ///
     /// ```no_run
-    /// # fn f<L>(b: sfstream::ClientBuilder, my_layer: L) where L: sfstream::transport::Layer<sfstream::transport::BoxTransport> + Send + 'static {
+    /// # fn f<L>(b: sfstream::ClientBuilder, my_layer: L) where L: sfstream::transport::Layer<sfstream::transport::BoxTransport> + Send + Sync + 'static {
     /// let b = b.layer(my_layer);
     /// # }
     /// ```
     pub fn layer<L>(mut self, layer: L) -> Self
     where
-        L: Layer<BoxTransport> + Send + 'static,
+        L: Layer<BoxTransport> + Send + Sync + 'static,
     {
         self.layers.push(Box::new(move |inner| {
             Arc::new(layer.layer(inner)) as BoxTransport

@@ -120,6 +120,7 @@ impl ReplayOption {
 /// [`Client::close`](crate::Client::close) waits until every processed event's marker is
 /// written (and reports a failure), but marks nothing processed itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CommitPolicy {
     /// At-least-once (default). An event counts as processed when its stream is polled for the
     /// next item, or when you call [`Event::ack`](crate::Event::ack) (do that for the last
