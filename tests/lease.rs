@@ -213,6 +213,21 @@ impl Consumer {
     }
 }
 
+/// Two consumers sharing one key (markers and lease), each with its own connections.
+async fn two_consumers(store: Store, url: &str, name: &str) -> (Consumer, Consumer) {
+    let k = key(name);
+    (
+        Consumer::new(store, url, &k).await,
+        Consumer::new(store, url, &k).await,
+    )
+}
+
+/// Open `client` in the background: it stands by until it holds the lease; when it did.
+fn stand_by(client: &Client) -> tokio::task::JoinHandle<sfstream::Result<Instant>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.open().await.map(|()| Instant::now()) })
+}
+
 fn marker(id: i64) -> ReplayMarker {
     ReplayMarker::new(id, None)
 }
@@ -310,11 +325,7 @@ async fn standby_takes_over_after_close(store: Store) {
     let Some(url) = store.url() else { return };
     within("hand-over on close", async {
         let emu = Emulator::start().await.unwrap();
-        let k = key("close");
-        let (a, b) = (
-            Consumer::new(store, &url, &k).await,
-            Consumer::new(store, &url, &k).await,
-        );
+        let (a, b) = two_consumers(store, &url, "close").await;
         let duration = Duration::from_secs(10);
         let renew = Duration::from_millis(200);
         let first: Vec<i64> = (0..10)
@@ -322,10 +333,7 @@ async fn standby_takes_over_after_close(store: Store) {
             .collect();
         let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
         let standby = b.builder(&emu, duration, renew).build().unwrap();
-        let waiting = {
-            let standby = standby.clone();
-            tokio::spawn(async move { standby.open().await })
-        };
+        let waiting = stand_by(&standby);
         let mut sub = holder.subscribe(CH).await.unwrap();
         for id in &first {
             let event = sub.next().await.unwrap().unwrap();
@@ -374,21 +382,14 @@ async fn cut_off_holder_stops_before_the_standby_starts(store: Store) {
     let Some(url) = store.url() else { return };
     within("cut-off holder", async {
         let emu = Emulator::start().await.unwrap();
-        let k = key("cutoff");
-        let (a, b) = (
-            Consumer::new(store, &url, &k).await,
-            Consumer::new(store, &url, &k).await,
-        );
+        let (a, b) = two_consumers(store, &url, "cutoff").await;
         let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
         let published: Vec<i64> = (0..10)
             .map(|n| emu.publish(CH, json!({ "n": n })))
             .collect();
         let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
         let standby = b.builder(&emu, duration, renew).build().unwrap();
-        let waiting = {
-            let standby = standby.clone();
-            tokio::spawn(async move { standby.open().await.map(|()| Instant::now()) })
-        };
+        let waiting = stand_by(&standby);
         let mut sub = holder.subscribe(CH).await.unwrap();
         let mut processed = Vec::new();
         for _ in 0..5 {
@@ -462,11 +463,7 @@ async fn stale_holder_is_fenced(store: Store) {
     let Some(url) = store.url() else { return };
     within("stale holder", async {
         let emu = Emulator::start().await.unwrap();
-        let k = key("stale");
-        let (a, b) = (
-            Consumer::new(store, &url, &k).await,
-            Consumer::new(store, &url, &k).await,
-        );
+        let (a, b) = two_consumers(store, &url, "stale").await;
         let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
         let stale = a.builder(&emu, duration, renew).connect().await.unwrap();
         let mut old_sub = stale.subscribe(CH).await.unwrap();
@@ -1085,17 +1082,10 @@ async fn restart_scenario(
     };
     tokio::time::timeout(Duration::from_secs(120), async {
         let emu = Arc::new(Emulator::start().await.unwrap());
-        let k = key("restart");
-        let (a, b) = (
-            Consumer::new(store, &server.url, &k).await,
-            Consumer::new(store, &server.url, &k).await,
-        );
+        let (a, b) = two_consumers(store, &server.url, "restart").await;
         let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
         let standby = b.builder(&emu, duration, renew).build().unwrap();
-        let waiting = {
-            let standby = standby.clone();
-            tokio::spawn(async move { standby.open().await })
-        };
+        let waiting = stand_by(&standby);
         let seen = Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
         let mut sub = holder.subscribe(CH).await.unwrap();
         let reader = {
@@ -1134,8 +1124,7 @@ async fn restart_scenario(
         if kept {
             until(|| seen.lock().unwrap().0.contains(&last)).await;
             events = seen.lock().unwrap().0.clone();
-            let (check, _) = store.open(&server.url, &k).await;
-            while check.get(CH).await.ok().flatten().map(|m| m.replay_id)
+            while b.storage.get(CH).await.ok().flatten().map(|m| m.replay_id)
                 < Some(published[published.len() - 2])
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
