@@ -78,6 +78,11 @@ pub struct SubscriptionHealth {
     pub last_event: Option<SystemTime>,
     /// The replay id of the last event delivered on its channel.
     pub replay_id: Option<i64>,
+    /// Under [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual): an event of this
+    /// subscription was dropped without [`Event::ack`](crate::Event::ack), so the channel's
+    /// stored replay marker stays before it until the subscription ends. `Some(replay id)` of
+    /// the oldest such event (`Some(None)` if it had none); a warning is logged as well.
+    pub unacked: Option<Option<i64>>,
 }
 
 /// The default `unhealthy_after` when `connection_timeout` is `None`.

@@ -1016,3 +1016,93 @@ async fn new_events_published_while_a_subscription_that_delivered_nothing_resubs
     })
     .await;
 }
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_manual_event_dropped_without_ack_is_warned_about_and_shown_in_health() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Current-thread runtime: the client, its task and the emulator all log into this.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(within("skipped manual ack", async {
+        let emu = Emulator::start().await.unwrap();
+        publish(&emu, 4);
+        let storage = MappingStorage::new();
+        let client = stored(&emu, storage.clone())
+            .commit_policy(CommitPolicy::Manual)
+            .connect()
+            .await
+            .unwrap();
+        let mut health = client.health_updates();
+        let mut s = client.subscribe(CH).await.unwrap();
+        let a = s.next().await.unwrap().unwrap();
+        let b = s.next().await.unwrap().unwrap();
+        let b_copy = b.clone();
+        let c = s.next().await.unwrap().unwrap();
+        a.ack();
+        // A clone still alive: nothing is skipped yet.
+        drop(b);
+        c.ack();
+        wait_for_marker(&storage, 1).await;
+        assert_eq!(client.health().subscriptions[0].unacked, None);
+        // The last copy of 2 goes without an ack: the marker can never pass it this session.
+        drop(b_copy);
+        let skipped = health
+            .wait_for(|h| h.subscriptions.first().is_some_and(|s| s.unacked.is_some()))
+            .await
+            .unwrap()
+            .subscriptions[0]
+            .unacked;
+        assert_eq!(skipped, Some(Some(2)));
+        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("without ack()"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{log}");
+        assert!(warnings[0].contains("WARN"), "{log}");
+        assert!(
+            warnings[0].contains(CH) && warnings[0].contains("replay_id=2"),
+            "{log}"
+        );
+        // A second skipped event is not logged again; the oldest stays in health.
+        drop(s.next().await.unwrap().unwrap());
+        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        assert_eq!(
+            log.lines().filter(|l| l.contains("without ack()")).count(),
+            1
+        );
+        assert_eq!(client.health().subscriptions[0].unacked, Some(Some(2)));
+        assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 1);
+        // A new subscription starts afresh (from the stored marker: 2 comes again).
+        drop(s);
+        let mut s = client.subscribe(CH).await.unwrap();
+        let again = s.next().await.unwrap().unwrap();
+        assert_eq!(again.replay_id(), Some(2));
+        again.ack();
+        assert_eq!(client.health().subscriptions[0].unacked, None);
+        client.close().await.unwrap();
+    }));
+}

@@ -128,6 +128,13 @@ impl Client {
                     self.inner.settings.clone(),
                     shared.clone(),
                 );
+                // Weak: the sink must not keep the task alive once every handle is gone.
+                let health = commands.downgrade();
+                self.inner.replay.set_skip_sink(Arc::new(move || {
+                    if let Some(commands) = health.upgrade() {
+                        let _ = commands.send(Command::Health);
+                    }
+                }));
                 let keeper = match (&self.inner.lease, grant) {
                     (Some(config), Some(grant)) => Some(config.keep(grant, &shared, &commands)),
                     _ => None,

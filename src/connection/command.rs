@@ -28,4 +28,7 @@ pub(crate) enum Command {
     },
     /// `Err` if some replay marker could not be stored.
     Close { reply: oneshot::Sender<Result<()>> },
+    /// Something the health reports changed outside the task (a `Manual` event dropped
+    /// without an ack): publish it.
+    Health,
 }

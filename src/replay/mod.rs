@@ -134,7 +134,10 @@ pub enum CommitPolicy {
     #[default]
     AfterProcessed,
     /// Only [`Event::ack`](crate::Event::ack) marks an event processed, in any order: for
-    /// concurrent workers and `buffer_unordered` pipelines.
+    /// concurrent workers and `buffer_unordered` pipelines. An event whose last copy is
+    /// dropped without an ack holds its channel's stored marker back until the subscription
+    /// ends: that is logged as a warning naming the channel and replay id, and shown in
+    /// [`SubscriptionHealth::unacked`](crate::health::SubscriptionHealth::unacked).
     Manual,
     /// aiosfstream's `AUTOMATIC`: stored when the stream hands the event out, before the
     /// consumer has processed it (at-most-once across a crash).

@@ -59,6 +59,10 @@ struct Inner {
     fence: Fence,
     /// Told when a write was refused by fencing: the session's lease keeper.
     on_lease_lost: Option<tokio::sync::mpsc::UnboundedSender<Error>>,
+    /// `Manual`: per channel, the generation and replay id of the oldest event dropped without
+    /// an ack.
+    skipped: HashMap<String, (u64, Option<i64>)>,
+    skip_sink: Option<SkipSink>,
 }
 
 /// The lease state marker writes depend on.
@@ -195,6 +199,15 @@ impl Outstanding {
         newest
     }
 
+    /// Whether delivery `number` is still waiting to be processed.
+    fn is_pending(&self, number: u64) -> bool {
+        let index = self.entries.partition_point(|e| e.first <= number);
+        index
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .is_some_and(|e| !e.done && number <= e.last)
+    }
+
     /// `sub` is gone while others of this channel go on: what it was handed counts as
     /// processed, so that it does not hold the others' marker back for the rest of the session.
     fn withdraw(&mut self, sub: SubId) -> Option<Data> {
@@ -218,14 +231,42 @@ pub(crate) struct Ticket {
     state: Arc<ReplayState>,
     generation: u64,
     number: u64,
+    /// `Manual` only: shared by the event's clones, it notices the last one going unacked.
+    watch: Option<Arc<DropWatch>>,
 }
 
 impl Ticket {
     /// The event is processed.
     pub(crate) fn done(&self, channel: &str) {
+        if let Some(watch) = &self.watch {
+            watch.acked.store(true, Ordering::Release);
+        }
         self.state.done(channel, self.generation, self.number);
     }
 }
+
+/// Under `CommitPolicy::Manual` an event dropped without `ack()` holds its channel's stored
+/// marker back for the rest of the subscription: say so instead of growing silently.
+struct DropWatch {
+    state: Arc<ReplayState>,
+    channel: String,
+    generation: u64,
+    number: u64,
+    data: Data,
+    acked: AtomicBool,
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.acked.load(Ordering::Acquire) {
+            self.state
+                .dropped_unacked(&self.channel, self.generation, self.number, &self.data);
+        }
+    }
+}
+
+/// Told when an event was dropped without an ack (the client republishes its health).
+pub(crate) type SkipSink = Arc<dyn Fn() + Send + Sync>;
 
 impl ReplayState {
     pub(crate) fn new(
@@ -300,10 +341,22 @@ impl ReplayState {
                 entry.commit = None;
             }
             previous = Some(event);
+            let number = out.push(sub, data.clone());
+            let watch = (self.policy == CommitPolicy::Manual).then(|| {
+                Arc::new(DropWatch {
+                    state: self.clone(),
+                    channel: channel.to_owned(),
+                    generation: out.generation,
+                    number,
+                    data: data.clone(),
+                    acked: AtomicBool::new(false),
+                })
+            });
             tickets.push(Ticket {
                 state: self.clone(),
                 generation: out.generation,
-                number: out.push(sub, data.clone()),
+                number,
+                watch,
             });
             current = Some((channel, out));
         }
@@ -325,6 +378,55 @@ impl ReplayState {
         if let Some(data) = out.done(number) {
             self.store_locked(&mut inner, channel, data);
         }
+    }
+
+    /// The last copy of a `Manual` event went without an ack. If it is still unprocessed in the
+    /// current subscription (not one that ended, which forgets its events anyway), the
+    /// channel's stored marker cannot pass it this session: warn once per subscription, and
+    /// remember the oldest for [`Self::skipped_ack`].
+    fn dropped_unacked(&self, channel: &str, generation: u64, number: u64, data: &Data) {
+        let replay_id = ReplayMarker::of(data).map(|m| m.replay_id);
+        let (first, sink) = {
+            let mut inner = self.lock();
+            let pending = inner
+                .outstanding
+                .get(channel)
+                .is_some_and(|out| out.generation == generation && out.is_pending(number));
+            if !pending {
+                return;
+            }
+            let first = match inner.skipped.get(channel) {
+                Some((g, _)) if *g == generation => false,
+                _ => {
+                    inner
+                        .skipped
+                        .insert(channel.to_owned(), (generation, replay_id));
+                    true
+                }
+            };
+            (first, inner.skip_sink.clone())
+        };
+        if first {
+            tracing::warn!(%channel, replay_id,
+                "an event was dropped without ack() under CommitPolicy::Manual: the channel's stored replay marker stays before it until the subscription ends, and it is delivered again after a restart (later ones on this subscription are not logged)");
+            if let Some(sink) = sink {
+                sink();
+            }
+        }
+    }
+
+    /// `Manual`: the replay id of the oldest event of `channel`'s current subscription that was
+    /// dropped without an ack (`Some(None)` for one without a replay id).
+    pub(crate) fn skipped_ack(&self, channel: &str) -> Option<Option<i64>> {
+        let channel = base_channel(channel);
+        let inner = self.lock();
+        let (generation, replay_id) = inner.skipped.get(channel)?;
+        let current = inner.outstanding.get(channel)?.generation;
+        (current == *generation).then_some(*replay_id)
+    }
+
+    pub(crate) fn set_skip_sink(&self, sink: SkipSink) {
+        self.lock().skip_sink = Some(sink);
     }
 
     pub(crate) fn fallback(&self) -> Option<ReplayOption> {
@@ -356,6 +458,7 @@ impl ReplayState {
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
         inner.gaps.remove(channel);
+        inner.skipped.remove(channel);
         // A wildcard subscription has deliveries on channels other than its own name.
         let mut commits = Vec::new();
         inner.outstanding.retain(|c, out| {
@@ -383,6 +486,7 @@ impl ReplayState {
         inner.overrides.clear();
         inner.gaps.clear();
         inner.outstanding.clear();
+        inner.skipped.clear();
         self.has_gaps.store(false, Ordering::Release);
     }
 

@@ -112,6 +112,7 @@ impl Task {
                 subscribed: s.state == SubState::Active,
                 last_event: s.last_event,
                 replay_id: self.shared.replay.last_delivered_id(&s.channel),
+                unacked: self.shared.replay.skipped_ack(&s.channel),
             })
             .collect();
         subscriptions.sort_by(|a, b| a.channel.cmp(&b.channel));

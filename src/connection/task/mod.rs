@@ -887,7 +887,7 @@ fn reject(cmd: Command) {
         Command::Close { reply } => {
             let _ = reply.send(Ok(()));
         }
-        Command::Drop { .. } => {}
+        Command::Drop { .. } | Command::Health => {}
     }
 }
 

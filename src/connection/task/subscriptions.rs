@@ -73,6 +73,7 @@ impl Task {
                 reply,
             } => self.publish(channel, data, reply, false),
             Command::Close { .. } => {}
+            Command::Health => self.publish_health(),
         }
     }
 
