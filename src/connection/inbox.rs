@@ -406,3 +406,6 @@ impl Inbox {
         }
     }
 }
+
+#[cfg(test)]
+mod model_tests;
