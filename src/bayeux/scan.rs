@@ -102,6 +102,7 @@ fn event(text: &str, start: usize) -> Option<(Message, usize)> {
     Some((message, i + 1))
 }
 
+#[inline(always)]
 fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\t' | b'\r') = b.get(i) {
         i += 1;
@@ -121,6 +122,7 @@ fn plain_string(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
 /// The index of the first `"`, `\\` or control character (not allowed raw in JSON strings) at
 /// or after `i`, or `b.len()`. Most strings of an event are short keys and values: eight bytes
 /// at a time (as serde_json does); a long one (a text field) goes to `memchr`'s vector search.
+#[inline(always)]
 fn special(b: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -152,6 +154,7 @@ fn special(b: &[u8], mut i: usize) -> usize {
 }
 
 /// [`special`] for the rest of a long string.
+#[inline(never)]
 fn long(b: &[u8], i: usize) -> usize {
     let rest = &b[i..];
     let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
@@ -165,6 +168,7 @@ fn long(b: &[u8], i: usize) -> usize {
 }
 
 /// Skip a string at `i` (escapes checked as serde checks them); the index after it.
+#[inline(always)]
 fn string(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i) != Some(&b'"') {
         return None;
@@ -223,7 +227,13 @@ fn container(b: &[u8], i: usize, depth: usize, close: u8, object: bool) -> Optio
             }
             i = ws(b, i + 1);
         }
-        i = ws(b, value(b, i, depth + 1)?);
+        // Strings and numbers, most of the values, without a call.
+        i = match *b.get(i)? {
+            b'"' => string(b, i)?,
+            b'-' | b'0'..=b'9' => number(b, i)?,
+            _ => value(b, i, depth + 1)?,
+        };
+        i = ws(b, i);
         match *b.get(i)? {
             b',' => i = ws(b, i + 1),
             c if c == close => return Some(i + 1),
@@ -237,6 +247,7 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
 }
 
 /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+#[inline(always)]
 fn number(b: &[u8], mut i: usize) -> Option<usize> {
     let digits = |b: &[u8], mut i: usize| {
         let start = i;
