@@ -223,6 +223,8 @@ struct Inner {
     event: Option<Event>,
     /// The request never left: no connection could be made.
     connect_failure: bool,
+    /// The server's certificate was refused.
+    certificate_refused: bool,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -253,6 +255,7 @@ impl Error {
             decode: None,
             event: None,
             connect_failure: false,
+            certificate_refused: false,
             source: None,
         }))
     }
@@ -290,6 +293,17 @@ impl Error {
 
     pub(crate) fn is_connect_failure(&self) -> bool {
         self.0.connect_failure
+    }
+
+    /// Mark a transport error caused by a refused server certificate (untrusted issuer, wrong
+    /// name, expired): trying again cannot help until someone changes the trust settings or
+    /// the server, so it is not transient.
+    pub(crate) fn certificate_refused(self) -> Self {
+        self.map_inner(|i| i.certificate_refused = true)
+    }
+
+    pub(crate) fn is_certificate_refused(&self) -> bool {
+        self.0.certificate_refused
     }
 
     pub(crate) fn with_kind(self, kind: ErrorKind) -> Self {
@@ -382,8 +396,8 @@ impl Error {
     /// messages that could not be read ([`Protocol`](ErrorKind::Protocol)), and the notices of a
     /// stream that has already recovered ([`ReplayGap`](ErrorKind::ReplayGap),
     /// [`Stalled`](ErrorKind::Stalled)). False for what needs a person: credentials, a server
-    /// rejection, configuration, a closed client, a replay storage that fails, an event that
-    /// does not fit your type. [`NoticeExt::on_notice`](crate::NoticeExt::on_notice) takes the
+    /// rejection, configuration, a refused server certificate, a closed client, a replay storage
+    /// that fails, an event that does not fit your type. [`NoticeExt::on_notice`](crate::NoticeExt::on_notice) takes the
     /// transient errors out of a stream on this test.
     ///
     /// ```
@@ -397,10 +411,12 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self.0.kind {
-            ErrorKind::Transport => self
-                .0
-                .status
-                .is_none_or(|s| s == 408 || s == 429 || s >= 500),
+            ErrorKind::Transport => {
+                self.0
+                    .status
+                    .is_none_or(|s| s == 408 || s == 429 || s >= 500)
+                    && !self.is_certificate_refused()
+            }
             ErrorKind::TransportTimeout
             | ErrorKind::Protocol
             | ErrorKind::ReplayGap

@@ -131,3 +131,36 @@ async fn an_untrusted_certificate_is_a_transport_error() {
     })
     .await;
 }
+
+/// A refused certificate needs a person (a trust setting or a server fix): `connect()` fails
+/// with it at once instead of retrying it for `connection_timeout` like a network failure.
+/// Without the classification both connects below would retry for an hour and time out.
+#[tokio::test]
+async fn an_untrusted_certificate_fails_connect_at_once_not_after_connection_timeout() {
+    within("untrusted, no retries", async {
+        let emu = Emulator::start().await.unwrap();
+        let front = front(emu.local_addr(), true).await;
+        let an_hour = Some(std::time::Duration::from_secs(3600));
+        // The handshake is the first request.
+        let url = front.url(true).parse().unwrap();
+        let e = Client::builder(AccessToken::new(emu.issue_token(), url))
+            .api_version(emu.api_version())
+            .connection_timeout(an_hour)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+        // The token request is the first request.
+        let e = Client::builder(password_at(&emu, &front.url(true)))
+            .api_version(emu.api_version())
+            .connection_timeout(an_hour)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+        assert_eq!(emu.stats().handshakes, 0);
+    })
+    .await;
+}

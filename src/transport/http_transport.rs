@@ -129,6 +129,11 @@ impl HttpClient {
                         Some(status) => error.with_status(status),
                         None => error,
                     };
+                    let error = if certificate_refused(&e) {
+                        error.certificate_refused()
+                    } else {
+                        error
+                    };
                     if connect {
                         error.connect_failure()
                     } else {
@@ -181,6 +186,29 @@ fn proxy_status(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
         source = e.source();
     }
     None
+}
+
+/// Whether TLS refused the server's certificate somewhere below `error`.
+fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        // io::Error::source() skips the error it wraps (tokio-rustls wraps rustls's that way,
+        // and hyper-util wraps that io::Error in another), so step into it by hand.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 /// hyper's Display stops at the outermost error; the cause (connection refused...) is below.

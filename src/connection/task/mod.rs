@@ -911,7 +911,9 @@ fn reply_to(response: &Response, channel: &str, id: &str) -> Option<Message> {
 /// 5xx. Authentication, server rejections, HTTP 4xx and configuration errors need a person.
 pub(super) fn transient(error: &Error) -> bool {
     match error.kind() {
-        ErrorKind::Transport => error.status().is_none_or(|s| s >= 500),
+        ErrorKind::Transport => {
+            error.status().is_none_or(|s| s >= 500) && !error.is_certificate_refused()
+        }
         ErrorKind::TransportTimeout | ErrorKind::Protocol => true,
         _ => false,
     }
