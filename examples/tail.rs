@@ -20,7 +20,11 @@
 //! replay id ID), `--replay-file PATH` keeps a replay marker per channel in a file, so the next
 //! run resumes right after the last event this one printed (with `--count N`, consecutive runs
 //! print consecutive events, no gap, no repeat), and `--replay-fallback all|new` says what to do
-//! when the stored id has expired (a warning naming the expired id goes to stderr).
+//! when the stored id has expired (a warning naming the expired id goes to stderr). With the
+//! built-in emulator, `--replay-file PATH` also keeps the emulator's events in
+//! `PATH.emulator.jsonl`, so each run's fresh emulator continues the last one's replay ids and
+//! the promise holds there too. For a server that outlives `tail` (to restart your own
+//! consumer against it), run `cargo run --example emulator`.
 
 use futures::{FutureExt, StreamExt};
 use sfstream::auth::{
@@ -126,6 +130,11 @@ async fn source(args: &mut Args) -> Result<(ClientBuilder, Option<Emulator>), St
     let mut emulator = Emulator::builder();
     if let Some(v) = &version {
         emulator = emulator.api_version(v);
+    }
+    // With a replay file the built-in emulator keeps its events next to it, so the next run's
+    // emulator still knows the stored replay id and consecutive runs print consecutive events.
+    if let Some(file) = &args.replay_file {
+        emulator = emulator.retention_file(format!("{file}.emulator.jsonl"));
     }
     let emulator = emulator
         .start()

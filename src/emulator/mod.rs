@@ -90,6 +90,7 @@
 //! ```
 
 mod cometd;
+mod disk;
 mod events;
 mod faults;
 mod filter;
@@ -846,9 +847,26 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Keep retained events in a file (JSON lines, appended as events are published) and start
+    /// from the events it holds: a restarted emulator replays what the last one retained and
+    /// continues its replay ids, so consumers can be tested across restarts of either side.
+    /// Created if missing. It survives the emulator process being killed (each line is one
+    /// `write`), not a power loss. The retention count applies on load; the retention age
+    /// counts from the load. Sessions, tokens, faults and [`Emulator::expire_events`] are not
+    /// kept.
+    ///
+    /// ```no_run
+    /// let b = sfstream::emulator::Emulator::builder().retention_file("emulator-events.jsonl");
+    /// ```
+    pub fn retention_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.retention_file = Some(path.into());
+        self
+    }
+
     /// Bind the port and start serving on the current Tokio runtime.
     ///
-    /// Fails if the port cannot be bound or no Tokio runtime is running.
+    /// Fails if the port cannot be bound, the retention file cannot be read or created, or no
+    /// Tokio runtime is running.
     pub async fn start(self) -> io::Result<Emulator> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::other("the emulator must be started within a Tokio runtime"))?;
@@ -860,7 +878,14 @@ impl EmulatorBuilder {
         let addr = listener.local_addr()?;
         let base_url = format!("http://127.0.0.1:{}", addr.port());
         tracing::info!(url = %base_url, "emulator started");
+        let disk = match &self.config.retention_file {
+            Some(path) => Some(disk::RetentionFile::open(path)?),
+            None => None,
+        };
         let shared = Arc::new(Shared::new(self.config, base_url));
+        if let Some((file, records)) = disk {
+            shared.restore(file, records);
+        }
         let (shutdown, stop) = watch::channel(false);
         let task = runtime.spawn(server::serve(listener, shared.clone(), stop));
         Ok(Emulator {

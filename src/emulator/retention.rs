@@ -108,6 +108,12 @@ impl ChannelLog {
         });
     }
 
+    /// Retain an event read back from a retention file; later ids continue after it.
+    pub(crate) fn restore(&mut self, replay_id: i64, at: Instant, event: Bytes, max_count: usize) {
+        self.next_id = self.next_id.max(replay_id.saturating_add(self.step));
+        self.retain(replay_id, at, event, max_count);
+    }
+
     /// Drop events older than `max_age` at virtual time `now`.
     pub(crate) fn trim(&mut self, now: Instant, max_age: Duration) {
         while let Some(front) = self.log.front() {

@@ -54,6 +54,8 @@ pub(crate) struct Config {
     pub(crate) max_clients: Option<usize>,
     /// Whether subscribing to a channel nobody created is refused.
     pub(crate) strict_channels: bool,
+    /// Where retained events are kept across restarts.
+    pub(crate) retention_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             daily_event_limit: None,
             max_clients: None,
             strict_channels: false,
+            retention_file: None,
         }
     }
 }
@@ -269,6 +272,8 @@ pub(crate) struct Shared {
     /// The virtual clock's offset from real time.
     clock: watch::Sender<Duration>,
     log: Mutex<Log>,
+    /// The retention file, when events are kept on disk.
+    disk: std::sync::OnceLock<super::disk::RetentionFile>,
 }
 
 impl Shared {
@@ -298,6 +303,7 @@ impl Shared {
             stats: watch::Sender::new(Stats::default()),
             clock: watch::Sender::new(Duration::ZERO),
             log: Mutex::new(Log::default()),
+            disk: std::sync::OnceLock::new(),
         }
     }
 
@@ -509,6 +515,26 @@ impl Shared {
         id
     }
 
+    /// Load the events a retention file holds, then keep every new retained event in it.
+    pub(crate) fn restore(
+        &self,
+        file: super::disk::RetentionFile,
+        records: Vec<super::disk::Record>,
+    ) {
+        let now = self.now();
+        let mut st = self.lock();
+        for record in records {
+            st.channel(&self.config, &record.channel).restore(
+                record.replay_id,
+                now,
+                Bytes::from(record.event),
+                self.config.retention_count,
+            );
+        }
+        drop(st);
+        let _ = self.disk.set(file);
+    }
+
     /// Retain events on `base` and queue them for every subscribed session.
     pub(crate) fn deliver(&self, st: &mut State, base: &str, batch: &[(i64, Bytes)]) {
         self.deliver_quietly(st, base, batch);
@@ -534,6 +560,9 @@ impl Shared {
         ch.trim(now, config.retention_age);
         for (id, event) in batch {
             ch.retain(*id, now, event.clone(), config.retention_count);
+            if let Some(disk) = self.disk.get() {
+                disk.append(base, *id, event);
+            }
         }
         // A stalled channel retains but delivers nothing (the event-bus backlog fault).
         let subscribers = if stalled.contains(base) {
