@@ -10,77 +10,20 @@
 mod common;
 
 use common::front::{ca_path, front, password_at};
+use common::proxy::{
+    full_session, https_client, password_of, refusing_proxy, session, tinyproxy,
+    without_credentials,
+};
 use common::within;
-use futures::StreamExt;
 use sfstream::auth::AccessToken;
 use sfstream::emulator::Emulator;
 use sfstream::transport::Proxy;
-use sfstream::{Client, ClientBuilder, ErrorKind};
+use sfstream::{Client, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const PROXIED_FROM: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-const HINT: &str = "install tinyproxy and start it as .ci/run does (SFSTREAM_TEST_PROXY, \
-                    SFSTREAM_TEST_PROXY_AUTH)";
-
-/// A tinyproxy URL from the environment, or `None` (skip) with a hint; a failure in CI.
-fn tinyproxy(var: &str) -> Option<String> {
-    if let Some(url) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-        return Some(url);
-    }
-    let required = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
-        || std::env::var("SFSTREAM_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
-    assert!(!required, "{var} is not set in CI: {HINT}");
-    eprintln!("proxy test skipped: {var} is not set; {HINT}");
-    None
-}
-
-/// The credentials of the authenticating proxy's URL, for the leak checks.
-fn password_of(url: &str) -> String {
-    let url: url::Url = url.parse().unwrap();
-    url.password().unwrap().to_owned()
-}
-
-fn without_credentials(url: &str) -> String {
-    let mut url: url::Url = url.parse().unwrap();
-    url.set_username("").unwrap();
-    url.set_password(None).unwrap();
-    url.to_string()
-}
-
-/// Token request, handshake, subscribe, two events in order, disconnect.
-async fn session(builder: ClientBuilder, emu: &Emulator) {
-    let client = builder
-        .api_version(emu.api_version())
-        .connect()
-        .await
-        .unwrap();
-    let mut sub = client.subscribe("/event/Order__e").await.unwrap();
-    for n in 1..=2 {
-        emu.publish("/event/Order__e", serde_json::json!({ "n": n }));
-        let event = sub.next().await.unwrap().unwrap();
-        assert_eq!(event.replay_id(), Some(n));
-    }
-    client.close().await.unwrap();
-}
-
-/// [`session`], and each step exactly once.
-async fn full_session(builder: ClientBuilder, emu: &Emulator) {
-    session(builder, emu).await;
-    let stats = emu.stats();
-    assert_eq!(
-        (
-            stats.token_requests,
-            stats.handshakes,
-            stats.subscribes,
-            stats.disconnects
-        ),
-        (1, 1, 1, 1)
-    );
-}
 
 #[tokio::test]
 async fn a_full_session_over_tls_through_an_authenticating_proxy() {
@@ -211,47 +154,6 @@ async fn tinyproxy_without_or_with_wrong_credentials_is_a_clear_error() {
     .await;
 }
 
-/// A fake proxy answering every request with `status`; returns its URL and the request heads.
-async fn refusing_proxy(status: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&head).into_owned());
-                let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
-                let _ = socket.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (url, heads)
-}
-
-/// A client whose `connect()` gives up quickly on errors that may pass (refused tunnels and
-/// unreachable proxies are retried until `connection_timeout`).
-fn https_client(proxy: Proxy) -> ClientBuilder {
-    let token = AccessToken::new(
-        "00Dxx!token",
-        "https://acme.my.salesforce.com".parse().unwrap(),
-    );
-    Client::builder(token)
-        .proxy(proxy)
-        .connection_timeout(Some(Duration::from_millis(300)))
-}
-
 #[tokio::test]
 async fn a_proxy_refusing_the_tunnel_is_a_transport_error_naming_it() {
     within("403", async {
@@ -346,80 +248,4 @@ async fn no_proxy_rules_bypass_the_proxy() {
         assert!(heads.lock().unwrap().is_empty());
     })
     .await;
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn no_proxy_credentials_in_debug_errors_or_logs() {
-    // Current-thread runtime: the client, its connection task and the emulator log here.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let real = std::env::var("SFSTREAM_TEST_PROXY_AUTH").ok();
-    let mut secrets = vec!["pw-url-SECRET".to_owned(), "pw-basic-SECRET".to_owned()];
-    // The Basic header's value gives the credentials away as well as the plain password.
-    // base64 of svc:pw-url-SECRET and svc:pw-basic-SECRET
-    secrets.push("c3ZjOnB3LXVybC1TRUNSRVQ=".to_owned());
-    secrets.push("c3ZjOnB3LWJhc2ljLVNFQ1JFVA==".to_owned());
-    let mut seen = String::new();
-    within("proxy secrets", async {
-        let (url, _) = refusing_proxy("403 Forbidden").await;
-        let in_url = url.replace("http://", "http://svc:pw-url-SECRET@");
-        for proxy in [
-            Proxy::all(&in_url).unwrap(),
-            Proxy::all(&url)
-                .unwrap()
-                .basic_auth("svc", "pw-basic-SECRET"),
-        ] {
-            seen += &format!("{proxy:?}");
-            let builder = https_client(proxy.clone());
-            seen += &format!("{builder:?}");
-            let transport = sfstream::transport::HttpTransport::builder()
-                .proxy(proxy.clone())
-                .build()
-                .unwrap();
-            seen += &format!("{transport:?}");
-            let auth = sfstream::auth::PasswordAuthenticator::new("id", "s", "u", "p").proxy(proxy);
-            seen += &format!("{auth:?}");
-            let e = builder.connect().await.unwrap_err();
-            seen += &format!("{e} {e:?}");
-        }
-        if let Some(real) = real {
-            secrets.push(password_of(&real));
-            let emu = Emulator::start().await.unwrap();
-            let front = front(emu.local_addr(), true).await;
-            let builder = Client::builder(password_at(&emu, &front.url(true)))
-                .proxy(Proxy::all(&real).unwrap())
-                .add_root_certificates_pem(ca_path());
-            seen += &format!("{builder:?}");
-            full_session(builder, &emu).await;
-        }
-    })
-    .await;
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    assert!(
-        log.contains("connecting through the proxy"),
-        "the capture works: {log}"
-    );
-    for secret in &secrets {
-        assert!(!seen.contains(secret.as_str()), "{secret} in {seen}");
-        assert!(!log.contains(secret.as_str()), "{secret} in the log");
-    }
 }

@@ -1,6 +1,7 @@
 #![allow(dead_code, unreachable_pub)]
 pub mod front;
 pub mod mock;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::Duration;
