@@ -700,16 +700,19 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
     let Some(session) = sessions.get_mut(client_id) else {
         return Some(unknown_client(shared, m));
     };
-    // Subscribing twice is idempotent: no second backlog, no duplicate deliveries.
-    let new = session
-        .subscriptions
-        .insert(base.to_owned(), subscription.to_owned())
-        .is_none();
+    // Subscribing twice is idempotent: no second backlog, no duplicate deliveries. Another
+    // filter of the same topic is a subscription of its own.
+    let names = session.subscriptions.entry(base.to_owned()).or_default();
+    let first = names.is_empty();
+    let new = !names.iter().any(|s| s == subscription);
     if new {
-        if let Some(ch) = channels.get_mut(base) {
-            ch.subscribers.insert(client_id.to_owned());
+        names.push(subscription.to_owned());
+        if first {
+            if let Some(ch) = channels.get_mut(base) {
+                ch.subscribers.insert(client_id.to_owned());
+            }
+            shared.bump(|s| s.subscribed(base));
         }
-        shared.bump(|s| s.subscribed(base));
         if !backlog.is_empty() {
             if config.backlog_in_subscribe_reply {
                 in_reply = backlog.len();
@@ -749,7 +752,14 @@ fn unsubscribe(shared: &Shared, st: &mut State, m: &In<'_>) -> Option<Reply> {
         return Some(Reply::to(m).error("400::Subscription missing"));
     };
     let base = base_channel(subscription);
-    if session.subscriptions.remove(base).is_some() {
+    let last = match session.subscriptions.get_mut(base) {
+        Some(names) => {
+            names.retain(|s| s != subscription);
+            names.is_empty()
+        }
+        None => false,
+    };
+    if last && session.subscriptions.remove(base).is_some() {
         // Stop delivering: events of this channel still queued are dropped too.
         session.queue.retain(|q| &*q.channel != base);
         if let Some(ch) = st.channels.get_mut(base) {

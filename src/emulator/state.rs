@@ -124,8 +124,9 @@ pub(crate) struct Queued {
 
 /// One CometD session (a handshaken client id).
 pub(crate) struct Session {
-    /// Base channel (without PushTopic filter) to the subscription as the client gave it.
-    pub(crate) subscriptions: HashMap<String, String>,
+    /// Base channel (without PushTopic filter) to the subscriptions as the client gave them:
+    /// several filters of one topic are separate subscriptions, each delivered on its own name.
+    pub(crate) subscriptions: HashMap<String, Vec<String>>,
     pub(crate) queue: VecDeque<Queued>,
     held: Option<HeldSlot>,
     /// Whether a connect reply with advice went out (only the first one carries it).
@@ -572,20 +573,25 @@ impl Shared {
         };
         for client_id in subscribers.into_iter().flatten() {
             if let Some(session) = sessions.get_mut(client_id) {
-                let filtered = session
+                let names: Vec<(Option<Filter>, String)> = session
                     .subscriptions
                     .get(base)
-                    .and_then(|s| Filter::of(s).map(|f| (f, s.clone())));
+                    .into_iter()
+                    .flatten()
+                    .map(|s| (Filter::of(s), s.clone()))
+                    .collect();
                 let before = session.queue.len();
                 for (_, event) in batch {
-                    let event = match &filtered {
-                        Some((filter, subscription)) => filter.apply(subscription, event),
-                        None => Some(event.clone()),
-                    };
-                    session.queue.extend(event.map(|event| Queued {
-                        channel: ch.name.clone(),
-                        event,
-                    }));
+                    for (filter, subscription) in &names {
+                        let event = match filter {
+                            Some(filter) => filter.apply(subscription, event),
+                            None => Some(event.clone()),
+                        };
+                        session.queue.extend(event.map(|event| Queued {
+                            channel: ch.name.clone(),
+                            event,
+                        }));
+                    }
                 }
                 if session.queue.len() > before {
                     session.wake(Wake::Events, now);
