@@ -6,9 +6,11 @@
 //! cargo bench --bench proxy_throughput -- --quick # 20,000 events, 2 rounds each
 //! ```
 //!
-//! The proxy: a tinyproxy this bench starts on a free loopback port when `tinyproxy` is on PATH
-//! (then its own CPU per event is shown too), otherwise the one `SFSTREAM_TEST_PROXY` names
-//! (`.ci/run` starts one), otherwise the bench prints a hint and exits.
+//! The proxy: the one `SFSTREAM_BENCH_PROXY` names if set (any HTTP proxy, e.g. a squid you
+//! started; with `SFSTREAM_BENCH_PROXY_PID` its CPU per event is shown too), otherwise a
+//! tinyproxy this bench starts on a free loopback port when `tinyproxy` is on PATH (its CPU is
+//! shown), otherwise the one `SFSTREAM_TEST_PROXY` names (`.ci/run` starts one), otherwise the
+//! bench prints a hint and exits.
 //!
 //! As in `benches/throughput.rs`, the client runs on a current-thread runtime on the main
 //! thread, and "client CPU" is that thread's CPU time per event. The emulator and the TLS
@@ -212,10 +214,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let own = start_tinyproxy();
-    let (proxy_url, proxy_pid) = match &own {
-        Some(p) => (p.url.clone(), Some(p.child.id())),
-        None => match std::env::var("SFSTREAM_TEST_PROXY")
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let chosen = env("SFSTREAM_BENCH_PROXY");
+    let own = if chosen.is_some() {
+        None
+    } else {
+        start_tinyproxy()
+    };
+    let route = if own.is_some() { "tinyproxy" } else { "proxy" };
+    let (proxy_url, proxy_pid) = match (&chosen, &own) {
+        (Some(url), _) => (
+            url.clone(),
+            env("SFSTREAM_BENCH_PROXY_PID").and_then(|p| p.parse().ok()),
+        ),
+        (None, Some(p)) => (p.url.clone(), Some(p.child.id())),
+        (None, None) => match std::env::var("SFSTREAM_TEST_PROXY")
             .ok()
             .filter(|v| !v.is_empty())
         {
@@ -266,13 +279,13 @@ fn main() {
         ));
         println!(
             "  round {round}: direct {:>6.0} ns client CPU/event {:>9.0} events/s | \
-             through tinyproxy {:>6.0} ns client CPU/event {:>9.0} events/s{}",
+             through {route} {:>6.0} ns client CPU/event {:>9.0} events/s{}",
             d.client_cpu_ns_per_event,
             d.events_per_sec,
             p.client_cpu_ns_per_event,
             p.events_per_sec,
             p.proxy_cpu_ns_per_event
-                .map(|n| format!(", tinyproxy {n:.0} ns CPU/event"))
+                .map(|n| format!(", {route} {n:.0} ns CPU/event"))
                 .unwrap_or_default()
         );
         direct.push(d);
@@ -287,6 +300,6 @@ fn main() {
     };
     println!();
     summary("direct (TLS)", &direct);
-    summary("through tinyproxy", &proxied);
+    summary(&format!("through {route}"), &proxied);
     drop(own);
 }
