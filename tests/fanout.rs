@@ -1,6 +1,7 @@
 //! Fan-out end to end: two PushTopic filters on one topic (they share the base channel, its
 //! replay ids and its stored marker) and a platform-event channel on one connection, through
-//! lost connect responses, 503s, cut bodies and forgotten sessions.
+//! lost connect responses, 503s, cut bodies and forgotten sessions. Resume positions are per
+//! filter: one filter's position says nothing about the events another has seen.
 
 mod common;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 const TOPIC: &str = "/topic/Orders";
 const OPEN: &str = "/topic/Orders?Status='open'";
 const EU: &str = "/topic/Orders?Region='EU'";
+const US: &str = "/topic/Orders?Region='US'";
 const EVENTS: &str = "/event/Fan__e";
 const ROUNDS: usize = 30;
 
@@ -130,6 +132,91 @@ async fn fan_out_to_two_filters_and_a_channel_is_at_least_once_for_each_under_fa
         let again = take(&mut eu, rest).await;
         assert_eq!(again, want_eu[half..]);
         assert_eq!(take(&mut events, 1).await, vec![sentinel]);
+        client.close().await.unwrap();
+        emu.shutdown().await;
+    })
+    .await;
+}
+
+// ---- resume positions per filter ----
+
+/// A client without replay storage: a subscription starts from `AllEvents` until it has a
+/// position of its own.
+async fn start_without_storage() -> (Emulator, Client) {
+    let emu = Emulator::builder()
+        .advice_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    emu.define_push_topic(TOPIC, &["Region"]);
+    let url = emu.instance_url().parse().unwrap();
+    let client = Client::builder(AccessToken::new(emu.issue_token(), url))
+        .api_version(emu.api_version())
+        .replay(ReplayOption::AllEvents)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    (emu, client)
+}
+
+fn order(emu: &Emulator, region: &str) -> i64 {
+    emu.publish(TOPIC, json!({ "Region": region }))
+}
+
+#[tokio::test]
+async fn a_filter_subscribed_after_another_filter_of_its_topic_delivered_starts_from_its_own_replay_option()
+ {
+    within("late filter", async {
+        let (emu, client) = start_without_storage().await;
+        let mut us = client.subscribe(US).await.unwrap();
+        let eu_order = order(&emu, "EU");
+        let us_order = order(&emu, "US");
+        assert_eq!(take(&mut us, 1).await, vec![us_order]);
+
+        // `US` has delivered an event newer than the EU order; `EU` asks for all retained events.
+        let mut eu = client.subscribe(EU).await.unwrap();
+        let sentinel = order(&emu, "EU");
+        // Without the fix the first event `EU` gets is the sentinel.
+        assert_eq!(
+            take(&mut eu, 1).await,
+            vec![eu_order],
+            "the EU order was skipped"
+        );
+        assert_eq!(take(&mut eu, 1).await, vec![sentinel]);
+        client.close().await.unwrap();
+        emu.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_a_session_loss_each_filter_resubscribes_from_its_own_last_event() {
+    within("resubscribe per filter", async {
+        let (emu, client) = start_without_storage().await;
+        let mut eu = client.subscribe(EU).await.unwrap();
+        let mut us = client.subscribe(US).await.unwrap();
+        let first_eu = order(&emu, "EU");
+        let first_us = order(&emu, "US");
+        assert_eq!(take(&mut eu, 1).await, vec![first_eu]);
+        assert_eq!(take(&mut us, 1).await, vec![first_us]);
+
+        // An EU order the event bus holds back, then a US order delivered past it.
+        emu.stall_channel(TOPIC);
+        let held = order(&emu, "EU");
+        emu.end_stall(TOPIC);
+        let later_us = order(&emu, "US");
+        assert_eq!(take(&mut us, 1).await, vec![later_us]);
+
+        // The resubscribe of `EU` must replay the held order, not start after `US`'s last.
+        emu.forget_sessions();
+        let sentinel = order(&emu, "EU");
+        assert_eq!(
+            take(&mut eu, 1).await,
+            vec![held],
+            "the held EU order was skipped"
+        );
+        assert_eq!(take(&mut eu, 1).await, vec![sentinel]);
         client.close().await.unwrap();
         emu.shutdown().await;
     })

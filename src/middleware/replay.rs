@@ -43,6 +43,9 @@ impl<T: Transport> Layer<T> for ReplayLayer {
 
 struct Sent {
     id: Option<String>,
+    /// The subscribed name, PushTopic filter included.
+    subscription: String,
+    /// The same without the filter: the replay map's key.
     channel: String,
     replay_id: i64,
     message: Message,
@@ -55,16 +58,18 @@ impl<T: Transport> Replay<T> {
             match m.channel.as_str() {
                 channels::HANDSHAKE => m.set_ext_field("replay", Value::Bool(true)),
                 channels::SUBSCRIBE if self.supported.load(Ordering::Acquire) => {
-                    let Some(subscription) = &m.subscription else {
+                    let Some(subscription) = m.subscription.clone() else {
                         continue;
                     };
-                    // Keyed by the channel without a PushTopic filter, as Salesforce expects.
-                    let channel = base_channel(subscription).to_owned();
-                    let replay_id = self.state.start_id(&channel).await?;
+                    // Where this subscription (filter included) is; the map is keyed by the
+                    // channel without a PushTopic filter, as Salesforce expects.
+                    let replay_id = self.state.start_id(&subscription).await?;
+                    let channel = base_channel(&subscription).to_owned();
                     m.set_ext_field("replay", json!({ channel.as_str(): replay_id }));
                     tracing::debug!(channel = %sanitized(&channel), replay_id, "subscribe with replay id");
                     subscribes.push(Sent {
                         id: m.id.clone(),
+                        subscription,
                         channel,
                         replay_id,
                         message: m.clone(),
@@ -109,7 +114,8 @@ impl<T: Transport> Replay<T> {
             tracing::warn!(channel = %sanitized(&sent.channel), ?rejected, fallback = fallback.id(),
                 "replay id rejected (outside the retention window?); falling back");
             // Recorded before the retry: its events may overtake its reply on the long poll.
-            self.state.fell_back(&sent.channel, rejected, fallback.id());
+            self.state
+                .fell_back(&sent.subscription, rejected, fallback.id());
             let mut retry = sent.message;
             retry.set_ext_field("replay", json!({ sent.channel.as_str(): fallback.id() }));
             let retried = self.inner.send(Request::new(vec![retry], timeout)).await?;

@@ -36,8 +36,11 @@ pub(crate) struct ReplayState {
 #[derive(Default)]
 struct Inner {
     /// `subscribe_from` ids, and fallbacks in effect, until the channel delivers an event.
+    /// Keyed like `delivered`.
     overrides: HashMap<String, i64>,
-    /// The last event delivered per channel: where a resubscribe continues from.
+    /// The last event delivered per channel: where a resubscribe continues from. Keyed by the
+    /// full name, PushTopic filter included: two filters of one topic get different events, so
+    /// one's position says nothing about the other's (the stored marker stays per topic).
     delivered: HashMap<String, Data>,
     /// Markers waiting to be stored, newest per channel.
     dirty: HashMap<String, Commit>,
@@ -117,6 +120,7 @@ struct Entry {
 }
 
 impl Inner {
+    /// `channel` is the full name (filter included), `stored` its topic's marker.
     fn lag(&self, channel: &str, stored: ReplayMarker) -> Option<i64> {
         let delivered = ReplayMarker::of(self.delivered.get(channel)?)?;
         Some(delivered.replay_id.saturating_sub(stored.replay_id).max(0))
@@ -437,10 +441,9 @@ impl ReplayState {
         self.lock().sink = Some(sink);
     }
 
-    /// The next subscribe of `channel` starts after `replay_id`.
+    /// The next subscribe of `channel` (filter included) starts after `replay_id`.
     pub(crate) fn start_from(&self, channel: &str, replay_id: i64) {
-        let channel = base_channel(channel);
-        self.unpositioned.clear(channel);
+        self.unpositioned.clear(base_channel(channel));
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.insert(channel.to_owned(), replay_id);
@@ -452,11 +455,14 @@ impl ReplayState {
     /// again. Where others go on, its deliveries count as processed instead, so that they do not
     /// hold the others' marker back.
     pub(crate) fn forget(self: &Arc<Self>, sub: SubId, channel: &str) {
-        let channel = base_channel(channel);
-        self.unpositioned.clear(channel);
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
+        let channel = base_channel(channel);
+        // A filter's events may come on the base channel, where they are recorded.
+        inner.delivered.remove(channel);
+        inner.overrides.remove(channel);
+        self.unpositioned.clear(channel);
         inner.gaps.remove(channel);
         inner.skipped.remove(channel);
         // A wildcard subscription has deliveries on channels other than its own name.
@@ -492,6 +498,7 @@ impl ReplayState {
 
     /// The subscription fell back: until an event arrives, resubscribes use the fallback too,
     /// and the stream announces the gap before anything the fallback brings.
+    /// `channel` is the subscription's full name (filter included).
     pub(crate) fn fell_back(&self, channel: &str, rejected_id: Option<i64>, fallback_id: i64) {
         self.start_from(channel, fallback_id);
         let channel = base_channel(channel).to_owned();
@@ -558,14 +565,13 @@ impl ReplayState {
             if events.peek().is_some_and(|(next, _)| *next == channel) {
                 continue;
             }
-            let channel = base_channel(channel);
             match inner.delivered.get_mut(channel) {
                 Some(slot) => *slot = data.clone(),
                 None => {
                     inner.overrides.remove(channel);
                     inner.delivered.insert(channel.to_owned(), data.clone());
                     // The first event: from now on the channel resumes after it.
-                    self.unpositioned.clear(channel);
+                    self.unpositioned.clear(base_channel(channel));
                 }
             }
         }
@@ -575,32 +581,34 @@ impl ReplayState {
     pub(crate) fn marker_lag(&self, channel: &str) -> Option<i64> {
         let inner = self.lock();
         let stored = *inner.stored.get(base_channel(channel))?;
-        inner.lag(base_channel(channel), stored)
+        inner.lag(channel, stored)
     }
 
     /// The replay id of the last event delivered on `channel` (stall notices, health).
     pub(crate) fn last_delivered_id(&self, channel: &str) -> Option<i64> {
         let inner = self.lock();
-        let data = inner.delivered.get(base_channel(channel))?;
+        let data = inner.delivered.get(channel)?;
         ReplayMarker::of(data).map(|m| m.replay_id)
     }
 
-    /// The replay id for a subscribe of `channel` now: after the last delivered event, else an
-    /// explicit start or fallback, else the stored marker, else the configured option.
-    pub(crate) async fn start_id(&self, channel: &str) -> Result<i64> {
+    /// The replay id for a subscribe of `subscription` now: after its last delivered event,
+    /// else an explicit start or fallback, else its topic's stored marker, else the configured
+    /// option.
+    pub(crate) async fn start_id(&self, subscription: &str) -> Result<i64> {
         let (delivered, forced) = {
             let inner = self.lock();
             (
-                inner.delivered.get(channel).cloned(),
-                inner.overrides.get(channel).copied(),
+                inner.delivered.get(subscription).cloned(),
+                inner.overrides.get(subscription).copied(),
             )
         };
         if let Some(data) = delivered {
             if let Some(marker) = ReplayMarker::of(&data) {
                 return Ok(marker.replay_id);
             }
-            tracing::warn!(channel = %sanitized(channel), "the last event has no replay id; resubscribing from the start option");
+            tracing::warn!(channel = %sanitized(subscription), "the last event has no replay id; resubscribing from the start option");
         }
+        let channel = base_channel(subscription);
         if let Some(id) = forced {
             return Ok(id);
         }
