@@ -463,7 +463,7 @@ proptest! {
     #[test]
     fn the_stored_marker_never_passes_an_unprocessed_event(
         policy in policy(),
-        ops in proptest::collection::vec(op(), 1..120),
+        ops in proptest::collection::vec(op(), 1..160),
     ) {
         let mut model = Model::new(policy);
         for op in ops {
