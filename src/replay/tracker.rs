@@ -7,6 +7,7 @@ use crate::bayeux::Data;
 use crate::connection::{SubId, base_channel};
 use crate::error::ReplayGap;
 use crate::error::{Error, ErrorKind, Result, sanitized};
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::pin::pin;
@@ -46,6 +47,10 @@ struct Inner {
     dirty: HashMap<String, Commit>,
     /// The last marker stored (or read) per channel.
     stored: HashMap<String, ReplayMarker>,
+    /// The event last committed per channel, kept from the commit on (not by the writer, which
+    /// holds a marker in neither `dirty` nor `stored` while it writes it): a replay gap's
+    /// restart marker must never be written over a position committed past the expired id.
+    committed: HashMap<String, Data>,
     writing: bool,
     failing: bool,
     /// The last storage failure, for `flush` to report.
@@ -85,10 +90,17 @@ enum Fence {
 enum Commit {
     /// The marker of a processed event; never stored over a newer one.
     Event(Data),
-    /// The stored id expired and the subscription restarted from this
-    /// [`ReplayOption::id`] after the consumer was told: it replaces the stored marker, so a
-    /// restart starts there instead of meeting the same expired id (and notice) again.
-    Restart(i64),
+    /// The stored id `rejected` expired and the subscription restarted from `fallback` (a
+    /// [`ReplayOption::id`]) after the consumer was told: it replaces the stored marker, so a
+    /// restart starts there instead of meeting the same expired id (and notice) again. Written
+    /// only while nothing past `rejected` is stored or committed (see [`Inner::passed`]).
+    Restart { fallback: i64, rejected: i64 },
+}
+
+/// Whether `marker` is at or before the expired id `rejected`. A fallback's negative id is not:
+/// a restart from it makes progress.
+fn expired(marker: &ReplayMarker, rejected: i64) -> bool {
+    marker.replay_id >= 0 && marker.replay_id <= rejected
 }
 
 /// The deliveries of one channel between delivery and processing, since the channel's
@@ -120,6 +132,19 @@ struct Entry {
 }
 
 impl Inner {
+    /// Whether `channel` has a position past the expired id `rejected`, stored or committed:
+    /// then a gap's restart marker would move the stored marker backwards, and a restart would
+    /// skip what came after that position.
+    fn passed(&self, channel: &str, rejected: i64) -> bool {
+        let past = |m: ReplayMarker| !expired(&m, rejected);
+        self.stored.get(channel).copied().is_some_and(past)
+            || self
+                .committed
+                .get(channel)
+                .and_then(ReplayMarker::of)
+                .is_some_and(past)
+    }
+
     /// `channel` is the full name (filter included), `stored` its topic's marker.
     fn lag(&self, channel: &str, stored: ReplayMarker) -> Option<i64> {
         let delivered = ReplayMarker::of(self.delivered.get(channel)?)?;
@@ -524,20 +549,23 @@ impl ReplayState {
             return;
         }
         let mut inner = self.lock();
-        let expired = |m: &ReplayMarker| m.replay_id >= 0 && m.replay_id <= rejected;
-        if !inner.stored.get(&gap.channel).is_some_and(expired) {
+        if !inner
+            .stored
+            .get(&gap.channel)
+            .is_some_and(|m| expired(m, rejected))
+        {
             return; // nothing stored, or a marker this gap did not reject
         }
-        let newer_waiting = match inner.dirty.get(&gap.channel) {
-            Some(Commit::Event(data)) => ReplayMarker::of(data).is_some_and(|m| !expired(&m)),
-            Some(Commit::Restart(_)) | None => false,
-        };
-        if newer_waiting {
-            return;
+        if inner.passed(&gap.channel, rejected) {
+            return; // a newer event is committed: it is stored, being stored, or waiting
         }
-        inner
-            .dirty
-            .insert(gap.channel.clone(), Commit::Restart(gap.fallback_id));
+        inner.dirty.insert(
+            gap.channel.clone(),
+            Commit::Restart {
+                fallback: gap.fallback_id,
+                rejected,
+            },
+        );
         if !inner.writing {
             self.spawn_writer(&mut inner);
         }
@@ -655,6 +683,12 @@ impl ReplayState {
         if inner.fence == Fence::Lost {
             return;
         }
+        match inner.committed.get_mut(channel) {
+            Some(slot) => *slot = data.clone(),
+            None => {
+                inner.committed.insert(channel.to_owned(), data.clone());
+            }
+        }
         match inner.dirty.get_mut(channel) {
             Some(slot) => *slot = Commit::Event(data),
             None => {
@@ -709,9 +743,16 @@ impl ReplayState {
             while let Some((channel, commit)) = writer.batch.last().cloned() {
                 let data = match commit {
                     Commit::Event(data) => data,
-                    Commit::Restart(id) => {
+                    Commit::Restart { fallback, rejected } => {
+                        // Checked again at the last moment, under the lock: an event committed
+                        // after the gap, or a newer marker the writer stored since, wins. (A
+                        // commit landing during the write below is written after it.)
+                        if self.lock().passed(&channel, rejected) {
+                            writer.batch.pop();
+                            continue;
+                        }
                         if writer
-                            .store(&*storage, channel, ReplayMarker::new(id, None))
+                            .store(&*storage, channel, ReplayMarker::new(fallback, None))
                             .await
                         {
                             continue;
@@ -874,7 +915,22 @@ impl Writer<'_> {
         let sink = {
             let mut inner = self.state.lock();
             for (channel, commit) in self.batch.drain(..) {
-                inner.dirty.entry(channel).or_insert(commit);
+                match inner.dirty.entry(channel) {
+                    Slot::Vacant(slot) => {
+                        slot.insert(commit);
+                    }
+                    // A newer commit arrived meanwhile and wins, except a gap's restart over
+                    // an event past the expired id: that event was committed first, and the
+                    // restart would move the marker back before it.
+                    Slot::Occupied(mut slot) => {
+                        if let (&Commit::Restart { rejected, .. }, Commit::Event(data)) =
+                            (slot.get(), &commit)
+                            && ReplayMarker::of(data).is_some_and(|m| !expired(&m, rejected))
+                        {
+                            slot.insert(commit);
+                        }
+                    }
+                }
             }
             inner.writing = false;
             inner.last_error = Some(error.clone());
@@ -901,6 +957,8 @@ impl Drop for Writer<'_> {
     }
 }
 
+#[cfg(test)]
+mod gap_tests;
 #[cfg(test)]
 mod model_tests;
 
