@@ -47,10 +47,8 @@ impl ReplayStorage for Gated {
 }
 
 fn ev(id: i64, date: &str) -> Data {
-    Data::from_json(
-        serde_json::json!({"event": {"replayId": id, "createdDate": date}}).to_string(),
-    )
-    .unwrap()
+    Data::from_json(serde_json::json!({"event": {"replayId": id, "createdDate": date}}).to_string())
+        .unwrap()
 }
 
 struct Setup {
@@ -122,7 +120,11 @@ async fn a_gap_notice_handed_out_while_a_newer_marker_is_being_written_does_not_
     release.send(()).unwrap();
     state.flush().await.unwrap();
     assert_eq!(stored(&storage), 60);
-    assert_eq!(*storage.history.lock().unwrap(), [60], "no restart marker written");
+    assert_eq!(
+        *storage.history.lock().unwrap(),
+        [60],
+        "no restart marker written"
+    );
 }
 
 /// As above, but a slower filter of the topic then hands out the older event 45 (`OnReceive`
@@ -143,7 +145,11 @@ async fn a_gap_restart_queued_after_an_older_commit_is_not_written_over_a_newer_
     release.send(()).unwrap();
     state.flush().await.unwrap();
     assert_eq!(stored(&storage), 60);
-    assert_eq!(*storage.history.lock().unwrap(), [60], "no restart marker written");
+    assert_eq!(
+        *storage.history.lock().unwrap(),
+        [60],
+        "no restart marker written"
+    );
 }
 
 /// As above, but the write of 60 fails: the writer gives 60 back to be written again, and the
