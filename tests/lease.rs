@@ -13,7 +13,7 @@ use sfstream::replay::{Lease, ReplayMarker, ReplayOption, ReplayStorage};
 use sfstream::{Client, ClientBuilder, ErrorKind};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -91,6 +91,10 @@ struct Controlled {
     /// Renewals that succeeded, and that failed with an error (store unreachable).
     renewed: Arc<AtomicUsize>,
     unreachable: Arc<AtomicUsize>,
+    /// Every acquisition that succeeded: owner and epoch.
+    acquired: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    /// The epochs releases were asked for.
+    released: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 impl Controlled {
@@ -101,10 +105,15 @@ impl Controlled {
             attempts: Arc::new(AtomicUsize::new(0)),
             renewed: Arc::new(AtomicUsize::new(0)),
             unreachable: Arc::new(AtomicUsize::new(0)),
+            acquired: Arc::default(),
+            released: Arc::default(),
         }
     }
     fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
+    }
+    fn acquired(&self) -> Vec<(String, u64)> {
+        self.acquired.lock().unwrap().clone()
     }
 }
 
@@ -115,7 +124,16 @@ impl Lease for Controlled {
         d: Duration,
     ) -> BoxFuture<'a, sfstream::Result<Option<u64>>> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        self.inner.try_acquire(owner, d)
+        Box::pin(async move {
+            let acquired = self.inner.try_acquire(owner, d).await;
+            if let Ok(Some(epoch)) = acquired {
+                self.acquired
+                    .lock()
+                    .unwrap()
+                    .push((owner.to_owned(), epoch));
+            }
+            acquired
+        })
     }
     fn renew<'a>(
         &'a self,
@@ -138,7 +156,62 @@ impl Lease for Controlled {
         }
     }
     fn release<'a>(&'a self, owner: &'a str, epoch: u64) -> BoxFuture<'a, sfstream::Result<()>> {
+        self.released.lock().unwrap().push(epoch);
         self.inner.release(owner, epoch)
+    }
+}
+
+/// A storage whose next fenced write, once armed, waits until the test lets it go; then it
+/// fails as an unreachable store would (`fail`), or goes on to the store.
+#[derive(Clone)]
+struct Gated {
+    inner: AnyStorage,
+    armed: Arc<AtomicBool>,
+    fail: bool,
+    /// The held write has arrived and waits.
+    holding: Arc<AtomicBool>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gated {
+    fn new(inner: AnyStorage, fail: bool) -> Self {
+        Gated {
+            inner,
+            armed: Arc::default(),
+            fail,
+            holding: Arc::default(),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+}
+
+impl ReplayStorage for Gated {
+    fn get<'a>(&'a self, s: &'a str) -> BoxFuture<'a, sfstream::Result<Option<ReplayMarker>>> {
+        self.inner.get(s)
+    }
+    fn set<'a>(&'a self, s: &'a str, m: ReplayMarker) -> BoxFuture<'a, sfstream::Result<()>> {
+        self.inner.set(s, m)
+    }
+    fn supports_fencing(&self) -> bool {
+        true
+    }
+    fn set_fenced<'a>(
+        &'a self,
+        s: &'a str,
+        m: ReplayMarker,
+        epoch: u64,
+    ) -> BoxFuture<'a, sfstream::Result<()>> {
+        Box::pin(async move {
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.holding.store(true, Ordering::SeqCst);
+                let _let_go = self.open.acquire().await.unwrap();
+                if self.fail {
+                    // Any plain storage error will do: borrow one from a bad file.
+                    return Err(sfstream::replay::FileStorage::open("/dev/null/nope").unwrap_err());
+                }
+            }
+            self.inner.set_fenced(s, m, epoch).await
+        })
     }
 }
 
@@ -202,12 +275,23 @@ impl Consumer {
     }
 
     fn builder(&self, emu: &Emulator, duration: Duration, renew: Duration) -> ClientBuilder {
+        self.builder_on(self.storage.clone(), emu, duration, renew)
+    }
+
+    /// [`Consumer::builder`] with the markers in `storage` (a wrapper of this one's).
+    fn builder_on(
+        &self,
+        storage: impl ReplayStorage,
+        emu: &Emulator,
+        duration: Duration,
+        renew: Duration,
+    ) -> ClientBuilder {
         let url = emu.instance_url().parse().unwrap();
         Client::builder(sfstream::auth::AccessToken::new(emu.issue_token(), url))
             .api_version(emu.api_version())
             .backoff(Duration::from_millis(10), Duration::from_millis(50))
             .replay(ReplayOption::AllEvents)
-            .replay_storage(self.storage.clone())
+            .replay_storage(storage)
             .lease(self.lease.clone())
             .lease_timing(duration, renew)
     }
@@ -251,6 +335,24 @@ async fn drain(
         }
     }
     (ids, errors)
+}
+
+/// Wait until `storage` holds the marker `id` for [`CH`] (written in the background).
+async fn stored_reaches(storage: &AnyStorage, id: i64) {
+    while storage.get(CH).await.unwrap().map(|m| m.replay_id) != Some(id) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Take (and acknowledge) events up to the one with replay id `last`; their ids.
+async fn take_until(sub: &mut sfstream::Subscription, last: i64) -> Vec<i64> {
+    let mut ids = Vec::new();
+    while ids.last() != Some(&last) {
+        let event = sub.next().await.unwrap().unwrap();
+        ids.push(event.replay_id().unwrap());
+        event.ack();
+    }
+    ids
 }
 
 // ---- the scenarios -----------------------------------------------------------------------------
@@ -318,8 +420,8 @@ async fn fenced_writes(store: Store) {
     .await;
 }
 
-/// Only the holder streams; `close()` releases the lease and the standby takes over at once
-/// (well before the lease would expire), resuming after the last processed event: no loss
+/// Only the holder streams; `close()` releases the lease and the standby takes over at its
+/// next attempt (well before the lease would expire), resuming after the last processed event: no loss
 /// and, after a clean close, no duplicate.
 async fn standby_takes_over_after_close(store: Store) {
     let Some(url) = store.url() else { return };
@@ -509,6 +611,156 @@ async fn stale_holder_is_fenced(store: Store) {
         let event = new_sub.next().await.unwrap().unwrap();
         assert_eq!(event.replay_id(), Some(published[3]));
         standby.close().await.unwrap();
+    })
+    .await;
+}
+
+/// The first session of a client is still storing its last marker (the write hangs) when the
+/// store lets its lease go (as an expiry does) and the client is opened again under a newer
+/// epoch. Then the old write ends: `fail` as an unreachable store (the old keeper's release
+/// finishes late), else at the store, which refuses it (fenced). Neither may touch the new
+/// session: it streams, stores its markers and releases its lease on close.
+async fn reopened_while_the_old_session_stores(store: Store, fail: bool) {
+    let Some(url) = store.url() else { return };
+    within("re-opened during a late write", async {
+        let emu = Emulator::start().await.unwrap();
+        let (a, other) = two_consumers(store, &url, "late").await;
+        let gated = Gated::new(a.storage.clone(), fail);
+        // Renewals far apart: the first keeper renews nothing during the test, so it surely
+        // ends through its release.
+        let (duration, renew) = (Duration::from_secs(50), Duration::from_secs(25));
+        let client = a
+            .builder_on(gated.clone(), &emu, duration, renew)
+            .build()
+            .unwrap();
+        let first = emu.publish(CH, json!({ "n": 0 }));
+        client.open().await.unwrap();
+        let (owner, old_epoch) = a.lease.acquired()[0].clone();
+        let mut sub = client.subscribe(CH).await.unwrap();
+        gated.armed.store(true, Ordering::SeqCst);
+        let event = sub.next().await.unwrap().unwrap();
+        assert_eq!(event.replay_id(), Some(first));
+        event.ack();
+        until(|| gated.holding.load(Ordering::SeqCst)).await;
+        drop(sub);
+        let closing = tokio::spawn({
+            let client = client.clone();
+            async move { client.close().await }
+        });
+        until(|| client.closed()).await;
+        a.lease.inner.release(&owner, old_epoch).await.unwrap();
+        client.open().await.unwrap();
+        let new_epoch = a.lease.acquired()[1].1;
+        assert!(new_epoch > old_epoch);
+        gated.open.add_permits(1);
+        let _ = closing.await.unwrap(); // the old session's keeper has released
+        assert!(!client.closed(), "the re-opened session was torn down");
+        let second = emu.publish(CH, json!({ "n": 1 }));
+        let mut sub = client.subscribe(CH).await.unwrap();
+        loop {
+            let event = sub.next().await.unwrap().unwrap();
+            event.ack();
+            if event.replay_id() == Some(second) {
+                break;
+            }
+        }
+        client.close().await.unwrap();
+        assert_eq!(
+            a.storage.get(CH).await.unwrap().map(|m| m.replay_id),
+            Some(second),
+            "the re-opened session stores its markers"
+        );
+        let next = other.lease.try_acquire("next", duration).await.unwrap();
+        assert!(next.is_some(), "the re-opened session released its lease");
+        assert!(a.lease.released.lock().unwrap().contains(&new_epoch));
+    })
+    .await;
+}
+
+async fn late_release_after_reopen(store: Store) {
+    reopened_while_the_old_session_stores(store, true).await;
+}
+
+async fn late_refusal_after_reopen(store: Store) {
+    reopened_while_the_old_session_stores(store, false).await;
+}
+
+/// Events queued when the lease is lost are not handed out: the next item is `LeaseLost`,
+/// then the stream ends (the new holder redelivers them).
+async fn queued_events_after_lease_lost(store: Store) {
+    let Some(url) = store.url() else { return };
+    within("queued events at the loss", async {
+        let emu = Emulator::start().await.unwrap();
+        let (a, _) = two_consumers(store, &url, "queued").await;
+        let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
+        let published: Vec<i64> = (0..10)
+            .map(|n| emu.publish(CH, json!({ "n": n })))
+            .collect();
+        let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
+        let mut sub = holder.subscribe(CH).await.unwrap();
+        let event = sub.next().await.unwrap().unwrap();
+        assert_eq!(event.replay_id(), Some(published[0]));
+        until(|| holder.pending_count() == published.len() - 1).await;
+        a.lease.set(HANG);
+        until(|| holder.closed()).await;
+        let (ids, errors) = drain(&mut sub).await;
+        assert_eq!(ids, Vec::<i64>::new(), "events handed out after the loss");
+        assert_eq!(errors, vec![ErrorKind::LeaseLost]);
+        assert_eq!(holder.pending_count(), 0);
+    })
+    .await;
+}
+
+/// A client that lost its lease is opened again: it stands by until the lease is free,
+/// acquires it under a newer epoch, and resumes from the stored markers (what the other
+/// holder processed meanwhile), not from where it had been.
+async fn reopen_after_lease_lost(store: Store) {
+    let Some(url) = store.url() else { return };
+    within("re-open after LeaseLost", async {
+        let emu = Emulator::start().await.unwrap();
+        let (a, b) = two_consumers(store, &url, "reopen").await;
+        let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
+        let mut published: Vec<i64> = (0..6).map(|n| emu.publish(CH, json!({ "n": n }))).collect();
+        let client = a.builder(&emu, duration, renew).connect().await.unwrap();
+        let standby = b.builder(&emu, duration, renew).build().unwrap();
+        let waiting = stand_by(&standby);
+        let mut sub = client.subscribe(CH).await.unwrap();
+        for id in &published[..3] {
+            let event = sub.next().await.unwrap().unwrap();
+            assert_eq!(event.replay_id(), Some(*id));
+            event.ack();
+        }
+        stored_reaches(&a.storage, published[2]).await;
+        a.lease.set(HANG);
+        let (_, errors) = drain(&mut sub).await;
+        assert_eq!(errors, vec![ErrorKind::LeaseLost]);
+        assert!(client.closed());
+        // The standby takes over and processes further than the first client ever got.
+        waiting.await.unwrap().unwrap();
+        published.extend((6..9).map(|n| emu.publish(CH, json!({ "n": n }))));
+        let mut sub = standby.subscribe(CH).await.unwrap();
+        take_until(&mut sub, published[8]).await;
+        standby.close().await.unwrap();
+        a.lease.set(NORMAL);
+        let later: Vec<i64> = (9..11)
+            .map(|n| emu.publish(CH, json!({ "n": n })))
+            .collect();
+        client.open().await.unwrap();
+        let epochs: Vec<u64> = a.lease.acquired().iter().map(|(_, e)| *e).collect();
+        let standby_epoch = b.lease.acquired()[0].1;
+        assert!(
+            epochs.len() == 2 && epochs[1] > standby_epoch && standby_epoch > epochs[0],
+            "{epochs:?}, standby {standby_epoch}"
+        );
+        let mut sub = client.subscribe(CH).await.unwrap();
+        assert_eq!(
+            take_until(&mut sub, later[1]).await,
+            later,
+            "resumes after the stored marker"
+        );
+        client.close().await.unwrap();
+        stored_reaches(&a.storage, later[1]).await;
+        assert!(a.lease.released.lock().unwrap().contains(&epochs[1]));
     })
     .await;
 }
@@ -1176,11 +1428,15 @@ async fn restart_scenario(
 on_every_store! {
     lease_contract_holds => lease_contract,
     writes_of_an_older_epoch_are_refused => fenced_writes,
-    the_standby_takes_over_at_once_when_the_holder_closes => standby_takes_over_after_close,
+    the_standby_takes_over_within_a_renewal_interval_when_the_holder_closes => standby_takes_over_after_close,
     a_cut_off_holder_stops_before_the_standby_starts => cut_off_holder_stops_before_the_standby_starts,
     a_stale_holder_is_fenced_and_its_stream_ends_with_lease_lost => stale_holder_is_fenced,
     sigkill_of_the_holder_hands_over_without_loss => sigkill_failover,
     sigstop_of_the_holder_is_fenced_after_sigcont => sigstop_failover,
     a_database_restart_loses_nothing => database_restart,
     a_database_outage_past_the_lease_hands_over_cleanly => database_outage_past_the_lease,
+    an_old_keepers_late_release_leaves_the_reopened_session_alone => late_release_after_reopen,
+    an_old_sessions_refused_write_leaves_the_reopened_session_alone => late_refusal_after_reopen,
+    no_queued_event_is_handed_out_after_the_lease_is_lost => queued_events_after_lease_lost,
+    a_client_reopened_after_lease_lost_resumes_from_the_stored_markers => reopen_after_lease_lost,
 }

@@ -151,18 +151,27 @@ impl ClientBuilder {
 
     /// Active/standby: of the clients sharing `lease`, only the holder streams.
     /// [`open`](Client::open) (and so [`connect`](Self::connect)) waits until this client holds
-    /// the lease; a standby waits there, takes the lease over when the holder releases it
-    /// ([`Client::close`]) or lets it expire (a crash, a pause, a partition), and its
-    /// subscriptions start from the stored markers.
+    /// the lease; a standby waits there, asking every `renew_every`
+    /// ([`lease_timing`](Self::lease_timing)), and takes the lease over at its next attempt
+    /// after the holder released it ([`Client::close`]) or let it expire (a crash, a pause, a
+    /// partition); its subscriptions start from the stored markers.
     ///
     /// Every marker write carries the lease's epoch and the
     /// [`replay_storage`](Self::replay_storage) refuses writes of an older epoch (fencing), so
     /// a former holder can never overwrite what its successor stored. A client that loses the
     /// lease (a renewal refused or too late, or a fenced write) stops streaming at once: each of
-    /// its streams yields an [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost) error and
-    /// ends, and the client is closed; `open()` it again to stand by. Needs a storage that
+    /// its streams yields an [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost) error next
+    /// (events still queued are dropped, not handed out: the new holder redelivers them) and
+    /// ends, and the client is closed; `open()` it again to stand by (it acquires the lease
+    /// under a newer epoch and resumes from the stored markers). Needs a storage that
     /// fences, paired with the lease (`build` fails with
     /// [`ErrorKind::Client`](crate::ErrorKind::Client) otherwise).
+    ///
+    /// The lease proves only that the holder reaches its database: a holder that reaches the
+    /// database but not Salesforce keeps it, and the standby waits. Watch
+    /// [`Client::health`] (and [`stall_timeout`](Self::stall_timeout) for a stream that goes
+    /// silent) and [`close`](Client::close) a client that stays unhealthy for longer than you
+    /// accept (a standby then takes over), or wire `healthy` to a liveness probe.
     ///
     /// ```no_run
     /// # async fn f(auth: sfstream::auth::AccessToken) -> sfstream::Result<()> {
@@ -194,7 +203,12 @@ impl ClientBuilder {
     /// expiry), never by comparing clients' clocks, so the clients' wall clocks need not
     /// agree. The holder counts `duration` on its own monotonic clock from when it sent the
     /// renewal, which ends no later than the store's expiry as long as clocks run at about the
-    /// same rate; it stops streaming when that count runs out without a renewal.
+    /// same rate; it stops streaming when that count runs out without a renewal. Assumed: the
+    /// store's clock is never stepped (slew it): a step forward expires the lease early, and
+    /// the former holder may then stream for up to `renew_every` beside its successor (its
+    /// marker writes are still refused). A client suspended for longer than the lease (a
+    /// stopped process, a paused VM) is fenced: its writes are refused and its stream ends
+    /// with `LeaseLost` when it runs again.
     ///
     /// ```no_run
     /// # use std::time::Duration;

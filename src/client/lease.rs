@@ -190,14 +190,16 @@ impl Task {
         }
     }
 
-    /// Stop streaming: no more writes, every stream yields `error` and ends.
+    /// Stop streaming: no more writes, every stream yields `error` next (before any event it
+    /// had queued) and ends.
     fn lost(&self, error: Error) {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
-        shared.replay.lose_lease(None);
+        shared.replay.lose_lease(self.grant.epoch, None);
         tracing::warn!(owner = %self.grant.owner, epoch = self.grant.epoch, error = %error, "lease lost: this client stops streaming");
-        shared.inbox.broadcast_error(error);
+        // Nothing queued is handed out any more: the new holder redelivers it.
+        shared.inbox.abort(error);
         if let Some(commands) = self.commands.upgrade() {
             let (reply, _) = oneshot::channel();
             let _ = commands.send(Command::Close { reply });
@@ -210,9 +212,10 @@ impl Task {
             // What the session processed is stored under the lease before it goes (close()
             // has flushed already; a session whose handles were all dropped may not have).
             let _ = tokio::time::timeout(duration, shared.replay.flush()).await;
-            if !shared.replay.lose_lease(None) {
-                return; // lost already: nothing of ours to release
-            }
+            // Only this session's epoch: the client may have been re-opened under a newer
+            // lease meanwhile (this keeper was slow to release), which must stay untouched.
+            // The store release below is then a no-op (it checks owner and epoch).
+            shared.replay.lose_lease(self.grant.epoch, None);
         }
         let release = self
             .config

@@ -205,6 +205,36 @@ impl Inbox {
         wake.all();
     }
 
+    /// Close at once: what is queued is dropped (never yielded), every live stream yields
+    /// `error` next and then ends. For a lost lease: the new holder redelivers the dropped
+    /// events, so yielding them here would only make duplicates.
+    pub(crate) fn abort(&self, error: Error) {
+        let mut wake = Wake::default();
+        let mut s = self.lock();
+        s.closed = true;
+        let seq = s.seq;
+        s.seq += 1;
+        let mut dropped = 0;
+        let mut errors = 0;
+        for q in s.queues.values_mut().filter(|q| !q.ended) {
+            dropped += q.items.len();
+            q.items.clear();
+            q.items.push_back(Item {
+                seq,
+                value: Err(error.clone()),
+            });
+            errors += 1;
+            q.ended = true;
+            if let Some(w) = q.waker.take() {
+                wake.0.push(w);
+            }
+        }
+        s.pending += errors;
+        s.take_receivers(&mut wake);
+        self.release(s, dropped);
+        wake.all();
+    }
+
     /// No more items for `sub`; what is queued is still yielded.
     pub(crate) fn end(&self, sub: SubId) {
         let mut wake = Wake::default();

@@ -13,6 +13,10 @@ use std::time::Duration;
 /// that was paused past its expiry (a GC pause, `SIGSTOP`, a partition) can therefore never
 /// overwrite what its successor stored.
 ///
+/// Clock assumptions: expiry is judged by the store's clock alone, which must not be stepped
+/// (a step forward expires a lease early); a holder counts the duration on its own
+/// monotonic clock, so one suspended for longer than the lease is fenced when it runs again.
+///
 /// Implementations: `PostgresLease` (feature `postgres`, from `PostgresStorage::lease`) and
 /// `RedisLease` (feature `redis`, from `RedisStorage::lease`). A lease and the storage it
 /// fences must live in the same database under the same key; the storages' `lease()`

@@ -52,7 +52,10 @@ return 1
 ///
 /// The epoch lives in the server's memory and persistence: run Redis with `appendonly yes`
 /// so that a restart cannot reset the counter (a reset counter would hand out epochs again;
-/// a former holder whose epoch is reached again would pass the fence).
+/// a former holder whose epoch is reached again would pass the fence). For the same reason
+/// the counter must never be evicted: use `maxmemory-policy noeviction` (or a `volatile-*`
+/// policy, which evicts only keys with an expiry; it may evict the lease key itself early,
+/// an early fail-over that fencing keeps safe), never an `allkeys-*` policy.
 ///
 /// Each lease has its own connection, so a renewal never waits behind a marker write.
 #[derive(Clone)]

@@ -797,11 +797,13 @@ impl ReplayState {
         inner.on_lease_lost = Some(on_lost);
     }
 
-    /// The lease is gone: drop what waits to be written and write nothing more. `Some(error)`
-    /// (a refused write) is passed on to the keeper. Returns whether the lease was held.
-    pub(crate) fn lose_lease(&self, error: Option<Error>) -> bool {
+    /// The lease held at `epoch` is gone: drop what waits to be written and write nothing
+    /// more. `Some(error)` (a refused write) is passed on to the keeper. Returns whether the
+    /// lease was held at `epoch`: a late call about an earlier session's lease (a keeper
+    /// releasing late, a write refused after the client was re-opened) changes nothing.
+    pub(crate) fn lose_lease(&self, epoch: u64, error: Option<Error>) -> bool {
         let mut inner = self.lock();
-        if !matches!(inner.fence, Fence::Held(_)) {
+        if inner.fence != Fence::Held(epoch) {
             return false;
         }
         inner.fence = Fence::Lost;
@@ -890,9 +892,12 @@ impl Writer<'_> {
             }
             Err(e) if e.kind() == ErrorKind::LeaseLost => {
                 // Fenced off: another client holds the lease and wrote on from what it read;
-                // nothing of this one may be written any more.
+                // nothing taken under this epoch may be written any more. The session that
+                // loses is the one that wrote under it, not one opened since.
                 self.batch.clear();
-                self.state.lose_lease(Some(e));
+                if let Fence::Held(epoch) = fence {
+                    self.state.lose_lease(epoch, Some(e));
+                }
                 true
             }
             Err(e) => {
