@@ -44,6 +44,8 @@
 //! ```
 
 #[cfg(any(feature = "postgres", feature = "redis"))]
+mod backoff;
+#[cfg(any(feature = "postgres", feature = "redis"))]
 mod database_tls;
 mod file;
 pub(crate) mod lease;

@@ -1,3 +1,4 @@
+use super::backoff::retry_with_backoff;
 use super::database_tls::tls_hint;
 use super::{DatabaseTls, ReplayMarker, ReplayStorage};
 use crate::error::{Error, ErrorKind, Result, sanitized};
@@ -220,28 +221,17 @@ impl PostgresStorage {
         F: Fn(Arc<Client>) -> Fut,
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
-        let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let attempt = match self.inner.client().await {
-                Ok(client) => match op(client.clone()).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) => {
-                        if client.is_closed() {
-                            self.inner.forget(&client);
-                        }
-                        pg_error(what, e)
-                    }
-                },
-                Err(e) => e,
-            };
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(attempt);
-            }
-            tracing::debug!(error = %attempt, ?delay, "replay storage: retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
+        let (inner, op) = (&self.inner, &op);
+        retry_with_backoff(self.retry_for, move || async move {
+            let client = inner.client().await?;
+            op(client.clone()).await.map_err(|e| {
+                if client.is_closed() {
+                    inner.forget(&client);
+                }
+                pg_error(what, e)
+            })
+        })
+        .await
     }
 }
 

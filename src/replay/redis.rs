@@ -1,3 +1,4 @@
+use super::backoff::retry_with_backoff;
 use super::database_tls::tls_hint;
 use super::{DatabaseTls, ReplayMarker, ReplayStorage};
 use crate::error::{Error, ErrorKind, Result};
@@ -221,26 +222,15 @@ impl RedisStorage {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let deadline = tokio::time::Instant::now() + self.retry_for;
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let attempt = match self.inner.connection().await {
-                Ok(c) => match op(c).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) => {
-                        *self.inner.lock() = None;
-                        redis_error(what, e)
-                    }
-                },
-                Err(e) => e,
-            };
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(attempt);
-            }
-            tracing::debug!(error = %attempt, ?delay, "replay storage: retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
+        let (inner, op) = (&self.inner, &op);
+        retry_with_backoff(self.retry_for, move || async move {
+            let c = inner.connection().await?;
+            op(c).await.map_err(|e| {
+                *inner.lock() = None;
+                redis_error(what, e)
+            })
+        })
+        .await
     }
 }
 
@@ -287,6 +277,12 @@ impl Inner {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The replay id and the date in µs (empty when there is none), as the scripts take them.
+fn script_args(marker: &ReplayMarker) -> (String, String) {
+    let date = marker.date.map(|d| micros(d).to_string());
+    (marker.replay_id.to_string(), date.unwrap_or_default())
 }
 
 fn micros(date: SystemTime) -> i128 {
@@ -343,11 +339,7 @@ impl ReplayStorage for RedisStorage {
 
     fn set<'a>(&'a self, subscription: &'a str, marker: ReplayMarker) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let id = marker.replay_id.to_string();
-            let date = marker
-                .date
-                .map(|d| micros(d).to_string())
-                .unwrap_or_default();
+            let (id, date) = script_args(&marker);
             let (id, date) = (id.as_str(), date.as_str());
             let inner = &self.inner;
             self.retrying("cannot store the replay marker", |mut c| async move {
@@ -376,11 +368,7 @@ impl ReplayStorage for RedisStorage {
         epoch: u64,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let id = marker.replay_id.to_string();
-            let date = marker
-                .date
-                .map(|d| micros(d).to_string())
-                .unwrap_or_default();
+            let (id, date) = script_args(&marker);
             let (id, date) = (id.as_str(), date.as_str());
             let epoch_key = super::redis_lease::epoch_key(&self.inner.hash);
             let epoch_key = epoch_key.as_str();
