@@ -14,6 +14,9 @@
 //! so it is an upper bound on the client's own cost. The heap is counted by a global allocator
 //! wrapper (bytes allocated and not freed).
 
+mod common;
+
+use common::process_cpu;
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::emulator::Emulator;
@@ -50,19 +53,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// CPU time of every thread of this process so far (`CLOCK_PROCESS_CPUTIME_ID`, ns).
-fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 const WARM_UP_MINUTES: u64 = 5;
 const MINUTES: u64 = 30;

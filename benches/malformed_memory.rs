@@ -8,25 +8,12 @@
 //!
 //! Figures are in the README's Security section (target: peak ≤ 4× the body size).
 
+mod common;
+
 use bytes::Bytes;
+use common::status_bytes;
 use sfstream::bayeux::parse_batch;
 use std::time::Instant;
-
-/// A field of `/proc/self/status` in bytes (Linux).
-fn status_bytes(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .map_or(0, |kb: usize| kb * 1024)
-}
 
 const BODY: usize = 32 << 20;
 

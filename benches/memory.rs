@@ -11,6 +11,9 @@
 //! RSS is its own: `/proc/self/status` `VmRSS` sampled every 50 ms from before the subscriptions
 //! to 2 s into the pause, and `VmHWM` (its peak). Figures are in the README's Backpressure section.
 
+mod common;
+
+use common::status_bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sfstream::auth::AccessToken;
@@ -72,22 +75,6 @@ fn fields(case: Case, i: usize) -> Value {
         f["Notes__c"] = "x".repeat(case.event_bytes).into();
     }
     f
-}
-
-/// A field of `/proc/self/status` in bytes (Linux).
-fn status_bytes(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .map_or(0, |kb: usize| kb * 1024)
 }
 
 fn mib(bytes: usize) -> f64 {

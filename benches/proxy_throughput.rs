@@ -21,8 +21,9 @@
 #[allow(dead_code, unreachable_pub)]
 mod front;
 
-use futures::StreamExt;
-use serde_json::{Value, json};
+mod common;
+
+use common::{BATCH, other_process_cpu_ns, thread_cpu_ns};
 use sfstream::Client;
 use sfstream::auth::AccessToken;
 use sfstream::emulator::{Emulator, PreparedBatch};
@@ -30,40 +31,6 @@ use sfstream::transport::Proxy;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BATCH: usize = 1000;
-
-/// Nanoseconds this thread has spent on a CPU.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// User plus system CPU time of a process, in nanoseconds (`/proc/PID/stat`, in clock ticks).
-fn process_cpu_ns(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 1_000_000_000 / clock_ticks_per_second())
-}
-
-/// `getconf CLK_TCK` (100 on every usual Linux), asked once.
-fn clock_ticks_per_second() -> u64 {
-    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *HZ.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-            .filter(|&hz| hz > 0)
-            .unwrap_or(100)
-    })
-}
 
 /// A tinyproxy of our own, stopped (and its config removed) on drop.
 struct OwnProxy {
@@ -124,29 +91,14 @@ fn start_tinyproxy() -> Option<OwnProxy> {
     Some(proxy)
 }
 
-/// The emulator and its TLS front on their own thread and runtime; the front's https URL.
+/// The emulator and its TLS front (on their own thread); the front's https URL.
 fn start_emulator() -> (Emulator, String) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("emulator".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let emu = Emulator::builder()
-                    .max_batch(Some(BATCH))
-                    .start()
-                    .await
-                    .unwrap();
-                let front = front::front(emu.local_addr(), true).await;
-                tx.send((emu, front.url(true))).unwrap();
-                std::future::pending::<()>().await;
-            });
-        })
-        .unwrap();
-    rx.recv().unwrap()
+    common::on_own_thread("emulator", || async {
+        let emu = common::batch_emulator().await;
+        let front = front::front(emu.local_addr(), true).await;
+        let url = front.url(true);
+        (emu, url)
+    })
 }
 
 struct Run {
@@ -173,36 +125,18 @@ async fn session(
     let channel = batches[0].channel().to_owned();
     let mut sub = client.subscribe(channel).await.unwrap();
     emu.wait_until(|s| s.held_connects == 1).await;
-    let total: usize = batches.iter().map(PreparedBatch::len).sum();
-    let last_id = batches.last().unwrap().replay_ids().last().unwrap();
-
     let proxy_pid = proxy.and_then(|(_, pid)| pid);
-    let proxy0 = proxy_pid.and_then(process_cpu_ns);
-    let cpu0 = thread_cpu_ns();
-    let t0 = Instant::now();
-    for b in batches {
-        emu.push_prepared(b);
-    }
-    let mut last = None;
-    for _ in 0..total {
-        last = Some(sub.next().await.unwrap().unwrap());
-    }
-    let wall = t0.elapsed();
-    let cpu = thread_cpu_ns() - cpu0;
+    let proxy0 = proxy_pid.and_then(other_process_cpu_ns);
+    let pass = common::push_and_read(emu, &mut sub, batches, thread_cpu_ns).await;
     let proxy_cpu = proxy_pid
-        .and_then(process_cpu_ns)
+        .and_then(other_process_cpu_ns)
         .zip(proxy0)
-        .map(|(after, before)| (after - before) as f64 / total as f64);
-    assert_eq!(
-        last.unwrap().replay_id(),
-        Some(last_id),
-        "events lost or reordered"
-    );
+        .map(|(after, before)| (after - before) as f64 / pass.events as f64);
     drop(sub);
     client.close().await.unwrap();
     Run {
-        events_per_sec: total as f64 / wall.as_secs_f64(),
-        client_cpu_ns_per_event: cpu as f64 / total as f64,
+        events_per_sec: pass.events_per_sec(),
+        client_cpu_ns_per_event: pass.cpu_ns_per_event(),
         proxy_cpu_ns_per_event: proxy_cpu,
     }
 }
@@ -249,14 +183,7 @@ fn main() {
         .build()
         .unwrap();
     let channel = "/event/ProxyBench__e";
-    let batches: Vec<PreparedBatch> = (0..events / BATCH)
-        .map(|b| {
-            let fields: Vec<Value> = (0..BATCH)
-                .map(|i| json!({"Order_Number__c": format!("ORD-{:06}", b * BATCH + i), "Amount__c": 249.5}))
-                .collect();
-            emu.prepare(channel, &fields)
-        })
-        .collect();
+    let batches = common::prepare(&emu, channel, events, common::order_fields);
     let size = batches[0].byte_len() / batches[0].len();
     println!(
         "sfstream through an HTTP proxy: {events} events of {size} B over TLS, {BATCH} per \

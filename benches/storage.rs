@@ -18,67 +18,32 @@
 //! run. The database servers' own CPU is not in it. Write latency is the time each
 //! `ReplayStorage::set` call takes, as the client's writer sees it.
 
-use futures::StreamExt;
+mod common;
+
 use futures::future::BoxFuture;
-use serde_json::json;
 use sfstream::Client;
 use sfstream::auth::AccessToken;
 use sfstream::emulator::{Emulator, PreparedBatch};
 use sfstream::replay::{
     FileStorage, MappingStorage, PostgresStorage, RedisStorage, ReplayMarker, ReplayStorage,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BATCH: usize = 1000;
-
-/// CPU time of every thread of this process so far.
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// CPU time of this process so far, but for the emulator's thread (`emu_thread`: its
+/// `schedstat`).
+fn client_cpu_ns(emu_thread: &Path) -> u64 {
+    let emulator = common::schedstat_ns(emu_thread).expect("schedstat of the emulator thread");
+    common::process_cpu().as_nanos() as u64 - emulator
 }
 
-/// CPU time of one thread of this process (`/proc/self/task/<tid>/schedstat`).
-fn thread_cpu_ns(schedstat: &PathBuf) -> u64 {
-    std::fs::read_to_string(schedstat)
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("schedstat of the emulator thread")
-}
-
-/// The emulator on its own thread and runtime, and where to read that thread's CPU time.
+/// The emulator on its own thread, and where to read that thread's CPU time.
 fn start_emulator() -> (Emulator, PathBuf) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("emulator".into())
-        .spawn(move || {
-            // "<pid>/task/<tid>"
-            let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let emu = Emulator::builder()
-                    .max_batch(Some(BATCH))
-                    .start()
-                    .await
-                    .unwrap();
-                tx.send((emu, PathBuf::from("/proc").join(me).join("schedstat")))
-                    .unwrap();
-                std::future::pending::<()>().await;
-            });
-        })
-        .unwrap();
-    rx.recv().unwrap()
+    common::on_own_thread("emulator", || {
+        let me = common::this_thread_schedstat();
+        async { (common::batch_emulator().await, me) }
+    })
 }
 
 /// A storage that records how long each write takes.
@@ -118,7 +83,7 @@ struct Run {
 
 async fn end_to_end<S: ReplayStorage + Clone>(
     emu: &Emulator,
-    emu_thread: &PathBuf,
+    emu_thread: &Path,
     batches: &[PreparedBatch],
     storage: S,
 ) -> Run {
@@ -137,46 +102,34 @@ async fn end_to_end<S: ReplayStorage + Clone>(
     let channel = batches[0].channel().to_owned();
     let mut sub = client.subscribe(channel.as_str()).await.unwrap();
     emu.wait_until(|s| s.held_connects == 1).await;
-    let total: usize = batches.iter().map(PreparedBatch::len).sum();
-    let last_id = batches.last().unwrap().replay_ids().last().unwrap();
-
-    let cpu0 = process_cpu_ns() - thread_cpu_ns(emu_thread);
-    let t0 = Instant::now();
-    for b in batches {
-        emu.push_prepared(b);
-    }
-    let mut last = None;
-    for _ in 0..total {
-        // Under AfterProcessed the previous event is committed by this poll.
-        last = Some(sub.next().await.unwrap().unwrap());
-    }
-    let wall = t0.elapsed();
-    let cpu = process_cpu_ns() - thread_cpu_ns(emu_thread) - cpu0;
+    // Under AfterProcessed each event is committed by the poll for the next one.
+    let pass = common::push_and_read(emu, &mut sub, batches, || client_cpu_ns(emu_thread)).await;
+    let last_id = pass.last.replay_id().unwrap();
     // The last event is processed too; close waits for its write.
-    last.unwrap().ack();
+    pass.last.ack();
     drop(sub);
     client.close().await.unwrap();
     let stored = timed.get(&channel).await.unwrap().expect("a stored marker");
     assert_eq!(stored.replay_id, last_id, "the last marker was not stored");
     let writes = std::mem::take(&mut *timed.writes.lock().unwrap());
     Run {
-        events_per_sec: total as f64 / wall.as_secs_f64(),
-        cpu_ns_per_event: cpu as f64 / total as f64,
+        events_per_sec: pass.events_per_sec(),
+        cpu_ns_per_event: pass.cpu_ns_per_event(),
         writes,
     }
 }
 
 /// Client CPU per `set`, one write after the other: what one marker write costs the client,
 /// whatever the event rate (at a low rate every event gets a write of its own).
-async fn write_cost<S: ReplayStorage>(storage: S, emu_thread: &PathBuf, writes: i64) -> f64 {
-    let cpu0 = process_cpu_ns() - thread_cpu_ns(emu_thread);
+async fn write_cost<S: ReplayStorage>(storage: S, emu_thread: &Path, writes: i64) -> f64 {
+    let cpu0 = client_cpu_ns(emu_thread);
     for id in 1..=writes {
         storage
             .set("/event/StorageBench__e", ReplayMarker::new(id, None))
             .await
             .unwrap();
     }
-    (process_cpu_ns() - thread_cpu_ns(emu_thread) - cpu0) as f64 / writes as f64
+    (client_cpu_ns(emu_thread) - cpu0) as f64 / writes as f64
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -230,14 +183,7 @@ fn main() {
         .build()
         .unwrap();
     let channel = "/event/StorageBench__e";
-    let batches: Vec<PreparedBatch> = (0..events / BATCH)
-        .map(|b| {
-            let fields: Vec<_> = (0..BATCH)
-                .map(|i| json!({"Order_Number__c": format!("ORD-{:06}", b * BATCH + i), "Amount__c": 249.5}))
-                .collect();
-            emu.prepare(channel, &fields)
-        })
-        .collect();
+    let batches = common::prepare(&emu, channel, events, common::order_fields);
     let size = batches[0].byte_len() / batches[0].len();
     println!(
         "sfstream with each replay storage: {events} events of {size} B per round, {rounds} round(s), \

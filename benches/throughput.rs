@@ -15,27 +15,15 @@
 //! (`/proc/thread-self/schedstat`, Linux), divided by the number of events: it includes HTTP,
 //! parsing, routing, the queue and the consumer, and excludes the emulator.
 
-use futures::StreamExt;
+mod common;
+
+use common::{BATCH, thread_cpu_ns};
 use serde_json::{Value, json};
 use sfstream::Client;
 use sfstream::auth::AccessToken;
 use sfstream::emulator::{Emulator, PreparedBatch};
 use sfstream::replay::FileStorage;
 use std::time::{Duration, Instant};
-
-const BATCH: usize = 1000;
-
-/// Nanoseconds this thread has spent on a CPU.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn small_fields(i: usize) -> Value {
-    json!({"Order_Number__c": format!("ORD-{i:06}"), "Amount__c": 249.5})
-}
 
 fn large_fields(i: usize) -> Value {
     let mut m = serde_json::Map::new();
@@ -85,41 +73,12 @@ fn parse_rates(batch: &PreparedBatch) -> (f64, f64) {
     (full, ours)
 }
 
-/// The emulator on its own thread and runtime.
-fn start_emulator() -> Emulator {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("emulator".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let emu = Emulator::builder()
-                    .max_batch(Some(BATCH))
-                    .start()
-                    .await
-                    .unwrap();
-                tx.send(emu).unwrap();
-                std::future::pending::<()>().await;
-            });
-        })
-        .unwrap();
-    rx.recv().unwrap()
-}
-
-struct Run {
-    events_per_sec: f64,
-    client_cpu_ns_per_event: f64,
-}
-
 async fn end_to_end(
     emu: &Emulator,
     batches: &[PreparedBatch],
     max_pending: usize,
     storage: Option<FileStorage>,
-) -> Run {
+) -> common::Pass {
     let url = emu.instance_url().parse().unwrap();
     let mut builder = Client::builder(AccessToken::new(emu.issue_token(), url))
         .api_version(emu.api_version())
@@ -131,31 +90,10 @@ async fn end_to_end(
     let channel = batches[0].channel().to_owned();
     let mut sub = client.subscribe(channel).await.unwrap();
     emu.wait_until(|s| s.held_connects == 1).await;
-    let total: usize = batches.iter().map(PreparedBatch::len).sum();
-    let last_id = batches.last().unwrap().replay_ids().last().unwrap();
-
-    let cpu0 = thread_cpu_ns();
-    let t0 = Instant::now();
-    for b in batches {
-        emu.push_prepared(b);
-    }
-    let mut last = None;
-    for _ in 0..total {
-        last = Some(sub.next().await.unwrap().unwrap());
-    }
-    let wall = t0.elapsed();
-    let cpu = thread_cpu_ns() - cpu0;
-    assert_eq!(
-        last.unwrap().replay_id(),
-        Some(last_id),
-        "events lost or reordered"
-    );
+    let pass = common::push_and_read(emu, &mut sub, batches, thread_cpu_ns).await;
     drop(sub);
     client.close().await.unwrap();
-    Run {
-        events_per_sec: total as f64 / wall.as_secs_f64(),
-        client_cpu_ns_per_event: cpu as f64 / total as f64,
-    }
+    pass
 }
 
 fn main() {
@@ -165,7 +103,7 @@ fn main() {
     let shapes = [
         Shape {
             label: "platform event ~280 B",
-            fields: small_fields,
+            fields: common::order_fields,
             events: if quick { 50_000 } else { 300_000 },
         },
         Shape {
@@ -174,7 +112,7 @@ fn main() {
             events: if quick { 20_000 } else { 100_000 },
         },
     ];
-    let emu = start_emulator();
+    let emu = common::on_own_thread("emulator", common::batch_emulator);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -182,13 +120,7 @@ fn main() {
     println!("sfstream throughput (client: one current-thread runtime; emulator: own thread)\n");
     for (n, shape) in shapes.iter().enumerate() {
         let channel = format!("/event/Bench{n}__e");
-        let batches: Vec<PreparedBatch> = (0..shape.events / BATCH)
-            .map(|b| {
-                let fields: Vec<Value> =
-                    (0..BATCH).map(|i| (shape.fields)(b * BATCH + i)).collect();
-                emu.prepare(&channel, &fields)
-            })
-            .collect();
+        let batches = common::prepare(&emu, &channel, shape.events, shape.fields);
         let size = batches[0].byte_len() / batches[0].len();
         let (full, ours) = if e2e_only {
             (f64::NAN, f64::NAN)
@@ -215,7 +147,9 @@ fn main() {
             let run = rt.block_on(end_to_end(&emu, &batches, max_pending, None));
             println!(
                 "  end to end, max_pending_count {:>6}   {:>8.0} ns client CPU/event  {:>10.0} events/s",
-                max_pending, run.client_cpu_ns_per_event, run.events_per_sec
+                max_pending,
+                run.cpu_ns_per_event(),
+                run.events_per_sec()
             );
         }
         // The same with processing tracked and markers written to a file (fsync per write,
@@ -226,7 +160,8 @@ fn main() {
         let run = rt.block_on(end_to_end(&emu, &batches, 10_000, Some(storage)));
         println!(
             "  end to end, 10000 + FileStorage      {:>8.0} ns client CPU/event  {:>10.0} events/s",
-            run.client_cpu_ns_per_event, run.events_per_sec
+            run.cpu_ns_per_event(),
+            run.events_per_sec()
         );
         let _ = std::fs::remove_file(&file);
         println!();
