@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::log::Captured;
 use common::mock::mock;
 use common::within;
 use futures::StreamExt;
@@ -854,26 +855,6 @@ async fn concurrent_http_401s_share_a_failed_refresh() {
 
 // ---- secrets -----------------------------------------------------------------------------------
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
     for s in secrets {
         assert!(!text.contains(s), "{what} shows the secret {s:?}: {text}");
@@ -998,14 +979,7 @@ async fn no_secret_in_debug_display_or_errors() {
 async fn no_secret_in_log_lines() {
     // Current-thread runtime: the client, its connection task and the emulator all log on this
     // thread, into this subscriber.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::this_thread(tracing::Level::TRACE);
     let issued = within("logging", async {
         let emu = emulator_with(|b| b.rotate_refresh_tokens(true)).await;
         let refresh = emu.issue_refresh_token();
@@ -1062,14 +1036,7 @@ fn with_password(url: &str) -> Url {
 
 #[tokio::test(flavor = "current_thread")]
 async fn url_passwords_never_show_in_debug_display_errors_or_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::this_thread(tracing::Level::TRACE);
     let shown = within("URL passwords", async {
         const ACCESS: &str = "00Dxx!AR-access-SECRET";
         let emu = emulator().await;

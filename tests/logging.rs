@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::log::Captured;
 use common::within;
 use futures::StreamExt;
 use serde_json::json;
@@ -26,38 +27,11 @@ async fn quick_emulator() -> Emulator {
         .unwrap()
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// A scripted session (subscribe, 20 events, a lost session and its rehandshake, close)
 /// logged at `level` on this thread; returns the log and the access token.
 fn logged_session(level: tracing::Level) -> (String, String) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // Current-thread runtime: the client, its task and the emulator all log into this.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::this_thread(level);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::log::Captured;
 use common::mock::mock;
 use common::{token_for, within};
 use serde_json::json;
@@ -48,20 +49,6 @@ impl<S: tracing::Subscriber> Layer<S> for RawFields {
 
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         event.record(&mut self.clone());
-    }
-}
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -116,7 +103,7 @@ fn server_chosen_names_reach_the_log_without_control_characters() {
     runtime.block_on(within("hostile session", hostile_session()));
 
     let fields = raw.0.lock().unwrap().clone();
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     // The hostile strings were logged (so the check below looks at them), each in its field.
     for (field, message) in [
         ("channel", "event for no live subscription"),

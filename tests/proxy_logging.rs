@@ -5,37 +5,17 @@
 mod common;
 
 use common::front::{ca_path, front, password_at};
+use common::log::Captured;
 use common::proxy::{full_session, https_client, password_of, refusing_proxy};
 use common::within;
 use sfstream::Client;
 use sfstream::emulator::Emulator;
 use sfstream::transport::Proxy;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn no_proxy_credentials_in_debug_errors_or_logs() {
     // Current-thread runtime: the client, its connection task and the emulator log here.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::this_thread(tracing::Level::TRACE);
     let real = std::env::var("SFSTREAM_TEST_PROXY_AUTH").ok();
     let mut secrets = vec!["pw-url-SECRET".to_owned(), "pw-basic-SECRET".to_owned()];
     // The Basic header's value gives the credentials away as well as the plain password.
@@ -77,7 +57,7 @@ async fn no_proxy_credentials_in_debug_errors_or_logs() {
         }
     })
     .await;
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     assert!(
         log.contains("connecting through the proxy"),
         "the capture works: {log}"

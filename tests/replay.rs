@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::log::Captured;
 use common::within;
 use futures::StreamExt;
 use serde_json::json;
@@ -1017,31 +1018,10 @@ async fn new_events_published_while_a_subscription_that_delivered_nothing_resubs
     .await;
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_manual_event_dropped_without_ack_is_warned_about_and_shown_in_health() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // Current-thread runtime: the client, its task and the emulator all log into this.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::this_thread(tracing::Level::WARN);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1076,7 +1056,7 @@ fn a_manual_event_dropped_without_ack_is_warned_about_and_shown_in_health() {
             .subscriptions[0]
             .unacked;
         assert_eq!(skipped, Some(Some(2)));
-        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let log = captured.text();
         let warnings: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("without ack()"))
@@ -1089,7 +1069,7 @@ fn a_manual_event_dropped_without_ack_is_warned_about_and_shown_in_health() {
         );
         // A second skipped event is not logged again; the oldest stays in health.
         drop(s.next().await.unwrap().unwrap());
-        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let log = captured.text();
         assert_eq!(
             log.lines().filter(|l| l.contains("without ack()")).count(),
             1

@@ -1,5 +1,6 @@
 #![allow(dead_code, unreachable_pub)]
 pub mod front;
+pub mod log;
 pub mod mock;
 pub mod proxy;
 
