@@ -12,11 +12,10 @@
 
 mod common;
 
-use common::mock::{Exchange, MockServer, mock};
-use common::{token_for, within};
+use common::mock::{Exchange, MockServer, event, open, subscribe};
+use common::within;
 use futures::StreamExt;
 use proptest::prelude::*;
-use serde_json::json;
 use sfstream::{Client, ConnectionState, Events, Subscription};
 use std::collections::VecDeque;
 
@@ -63,28 +62,12 @@ async fn settle() {
     }
 }
 
-fn event(channel: &str, replay_id: i64) -> serde_json::Value {
-    json!({"channel": channel, "data": {"event": {"replayId": replay_id}, "payload": {}}})
-}
-
 impl Model {
     async fn open(max_pending: usize) -> Self {
-        let (transport, mut server) = mock();
-        let client = Client::builder(token_for("https://example.my.salesforce.com"))
-            .transport(transport)
-            .max_pending_count(max_pending)
-            .build()
-            .unwrap();
-        let c = client.clone();
-        let opening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        opening.await.unwrap().unwrap();
+        let (client, mut server) = open(max_pending).await;
         let mut subs = Vec::new();
         for channel in [A, B] {
-            let c = client.clone();
-            let subscribing = tokio::spawn(async move { c.subscribe(channel).await });
-            server.next_on("/meta/subscribe").await.ok();
-            subs.push(subscribing.await.unwrap().unwrap());
+            subs.push(subscribe(&client, &mut server, channel).await);
         }
         subs.pop().unwrap().detach();
         let receive = client.receive().unwrap();

@@ -3,51 +3,14 @@
 
 mod common;
 
-use common::mock::{MockServer, mock};
-use common::{token_for, within, within_virtual};
+use common::mock::{client_builder, event, open, open_with, subscribe_with};
+use common::{within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
-use sfstream::{Client, ConnectionState, ErrorKind};
+use sfstream::{ConnectionState, ErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-fn client(max_pending: usize) -> (Client, MockServer) {
-    let (transport, server) = mock();
-    let client = Client::builder(token_for("https://example.my.salesforce.com"))
-        .transport(transport)
-        .max_pending_count(max_pending)
-        .build()
-        .unwrap();
-    (client, server)
-}
-
-async fn open(max_pending: usize) -> (Client, MockServer) {
-    let (client, mut server) = client(max_pending);
-    let c = client.clone();
-    let opening = tokio::spawn(async move { c.open().await });
-    server.accept_open().await;
-    opening.await.unwrap().unwrap();
-    (client, server)
-}
-
-fn event(channel: &str, replay_id: i64) -> serde_json::Value {
-    json!({"channel": channel, "data": {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}})
-}
-
-/// Subscribe, the server confirming with `backlog` events riding on the reply.
-async fn subscribe_with(
-    client: &Client,
-    server: &mut MockServer,
-    channel: &str,
-    backlog: Vec<serde_json::Value>,
-) -> sfstream::Subscription {
-    let c = client.clone();
-    let ch = channel.to_owned();
-    let pending = tokio::spawn(async move { c.subscribe(ch).await });
-    server.next_on("/meta/subscribe").await.ok_with(backlog);
-    pending.await.unwrap().unwrap()
-}
 
 /// Let every other task of this current-thread runtime run until it waits.
 async fn settle() {
@@ -158,17 +121,13 @@ async fn malformed_messages_count_against_max_pending() {
 #[tokio::test(start_paused = true)]
 async fn a_long_backpressure_pause_names_the_channels_holding_events() {
     within_virtual("a long pause", async {
-        let (transport, mut server) = mock();
-        let client = Client::builder(token_for("https://example.my.salesforce.com"))
-            .transport(transport)
+        let (builder, mut server) = client_builder();
+        let client = builder
             .max_pending_count(3)
             .connection_timeout(Some(Duration::from_secs(30)))
             .build()
             .unwrap();
-        let c = client.clone();
-        let opening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        opening.await.unwrap().unwrap();
+        open_with(&client, &mut server).await;
         let backlog = |ch: &str| (1..=2).map(|i| event(ch, i)).collect();
         // A handle held but never polled, and a detached subscription nobody receives from.
         let mut held =

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::mock::mock;
-use common::{token_for, within, within_virtual};
+use common::mock::{client_builder, open_with, subscribe};
+use common::{within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -253,21 +253,14 @@ async fn the_health_example_serves_kubernetes_probes() {
 async fn a_subscription_held_back_by_backpressure_is_not_stalled_but_a_quiet_one_is() {
     within_virtual("stall and backpressure", async {
         let channel = "/event/A__e";
-        let (transport, mut server) = mock();
-        let client = Client::builder(token_for("https://example.my.salesforce.com"))
-            .transport(transport)
+        let (builder, mut server) = client_builder();
+        let client = builder
             .max_pending_count(1)
             .stall_timeout(Some(Duration::from_secs(60)))
             .build()
             .unwrap();
-        let c = client.clone();
-        let opening = tokio::spawn(async move { c.open().await });
-        server.accept_open().await;
-        opening.await.unwrap().unwrap();
-        let c = client.clone();
-        let subscribing = tokio::spawn(async move { c.subscribe(channel).await });
-        server.next_on("/meta/subscribe").await.ok();
-        let mut sub = subscribing.await.unwrap().unwrap();
+        open_with(&client, &mut server).await;
+        let mut sub = subscribe(&client, &mut server, channel).await;
         // Two events nobody takes: the connect loop pauses.
         let event = |id: i64| json!({"channel": channel, "data": {"event": {"replayId": id}}});
         server

@@ -3,54 +3,12 @@
 
 mod common;
 
-use common::mock::{MockServer, mock};
-use common::{token_for, within, within_virtual};
+use common::mock::{client, client_builder, event, open, open_with, subscribe};
+use common::{within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
-use sfstream::{Client, ConnectionState, ErrorKind};
+use sfstream::{ConnectionState, ErrorKind};
 use std::time::Duration;
-
-fn client(max_pending: usize) -> (Client, MockServer) {
-    let (transport, server) = mock();
-    let client = Client::builder(token_for("https://example.my.salesforce.com"))
-        .transport(transport)
-        .max_pending_count(max_pending)
-        .build()
-        .unwrap();
-    (client, server)
-}
-
-async fn open(max_pending: usize) -> (Client, MockServer) {
-    let (client, mut server) = client(max_pending);
-    open_with(&client, &mut server).await;
-    (client, server)
-}
-
-/// Open `client`, the scripted server accepting the handshake and the first connect.
-async fn open_with(client: &Client, server: &mut MockServer) {
-    let c = client.clone();
-    let opening = tokio::spawn(async move { c.open().await });
-    server.accept_open().await;
-    opening.await.unwrap().unwrap();
-}
-
-fn event(channel: &str, replay_id: i64) -> serde_json::Value {
-    json!({"channel": channel, "data": {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}})
-}
-
-async fn subscribe(
-    client: &Client,
-    server: &mut MockServer,
-    channel: &str,
-) -> sfstream::Subscription {
-    let c = client.clone();
-    let ch = channel.to_owned();
-    let pending = tokio::spawn(async move { c.subscribe(ch).await });
-    let s = server.next_on("/meta/subscribe").await;
-    assert_eq!(s.message().subscription.as_deref(), Some(channel));
-    s.ok();
-    pending.await.unwrap().unwrap()
-}
 
 #[tokio::test]
 async fn handshake_and_first_connect_match_salesforce() {
@@ -513,9 +471,8 @@ async fn a_missing_replay_map_entry_is_a_replay_error_or_falls_back() {
         assert_eq!(e.kind(), ErrorKind::Replay, "{e}");
 
         // With a fallback: subscribed again with it, and the stream says so first.
-        let (transport, mut server) = mock();
-        let client = Client::builder(token_for("https://example.my.salesforce.com"))
-            .transport(transport)
+        let (builder, mut server) = client_builder();
+        let client = builder
             .replay_fallback(sfstream::replay::ReplayOption::AllEvents)
             .build()
             .unwrap();

@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use sfstream::bayeux::{Message, parse_batch};
 use sfstream::transport::{Request, Response, Transport};
-use sfstream::{Error, Result};
+use sfstream::{Client, ClientBuilder, Error, Result, Subscription};
 use std::collections::VecDeque;
 use tokio::sync::{mpsc, oneshot};
 
@@ -155,4 +155,63 @@ impl MockServer {
         }
         self.held.iter().any(|e| e.channel() == channel)
     }
+}
+
+/// A client builder whose transport is a scripted server, and that server.
+pub fn client_builder() -> (ClientBuilder, MockServer) {
+    let (transport, server) = mock();
+    let builder =
+        Client::builder(super::token_for("https://example.my.salesforce.com")).transport(transport);
+    (builder, server)
+}
+
+/// A client on a scripted server with `max_pending_count(max_pending)`, not opened yet.
+pub fn client(max_pending: usize) -> (Client, MockServer) {
+    let (builder, server) = client_builder();
+    (
+        builder.max_pending_count(max_pending).build().unwrap(),
+        server,
+    )
+}
+
+/// [`client`], opened.
+pub async fn open(max_pending: usize) -> (Client, MockServer) {
+    let (client, mut server) = client(max_pending);
+    open_with(&client, &mut server).await;
+    (client, server)
+}
+
+/// Open `client`, the scripted server accepting the handshake and the first connect.
+pub async fn open_with(client: &Client, server: &mut MockServer) {
+    let c = client.clone();
+    let opening = tokio::spawn(async move { c.open().await });
+    server.accept_open().await;
+    opening.await.unwrap().unwrap();
+}
+
+/// An event on `channel` with replay id `replay_id` (also its payload's `n`).
+pub fn event(channel: &str, replay_id: i64) -> Value {
+    serde_json::json!({"channel": channel,
+        "data": {"event": {"replayId": replay_id}, "payload": {"n": replay_id}}})
+}
+
+/// Subscribe to `channel`, the server confirming it.
+pub async fn subscribe(client: &Client, server: &mut MockServer, channel: &str) -> Subscription {
+    subscribe_with(client, server, channel, Vec::new()).await
+}
+
+/// Subscribe to `channel`, the server confirming it with `backlog` events riding on the reply.
+pub async fn subscribe_with(
+    client: &Client,
+    server: &mut MockServer,
+    channel: &str,
+    backlog: Vec<Value>,
+) -> Subscription {
+    let c = client.clone();
+    let ch = channel.to_owned();
+    let pending = tokio::spawn(async move { c.subscribe(ch).await });
+    let s = server.next_on("/meta/subscribe").await;
+    assert_eq!(s.message().subscription.as_deref(), Some(channel));
+    s.ok_with(backlog);
+    pending.await.unwrap().unwrap()
 }
