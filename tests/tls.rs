@@ -4,37 +4,45 @@
 mod common;
 
 use common::front::{ca_path, front, password_at, trusting_the_test_ca};
+use common::proxy::session;
 use common::within;
-use futures::StreamExt;
 use sfstream::auth::AccessToken;
 use sfstream::emulator::Emulator;
-use sfstream::{Client, ClientBuilder, ErrorKind};
+use sfstream::{Client, ClientBuilder, Error, ErrorKind};
 
-/// Subscribes, receives one event over TLS and disconnects.
-async fn one_event(builder: ClientBuilder, emu: &Emulator) {
-    let client = builder
+/// The emulator behind a TLS terminator with the test certificate, and that front's https URL.
+async fn emulator_behind_tls() -> (Emulator, String) {
+    let emu = Emulator::start().await.unwrap();
+    let url = front(emu.local_addr(), true).await.url(true);
+    (emu, url)
+}
+
+/// Subscribes, receives events in order over TLS and disconnects.
+async fn events_over_tls(builder: ClientBuilder, emu: &Emulator) {
+    session(builder, emu).await;
+    assert_eq!(emu.stats().disconnects, 1);
+    assert_eq!(emu.stats().cookie_failures, 0);
+}
+
+/// `connect()` fails, and the error names the certificate.
+async fn refused_certificate(builder: ClientBuilder, emu: &Emulator) -> Error {
+    let e = builder
         .api_version(emu.api_version())
         .connect()
         .await
-        .unwrap();
-    let mut sub = client.subscribe("/event/Order__e").await.unwrap();
-    emu.publish("/event/Order__e", serde_json::json!({"over": "tls"}));
-    let event = sub.next().await.unwrap().unwrap();
-    assert_eq!(event.replay_id(), Some(1));
-    client.close().await.unwrap();
-    assert_eq!(emu.stats().disconnects, 1);
-    assert_eq!(emu.stats().cookie_failures, 0);
+        .unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    e
 }
 
 #[tokio::test]
 async fn streams_over_https_with_a_custom_root() {
     within("https", async {
-        let emu = Emulator::start().await.unwrap();
-        let front = front(emu.local_addr(), true).await;
-        let url = front.url(true).parse().unwrap();
+        let (emu, front) = emulator_behind_tls().await;
+        let url = front.parse().unwrap();
         let builder = Client::builder(AccessToken::new(emu.issue_token(), url))
             .tls_config(trusting_the_test_ca());
-        one_event(builder, &emu).await;
+        events_over_tls(builder, &emu).await;
     })
     .await;
 }
@@ -42,13 +50,11 @@ async fn streams_over_https_with_a_custom_root() {
 #[tokio::test]
 async fn the_builders_tls_config_reaches_the_token_request() {
     within("tls config for login", async {
-        let emu = Emulator::start().await.unwrap();
-        let front = front(emu.local_addr(), true).await;
+        let (emu, front) = emulator_behind_tls().await;
         // Set on the builder only: before, the token request trusted the webpki roots alone
         // and failed on the test certificate.
-        let builder =
-            Client::builder(password_at(&emu, &front.url(true))).tls_config(trusting_the_test_ca());
-        one_event(builder, &emu).await;
+        let builder = Client::builder(password_at(&emu, &front)).tls_config(trusting_the_test_ca());
+        events_over_tls(builder, &emu).await;
         assert_eq!(emu.stats().token_requests, 1);
     })
     .await;
@@ -57,11 +63,10 @@ async fn the_builders_tls_config_reaches_the_token_request() {
 #[tokio::test]
 async fn extra_roots_from_a_pem_file_serve_login_and_streaming() {
     within("pem roots", async {
-        let emu = Emulator::start().await.unwrap();
-        let front = front(emu.local_addr(), true).await;
-        let builder = Client::builder(password_at(&emu, &front.url(true)))
-            .add_root_certificates_pem(ca_path());
-        one_event(builder, &emu).await;
+        let (emu, front) = emulator_behind_tls().await;
+        let builder =
+            Client::builder(password_at(&emu, &front)).add_root_certificates_pem(ca_path());
+        events_over_tls(builder, &emu).await;
         assert_eq!(emu.stats().token_requests, 1);
     })
     .await;
@@ -70,9 +75,8 @@ async fn extra_roots_from_a_pem_file_serve_login_and_streaming() {
 #[tokio::test]
 async fn the_authenticators_own_tls_config_wins_over_the_builders() {
     within("own tls wins", async {
-        let emu = Emulator::start().await.unwrap();
-        let front = front(emu.local_addr(), true).await;
-        let mut auth = password_at(&emu, &front.url(true));
+        let (emu, front) = emulator_behind_tls().await;
+        let mut auth = password_at(&emu, &front);
         // The authenticator trusts the public roots only: its login must fail even though the
         // builder trusts the test CA.
         let public_only = rustls::ClientConfig::builder_with_provider(common::front::provider())
@@ -83,14 +87,9 @@ async fn the_authenticators_own_tls_config_wins_over_the_builders() {
             })
             .with_no_client_auth();
         auth.inner = auth.inner.tls_config(public_only);
-        let e = Client::builder(auth)
-            .add_root_certificates_pem(ca_path())
-            .api_version(emu.api_version())
-            .connect()
-            .await
-            .unwrap_err();
+        let builder = Client::builder(auth).add_root_certificates_pem(ca_path());
+        let e = refused_certificate(builder, &emu).await;
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
-        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
         assert_eq!(emu.stats().token_requests, 0);
     })
     .await;
@@ -116,17 +115,12 @@ async fn root_certificate_files_must_hold_certificates() {
 #[tokio::test]
 async fn an_untrusted_certificate_is_a_transport_error() {
     within("untrusted", async {
-        let emu = Emulator::start().await.unwrap();
-        let front = front(emu.local_addr(), true).await;
-        let url = front.url(true).parse().unwrap();
+        let (emu, front) = emulator_behind_tls().await;
+        let url = front.parse().unwrap();
         // The default configuration trusts the public web roots (and the platform's) only.
-        let e = Client::builder(AccessToken::new(emu.issue_token(), url))
-            .api_version(emu.api_version())
-            .connect()
-            .await
-            .unwrap_err();
+        let builder = Client::builder(AccessToken::new(emu.issue_token(), url));
+        let e = refused_certificate(builder, &emu).await;
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
-        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
         assert_eq!(emu.stats().handshakes, 0);
     })
     .await;
@@ -138,28 +132,17 @@ async fn an_untrusted_certificate_is_a_transport_error() {
 #[tokio::test]
 async fn an_untrusted_certificate_fails_connect_at_once_not_after_connection_timeout() {
     within("untrusted, no retries", async {
-        let emu = Emulator::start().await.unwrap();
-        let front = front(emu.local_addr(), true).await;
+        let (emu, front) = emulator_behind_tls().await;
         let an_hour = Some(std::time::Duration::from_secs(3600));
         // The handshake is the first request.
-        let url = front.url(true).parse().unwrap();
-        let e = Client::builder(AccessToken::new(emu.issue_token(), url))
-            .api_version(emu.api_version())
-            .connection_timeout(an_hour)
-            .connect()
-            .await
-            .unwrap_err();
+        let url = front.parse().unwrap();
+        let builder = Client::builder(AccessToken::new(emu.issue_token(), url));
+        let e = refused_certificate(builder.connection_timeout(an_hour), &emu).await;
         assert!(!e.is_transient(), "{e}");
-        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
         // The token request is the first request.
-        let e = Client::builder(password_at(&emu, &front.url(true)))
-            .api_version(emu.api_version())
-            .connection_timeout(an_hour)
-            .connect()
-            .await
-            .unwrap_err();
+        let builder = Client::builder(password_at(&emu, &front));
+        let e = refused_certificate(builder.connection_timeout(an_hour), &emu).await;
         assert!(!e.is_transient(), "{e}");
-        assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
         assert_eq!(emu.stats().handshakes, 0);
     })
     .await;
