@@ -696,43 +696,50 @@ impl sfstream::replay::ReplayStorage for Flaky {
     }
 }
 
+/// One event on each of `channels`, acked together so that their markers go to `storage` in
+/// one batch, whose first write goes wrong; after `close()` every channel's marker is stored.
+async fn a_batch_of_markers_survives_a_bad_write(storage: Flaky, channels: &[&str]) {
+    let emu = Emulator::start().await.unwrap();
+    for ch in channels {
+        emu.publish(ch, json!({}));
+    }
+    let client = stored(&emu, storage.clone())
+        .commit_policy(CommitPolicy::Manual)
+        .connect()
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut subs = Vec::new();
+    for ch in channels {
+        let mut s = client.subscribe(*ch).await.unwrap();
+        events.push(s.next().await.unwrap().unwrap());
+        subs.push(s);
+    }
+    for e in &events {
+        e.ack();
+    }
+    client.close().await.unwrap();
+    let map = storage.inner.map().lock().unwrap().clone();
+    for ch in channels {
+        assert_eq!(
+            map.get(*ch).map(|m| m.replay_id),
+            Some(1),
+            "{ch} lost: {map:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_failed_write_keeps_every_pending_marker_for_the_next_try() {
-    within("failing storage", async {
-        let emu = Emulator::start().await.unwrap();
-        let channels = ["/event/A__e", "/event/B__e", "/event/C__e"];
-        for ch in channels {
-            emu.publish(ch, json!({}));
-        }
-        let storage = Flaky::default();
-        storage
-            .fail_next
-            .store(1, std::sync::atomic::Ordering::SeqCst);
-        let client = stored(&emu, storage.clone())
-            .commit_policy(CommitPolicy::Manual)
-            .connect()
-            .await
-            .unwrap();
-        let mut events = Vec::new();
-        let mut subs = Vec::new();
-        for ch in channels {
-            let mut s = client.subscribe(ch).await.unwrap();
-            events.push(s.next().await.unwrap().unwrap());
-            subs.push(s);
-        }
-        for e in &events {
-            e.ack();
-        }
-        client.close().await.unwrap();
-        let map = storage.inner.map().lock().unwrap().clone();
-        for ch in channels {
-            assert_eq!(
-                map.get(ch).map(|m| m.replay_id),
-                Some(1),
-                "{ch} lost: {map:?}"
-            );
-        }
-    })
+    let storage = Flaky::default();
+    storage
+        .fail_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let channels = ["/event/A__e", "/event/B__e", "/event/C__e"];
+    within(
+        "failing storage",
+        a_batch_of_markers_survives_a_bad_write(storage, &channels),
+    )
     .await;
 }
 
@@ -757,42 +764,15 @@ async fn close_returns_and_reports_a_storage_that_panics() {
 
 #[tokio::test]
 async fn a_storage_that_panics_once_loses_no_marker_of_the_batch() {
-    within("storage panics once", async {
-        let emu = Emulator::start().await.unwrap();
-        let channels = ["/event/A__e", "/event/B__e"];
-        for ch in channels {
-            emu.publish(ch, json!({}));
-        }
-        let storage = Flaky::default();
-        storage
-            .panic_next
-            .store(1, std::sync::atomic::Ordering::SeqCst);
-        let client = stored(&emu, storage.clone())
-            .commit_policy(CommitPolicy::Manual)
-            .connect()
-            .await
-            .unwrap();
-        let mut events = Vec::new();
-        let mut subs = Vec::new();
-        for ch in channels {
-            let mut s = client.subscribe(ch).await.unwrap();
-            events.push(s.next().await.unwrap().unwrap());
-            subs.push(s);
-        }
-        // One batch with both markers; the first write panics.
-        for e in &events {
-            e.ack();
-        }
-        client.close().await.unwrap();
-        let map = storage.inner.map().lock().unwrap().clone();
-        for ch in channels {
-            assert_eq!(
-                map.get(ch).map(|m| m.replay_id),
-                Some(1),
-                "{ch} lost: {map:?}"
-            );
-        }
-    })
+    let storage = Flaky::default();
+    storage
+        .panic_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let channels = ["/event/A__e", "/event/B__e"];
+    within(
+        "storage panics once",
+        a_batch_of_markers_survives_a_bad_write(storage, &channels),
+    )
     .await;
 }
 
