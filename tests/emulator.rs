@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
@@ -218,6 +219,20 @@ impl Bayeux {
     /// A connect the emulator may hold.
     async fn connect(&self) -> Resp {
         self.post(self.connect_msg(false)).await
+    }
+
+    /// [`connect`](Self::connect) on a task of its own.
+    fn spawn_connect(self: &Arc<Self>) -> JoinHandle<Resp> {
+        let b = self.clone();
+        tokio::spawn(async move { b.connect().await })
+    }
+
+    /// [`spawn_connect`](Self::spawn_connect), once the emulator holds it (its only held
+    /// connect).
+    async fn held_connect(self: &Arc<Self>, emu: &Emulator) -> JoinHandle<Resp> {
+        let held = self.spawn_connect();
+        emu.wait_until(|s| s.held_connects == 1).await;
+        held
     }
 
     async fn subscribe(&self, channel: &str, replay: Option<Value>) -> Resp {
@@ -458,11 +473,7 @@ async fn a_held_connect_is_released_by_a_publish() {
     within(async {
         let emu = Emulator::start().await.unwrap();
         let b = Bayeux::subscribed(&emu, "/event/Order_Placed__e", -1).await;
-        let held = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = b.held_connect(&emu).await;
         let id = emu.publish(
             "/event/Order_Placed__e",
             json!({"Order_Number__c": "ORD-1"}),
@@ -485,16 +496,10 @@ async fn held_connects_are_superseded_and_time_out() {
     within(async {
         let emu = Emulator::start().await.unwrap();
         let b = Bayeux::session(&emu).await;
-        let first = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
+        let first = b.spawn_connect();
         emu.wait_until(|s| s.held_connects == 1 && s.connects == 2)
             .await;
-        let second = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
+        let second = b.spawn_connect();
         // The older connect is answered, successful and empty, as soon as the new one arrives.
         let r = first.await.unwrap();
         assert_eq!(r.msgs().len(), 1);
@@ -956,11 +961,7 @@ async fn forgotten_and_expired_sessions_are_unknown_clients() {
         let emu = Emulator::start().await.unwrap();
         let b = Bayeux::subscribed(&emu, "/u/S", -1).await;
         let idle = Bayeux::session(&emu).await;
-        let held = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = b.held_connect(&emu).await;
         emu.forget_sessions();
         let reply = held.await.unwrap().reply("/meta/connect");
         assert_eq!(reply["error"], "403::Unknown client");
@@ -995,11 +996,7 @@ async fn forgotten_and_expired_sessions_are_unknown_clients() {
         );
         // A session with a held connect does not expire.
         let h = Bayeux::session(&emu).await;
-        let held = tokio::spawn({
-            let h = h.clone();
-            async move { h.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = h.held_connect(&emu).await;
         emu.advance_clock(Duration::from_secs(100));
         assert_eq!(emu.stats().sessions, 1);
         emu.advance_clock(Duration::from_secs(11));
@@ -1017,11 +1014,7 @@ async fn server_disconnect_answers_held_connects_like_emp_15() {
     within(async {
         let emu = Emulator::start().await.unwrap();
         let b = Bayeux::session(&emu).await;
-        let held = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = b.held_connect(&emu).await;
         emu.disconnect_sessions();
         let msgs = held.await.unwrap().msgs();
         let vector = vectors()["server_disconnect_then_unknown_client"].clone();
@@ -1057,11 +1050,7 @@ async fn client_unsubscribe_and_disconnect() {
             "nothing is delivered after an unsubscribe"
         );
 
-        let held = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = b.held_connect(&emu).await;
         let r = b.disconnect().await.reply("/meta/disconnect");
         assert_eq!(r["successful"], true);
         let reply = held.await.unwrap().reply("/meta/connect");
@@ -1085,11 +1074,7 @@ async fn revoked_and_missing_tokens() {
     within(async {
         let emu = Emulator::start().await.unwrap();
         let b = Bayeux::session(&emu).await;
-        let held = tokio::spawn({
-            let b = b.clone();
-            async move { b.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = b.held_connect(&emu).await;
         emu.revoke_tokens();
         let r = held.await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
@@ -1888,11 +1873,7 @@ async fn every_salesforce_vector_is_emulated_or_listed() {
         let r = b.poll().await.reply("/meta/connect");
         produced.insert("unknown_client_without_client_id", r);
         let d = Bayeux::session(&emu).await;
-        let held = tokio::spawn({
-            let d = d.clone();
-            async move { d.connect().await }
-        });
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let held = d.held_connect(&emu).await;
         emu.disconnect_sessions();
         produced.insert("server_disconnect_then_unknown_client", Value::Array(held.await.unwrap().msgs()));
         let c = Bayeux::session(&emu).await;
