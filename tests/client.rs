@@ -39,6 +39,29 @@ async fn next_id(sub: &mut Subscription) -> i64 {
     sub.next().await.unwrap().unwrap().replay_id().unwrap()
 }
 
+/// Makes the connect after the held one meet `fault`, and returns the failure the client
+/// reports for it. The held connect is answered with event `id`; the client goes on and
+/// delivers event `id + 1` after the failure.
+async fn failure_of_the_next_connect(
+    emu: &Emulator,
+    client: &Client,
+    sub: &mut Subscription,
+    fault: Fault,
+    id: i64,
+) -> sfstream::Error {
+    let mut updates = client.state_updates();
+    emu.wait_until(|s| s.held_connects == 1).await;
+    emu.inject(fault);
+    // Wake the held connect so the next one meets the fault.
+    emu.publish("/event/A__e", json!({}));
+    assert_eq!(next_id(sub).await, id);
+    let error = next_failure(&mut updates).await;
+    // And the client keeps going.
+    emu.publish("/event/A__e", json!({}));
+    assert_eq!(next_id(sub).await, id + 1);
+    error
+}
+
 /// Waits until the client reports `pred` (no sleeping: state changes are pushed).
 async fn wait_state(client: &Client, pred: impl Fn(&ConnectionState) -> bool) {
     let mut updates = client.state_updates();
@@ -261,37 +284,23 @@ async fn malformed_connect_responses_are_survived() {
         let emu = emulator(Emulator::builder()).await;
         let client = quick(&emu).connect().await.unwrap();
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
-        let faults = [
-            Fault::on(Target::Connect).html(),
-            Fault::on(Target::Connect).truncated(),
-            Fault::on(Target::Connect).object(),
-            Fault::on(Target::Connect).wrong_types(),
-            Fault::on(Target::Connect).status(503, "Service Unavailable"),
-            Fault::on(Target::Connect).close(),
+        let connect = || Fault::on(Target::Connect);
+        let cases = [
+            (connect().html(), ErrorKind::Protocol),
+            (connect().truncated(), ErrorKind::Protocol),
+            (connect().object(), ErrorKind::Protocol),
+            (connect().wrong_types(), ErrorKind::Protocol),
+            (
+                connect().status(503, "Service Unavailable"),
+                ErrorKind::Transport,
+            ),
+            (connect().close(), ErrorKind::Transport),
         ];
-        let kinds = [
-            ErrorKind::Protocol,
-            ErrorKind::Protocol,
-            ErrorKind::Protocol,
-            ErrorKind::Protocol,
-            ErrorKind::Transport,
-            ErrorKind::Transport,
-        ];
-        let mut id = 0;
-        for (fault, kind) in faults.into_iter().zip(kinds) {
-            let mut updates = client.state_updates();
-            emu.wait_until(|s| s.held_connects == 1).await;
-            emu.inject(fault);
-            // Wake the held connect so the next one meets the fault.
-            emu.publish("/event/A__e", json!({}));
-            id += 1;
-            assert_eq!(next_id(&mut sub).await, id);
-            let error = next_failure(&mut updates).await;
+        let mut id = 1;
+        for (fault, kind) in cases {
+            let error = failure_of_the_next_connect(&emu, &client, &mut sub, fault, id).await;
             assert_eq!(error.kind(), kind, "{error}");
-            // And the client keeps going.
-            emu.publish("/event/A__e", json!({}));
-            id += 1;
-            assert_eq!(next_id(&mut sub).await, id);
+            id += 2;
         }
     })
     .await;
@@ -335,21 +344,12 @@ async fn an_oversized_response_is_a_protocol_error_not_a_crash() {
             .await
             .unwrap();
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
-        let mut updates = client.state_updates();
-        emu.wait_until(|s| s.held_connects == 1).await;
         let pad = "x".repeat(32 * 1024);
-        emu.inject(
-            Fault::on(Target::Connect).body(
-                json!([{"channel": "/meta/connect", "successful": true, "ext": {"pad": pad}}]),
-            ),
-        );
-        emu.publish("/event/A__e", json!({}));
-        assert_eq!(next_id(&mut sub).await, 1);
-        let error = next_failure(&mut updates).await;
+        let oversized = Fault::on(Target::Connect)
+            .body(json!([{"channel": "/meta/connect", "successful": true, "ext": {"pad": pad}}]));
+        let error = failure_of_the_next_connect(&emu, &client, &mut sub, oversized, 1).await;
         assert_eq!(error.kind(), ErrorKind::Protocol);
         assert!(error.to_string().contains("16384 byte cap"), "{error}");
-        emu.publish("/event/A__e", json!({}));
-        assert_eq!(next_id(&mut sub).await, 2);
     })
     .await;
 }
@@ -512,15 +512,9 @@ async fn duration_max_settings_saturate_instead_of_killing_the_task() {
             .await
             .unwrap();
         let mut sub = client.subscribe("/event/A__e").await.unwrap();
-        let mut updates = client.state_updates();
-        emu.wait_until(|s| s.held_connects == 1).await;
-        emu.inject(Fault::on(Target::Connect).status(503, "Service Unavailable"));
-        emu.publish("/event/A__e", json!({}));
-        assert_eq!(next_id(&mut sub).await, 1);
-        let error = next_failure(&mut updates).await;
+        let unavailable = Fault::on(Target::Connect).status(503, "Service Unavailable");
+        let error = failure_of_the_next_connect(&emu, &client, &mut sub, unavailable, 1).await;
         assert_eq!(error.status(), Some(503), "{error}");
-        emu.publish("/event/A__e", json!({}));
-        assert_eq!(next_id(&mut sub).await, 2);
         assert!(!client.closed());
         client.close().await.unwrap();
 
@@ -674,6 +668,23 @@ async fn stale_cookie(
     (x, first, y)
 }
 
+/// The stale cookie was refused, and cost exactly one new handshake.
+fn assert_one_handshake_for_the_stale_cookie(emu: &Emulator) {
+    let stats = emu.stats();
+    assert!(stats.cookie_failures >= 1, "{stats:?}");
+    assert_eq!(stats.handshakes, 2, "{stats:?}");
+}
+
+/// A new event on each of `/event/X__e` and `/event/Y__e` reaches its subscription.
+async fn both_stream_on(emu: &Emulator, x: &mut Subscription, y: &mut Subscription) {
+    let (a, b) = (
+        emu.publish("/event/X__e", json!({"n": 1})),
+        emu.publish("/event/Y__e", json!({"n": 2})),
+    );
+    assert_eq!(next_id(x).await, a);
+    assert_eq!(next_id(y).await, b);
+}
+
 #[tokio::test]
 async fn a_subscribe_refused_for_a_stale_cookie_handshakes_again_with_a_cleared_jar() {
     within("stale cookie on subscribe", async {
@@ -683,16 +694,9 @@ async fn a_subscribe_refused_for_a_stale_cookie_handshakes_again_with_a_cleared_
         // The retried subscribe carries the stale cookie: HTTP 400 `no BAYEUX_BROWSER cookie
         // present`, which only a new handshake (with new cookies) gets past.
         let mut y = y.await.unwrap().expect("subscribe after a stale cookie");
-        let stats = emu.stats();
-        assert!(stats.cookie_failures >= 1, "{stats:?}");
-        assert_eq!(stats.handshakes, 2, "{stats:?}");
+        assert_one_handshake_for_the_stale_cookie(&emu);
         assert_eq!(next_id(&mut x).await, first);
-        let (a, b) = (
-            emu.publish("/event/X__e", json!({"n": 1})),
-            emu.publish("/event/Y__e", json!({"n": 2})),
-        );
-        assert_eq!(next_id(&mut x).await, a);
-        assert_eq!(next_id(&mut y).await, b);
+        both_stream_on(&emu, &mut x, &mut y).await;
     })
     .await;
 }
@@ -714,15 +718,8 @@ async fn a_connect_refused_for_a_stale_cookie_handshakes_again_with_a_cleared_ja
         // Room again: the connect goes out with the stale cookie and gets HTTP 400.
         assert_eq!(next_id(&mut x).await, first);
         let mut y = y.await.unwrap().expect("subscribe after a stale cookie");
-        let stats = emu.stats();
-        assert!(stats.cookie_failures >= 1, "{stats:?}");
-        assert_eq!(stats.handshakes, 2, "{stats:?}");
-        let (a, b) = (
-            emu.publish("/event/X__e", json!({"n": 1})),
-            emu.publish("/event/Y__e", json!({"n": 2})),
-        );
-        assert_eq!(next_id(&mut x).await, a);
-        assert_eq!(next_id(&mut y).await, b);
+        assert_one_handshake_for_the_stale_cookie(&emu);
+        both_stream_on(&emu, &mut x, &mut y).await;
     })
     .await;
 }
