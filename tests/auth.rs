@@ -69,6 +69,15 @@ async fn subscribe_and_receive(emu: &Emulator, client: &Client) -> Subscription 
     sub
 }
 
+/// Connects with `builder`, then [`subscribe_and_receive`]; returns once the emulator holds
+/// the client's long poll.
+async fn streaming_and_held(emu: &Emulator, builder: ClientBuilder) -> (Client, Subscription) {
+    let client = builder.connect().await.unwrap();
+    let sub = subscribe_and_receive(emu, &client).await;
+    emu.wait_until(|s| s.held_connects == 1).await;
+    (client, sub)
+}
+
 /// Publish one more event and read it (skipping nothing: the next item must be that event).
 async fn next_event_arrives(emu: &Emulator, sub: &mut Subscription) {
     let id = emu.publish(CHANNEL, json!({"Order_Number__c": "ORD-next"}));
@@ -264,12 +273,8 @@ async fn access_token_flow_end_to_end_and_it_cannot_refresh() {
     within("access token flow", async {
         let emu = emulator().await;
         let url: Url = emu.instance_url().parse().unwrap();
-        let client = quick(Client::access_token(emu.issue_token(), url))
-            .connect()
-            .await
-            .unwrap();
-        let mut sub = subscribe_and_receive(&emu, &client).await;
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let (client, mut sub) =
+            streaming_and_held(&emu, quick(Client::access_token(emu.issue_token(), url))).await;
         emu.revoke_tokens();
         let e = sub.next().await.unwrap().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
@@ -540,12 +545,8 @@ async fn network_failures_are_transport_errors() {
 async fn a_token_revoked_mid_stream_is_refreshed_once_and_the_stream_goes_on() {
     within("revoked token", async {
         let emu = emulator().await;
-        let client = Client::builder(password_auth(&emu))
-            .connect()
-            .await
-            .unwrap();
-        let mut sub = subscribe_and_receive(&emu, &client).await;
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let (client, mut sub) =
+            streaming_and_held(&emu, Client::builder(password_auth(&emu))).await;
         emu.revoke_tokens();
         // The held connect is answered `401::Authentication invalid`; the auth layer logs in
         // again and retries the connect on the same session (the emulator keeps sessions for a
@@ -564,12 +565,8 @@ async fn a_token_revoked_mid_stream_is_refreshed_once_and_the_stream_goes_on() {
 async fn a_revoked_session_means_one_refresh_a_rehandshake_and_a_resubscribe() {
     within("revoked session", async {
         let emu = emulator().await;
-        let client = Client::builder(password_auth(&emu))
-            .connect()
-            .await
-            .unwrap();
-        let mut sub = subscribe_and_receive(&emu, &client).await;
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let (client, mut sub) =
+            streaming_and_held(&emu, Client::builder(password_auth(&emu))).await;
         emu.revoke_sessions();
         // 401 on the held connect -> one login -> the retried connect meets `403::Unknown
         // client` -> handshake with the new token -> resubscribe.
@@ -614,12 +611,8 @@ async fn unknown_client_rehandshakes_with_the_same_token_and_never_logs_in() {
 async fn a_failed_refresh_is_reported_without_secrets_and_the_client_recovers() {
     within("failed refresh", async {
         let emu = emulator().await;
-        let client = quick(Client::builder(password_auth(&emu)))
-            .connect()
-            .await
-            .unwrap();
-        let mut sub = subscribe_and_receive(&emu, &client).await;
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let (client, mut sub) =
+            streaming_and_held(&emu, quick(Client::builder(password_auth(&emu)))).await;
         emu.inject(Fault::on(Target::Token).status(
             400,
             r#"{"error":"invalid_grant","error_description":"authentication failure"}"#,
@@ -987,9 +980,7 @@ async fn no_secret_in_log_lines() {
             RefreshTokenAuthenticator::new(CLIENT_ID, CLIENT_SECRET, refresh.as_str())
                 .login_url(login_url(&emu)),
         );
-        let client = Client::builder(auth).connect().await.unwrap();
-        let mut sub = subscribe_and_receive(&emu, &client).await;
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let (client, mut sub) = streaming_and_held(&emu, Client::builder(auth)).await;
         emu.revoke_tokens();
         next_event_arrives(&emu, &mut sub).await;
         client.close().await.unwrap();
@@ -1304,12 +1295,8 @@ async fn a_refused_ready_token_stops_the_client_instead_of_retrying_forever() {
     within("refused ready token", async {
         let emu = emulator().await;
         let url: Url = emu.instance_url().parse().unwrap();
-        let client = quick(Client::access_token(emu.issue_token(), url))
-            .connect()
-            .await
-            .unwrap();
-        let mut sub = subscribe_and_receive(&emu, &client).await;
-        emu.wait_until(|s| s.held_connects == 1).await;
+        let (client, mut sub) =
+            streaming_and_held(&emu, quick(Client::access_token(emu.issue_token(), url))).await;
         // The held connect gets `401::Authentication invalid`, the rehandshake
         // `403::Handshake denied` with advice `none`: the token cannot be refreshed.
         emu.revoke_tokens();
