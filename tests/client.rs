@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::within;
+use common::{wait_state, within};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -60,17 +60,6 @@ async fn failure_of_the_next_connect(
     emu.publish("/event/A__e", json!({}));
     assert_eq!(next_id(sub).await, id + 1);
     error
-}
-
-/// Waits until the client reports `pred` (no sleeping: state changes are pushed).
-async fn wait_state(client: &Client, pred: impl Fn(&ConnectionState) -> bool) {
-    let mut updates = client.state_updates();
-    while let Some(s) = updates.next().await {
-        if pred(&s) {
-            return;
-        }
-    }
-    panic!("client closed before reaching the state");
 }
 
 #[tokio::test]

@@ -236,13 +236,7 @@ async fn pipeline_stops_on_sigint_after_writing_and_storing_everything_it_took()
             assert!(line.starts_with("batch of "), "{line}");
             batches.push(line);
         }
-        let pid = child.id().unwrap().to_string();
-        // The shell's builtin `kill`: no dependency on procps.
-        let killed = std::process::Command::new("sh")
-            .args(["-c", &format!("kill -INT {pid}")])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        common::interrupt(&child);
         let mut last = String::new();
         while let Some(line) = lines.next_line().await.unwrap() {
             last = line;

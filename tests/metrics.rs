@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::within;
+use common::{http_get, serving_example, within};
 use futures::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::json;
@@ -136,30 +136,14 @@ fn a_scripted_session_is_counted() {
 
 #[test]
 fn the_metrics_example_serves_prometheus_text() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(within("metrics example", async {
-        let mut child = tokio::process::Command::new(common::example_binary("metrics"))
-            .args(["--requests", "1"])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().expect("a first line");
-        let addr = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_owned();
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let (mut child, addr) = serving_example("metrics", 1).await;
+        let (status, response) = http_get(&addr, "/metrics").await;
+        assert_eq!(status, 200, "{response}");
         assert!(
             response
                 .contains("sfstream_events_delivered_total{channel=\"/event/Order_Placed__e\"} 3"),

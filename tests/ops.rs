@@ -4,7 +4,7 @@
 mod common;
 
 use common::mock::{client_builder, open_with, subscribe};
-use common::{within, within_virtual};
+use common::{http_get, serving_example, within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -197,41 +197,10 @@ async fn health_survives_a_failed_connect_and_turns_unhealthy_after_the_threshol
 }
 
 /// One plain HTTP/1.1 GET over loopback: (status, body).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {response}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn the_health_example_serves_kubernetes_probes() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     within("health example", async {
-        let mut child = tokio::process::Command::new(common::example_binary("health"))
-            .args(["--requests", "4"])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().expect("a first line");
-        let addr = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_owned();
+        let (mut child, addr) = serving_example("health", 4).await;
         assert_eq!(http_get(&addr, "/livez").await, (200, "ok\n".to_owned()));
         assert_eq!(http_get(&addr, "/readyz").await, (200, "ok\n".to_owned()));
         let (status, body) = http_get(&addr, "/health").await;

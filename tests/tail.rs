@@ -202,13 +202,7 @@ async fn ctrl_c_closes_cleanly_with_a_disconnect() {
         let line = lines.next_line().await.unwrap().unwrap();
         assert!(line.contains("\"replayId\":1"), "{line}");
         // Ctrl-C.
-        let pid = child.id().unwrap().to_string();
-        // The shell's builtin `kill`: no dependency on procps.
-        let killed = std::process::Command::new("sh")
-            .args(["-c", &format!("kill -INT {pid}")])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        common::interrupt(&child);
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{status:?}");
         assert_eq!(emu.stats().disconnects, 1, "a /meta/disconnect was sent");

@@ -4,21 +4,17 @@
 
 mod common;
 
-use common::within;
+use common::{wait_state, within};
 use futures::StreamExt;
 use serde_json::json;
+use sfstream::ConnectionState;
 use sfstream::emulator::Emulator;
-use sfstream::{Client, ConnectionState};
+use std::time::Duration;
 
-/// Waits until the client reports `pred` (state changes are pushed, no sleeping).
-async fn wait_state(client: &Client, pred: impl Fn(&ConnectionState) -> bool) {
-    let mut updates = client.state_updates();
-    while let Some(s) = updates.next().await {
-        if pred(&s) {
-            return;
-        }
-    }
-    panic!("client closed before reaching the state");
+/// A client that retries within milliseconds, for tests that provoke failures.
+fn quick(emu: &Emulator) -> sfstream::ClientBuilder {
+    emu.client_builder()
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
 #[tokio::test]
@@ -53,15 +49,7 @@ async fn a_stalled_event_bus_ends_in_a_replay_error_the_stream_reports() {
     // delivered replay id, which has aged out.
     within("backlog", async {
         let emu = Emulator::start().await.unwrap();
-        let client = emu
-            .client_builder()
-            .backoff(
-                std::time::Duration::from_millis(10),
-                std::time::Duration::from_millis(50),
-            )
-            .connect()
-            .await
-            .unwrap();
+        let client = quick(&emu).connect().await.unwrap();
         let mut sub = client.subscribe("/event/X__e").await.unwrap();
         emu.publish("/event/X__e", json!({}));
         assert_eq!(sub.next().await.unwrap().unwrap().replay_id(), Some(1));
@@ -84,15 +72,7 @@ async fn a_daily_limit_on_connect_is_retried_until_a_new_day() {
             .start()
             .await
             .unwrap();
-        let client = emu
-            .client_builder()
-            .backoff(
-                std::time::Duration::from_millis(10),
-                std::time::Duration::from_millis(50),
-            )
-            .connect()
-            .await
-            .unwrap();
+        let client = quick(&emu).connect().await.unwrap();
         let mut sub = client.subscribe("/event/X__e").await.unwrap();
         emu.publish("/event/X__e", json!({}));
         emu.publish("/event/X__e", json!({}));

@@ -40,3 +40,69 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     );
     bin
 }
+
+/// Starts example `name` with `--requests N` (it answers N HTTP requests, then exits); returns
+/// it and the address its first line says it listens on. The rest of its output is drained.
+pub async fn serving_example(name: &str, requests: u32) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(example_binary(name))
+        .args(["--requests", &requests.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("a first line");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// One `GET path` on a connection of its own: the status and the body.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits until `client` reports a state matching `pred` (state changes are pushed: no sleeping).
+pub async fn wait_state(
+    client: &sfstream::Client,
+    pred: impl Fn(&sfstream::ConnectionState) -> bool,
+) {
+    use futures::StreamExt;
+    let mut updates = client.state_updates();
+    while let Some(s) = updates.next().await {
+        if pred(&s) {
+            return;
+        }
+    }
+    panic!("client closed before reaching the state");
+}
+
+/// Sends SIGINT (Ctrl-C) to `child`, through the shell's builtin `kill`: no dependency on
+/// procps, no unsafe code.
+pub fn interrupt(child: &tokio::process::Child) {
+    let pid = child.id().expect("a running child");
+    let killed = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
