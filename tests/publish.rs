@@ -19,6 +19,15 @@ fn token_client(emu: &Emulator) -> Client {
         .unwrap()
 }
 
+/// Publishes one `A__e` event over REST; whether Salesforce accepted it.
+async fn accepted(client: &Client) -> bool {
+    client
+        .publish_event("A__e", &json!({}))
+        .await
+        .unwrap()
+        .success
+}
+
 #[tokio::test]
 async fn a_platform_event_published_over_rest_reaches_subscribers_with_its_replay_id() {
     within("publish_event", async {
@@ -164,22 +173,10 @@ async fn rest_publishing_logs_in_again_after_a_revoked_token() {
         let emu = Emulator::start().await.unwrap();
         // Never opened: publishing needs no streaming connection.
         let client = emu.client_builder().build().unwrap();
-        assert!(
-            client
-                .publish_event("A__e", &json!({}))
-                .await
-                .unwrap()
-                .success
-        );
+        assert!(accepted(&client).await);
         assert_eq!(emu.stats().token_requests, 1);
         emu.revoke_tokens();
-        assert!(
-            client
-                .publish_event("A__e", &json!({}))
-                .await
-                .unwrap()
-                .success
-        );
+        assert!(accepted(&client).await);
         assert_eq!(emu.stats().token_requests, 2);
 
         // A ready token cannot be refreshed: the second 401 is an authentication error.
@@ -231,13 +228,7 @@ async fn rest_failures_are_typed_and_a_401_is_refreshed_once() {
             401,
             r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#,
         ));
-        assert!(
-            client
-                .publish_event("A__e", &json!({}))
-                .await
-                .unwrap()
-                .success
-        );
+        assert!(accepted(&client).await);
         assert_eq!(emu.stats().token_requests, logins + 1);
     })
     .await
