@@ -25,6 +25,7 @@
 # clients alike; the table shows the median over rounds. The server's own CPU is not counted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/side_by_side/server.sh
 
 EVENTS=${1:-100000}
 ROUNDS=${2:-3}
@@ -33,39 +34,9 @@ if [ "$EVENTS" -lt 2 ] || [ "$ROUNDS" -lt 1 ]; then
     echo "usage: run.sh [EVENTS>=2] [ROUNDS>=1]" >&2
     exit 2
 fi
-for tool in node curl /usr/bin/time; do
-    command -v "$tool" >/dev/null || { echo "run.sh needs $tool" >&2; exit 2; }
-done
-[ -d tests/interop/node_modules/cometd ] || { echo "run: npm ci --prefix tests/interop" >&2; exit 2; }
-
-if [ "$PROFILE" = release ]; then
-    cargo build --quiet --release --example sfstream_count
-else
-    # --all-features: the features `cargo test --all-features` built with, so CI rebuilds nothing.
-    cargo build --quiet --all-features --example sfstream_count
-fi
-TARGET=${CARGO_TARGET_DIR:-target}
-SFSTREAM="$TARGET/$PROFILE/examples/sfstream_count"
-
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-INTEROP_IGNORE_STDIN=1 node tests/interop/cometd-server.js >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-PORT=
-for _ in $(seq 200); do
-    PORT=$(sed -n 's/^{"port":\([0-9]*\)}$/\1/p' "$WORK/server.out")
-    [ -n "$PORT" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; exit 1; }
-    sleep 0.05
-done
-[ -n "$PORT" ] || { echo "the interop server printed no port within 10 s" >&2; exit 1; }
-BASE="http://127.0.0.1:$PORT"
+needs run.sh node curl /usr/bin/time
+build_sfstream_count "$PROFILE"
+start_server
 
 RUN=0
 # run CLIENT PAD COUNT: sets CPU (seconds, user + system) and RSS (peak, KiB)
@@ -81,19 +52,8 @@ run() {
     esac
     /usr/bin/time -f '%U %S %M' -o "$WORK/time" "${cmd[@]}" >"$WORK/client.out" 2>"$WORK/client.err" &
     local pid=$!
-    local ready=
-    for _ in $(seq 600); do
-        if curl -sf "$BASE/control/stats" | grep -qF "\"$channel\":1"; then ready=1; break; fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [ -z "$ready" ]; then
-        kill "$pid" 2>/dev/null || true
-        echo "$client did not subscribe within 30 s:" >&2
-        cat "$WORK/client.err" >&2
-        exit 1
-    fi
-    curl -sf -X POST "$BASE/control/publish?channel=${channel//\//%2F}&count=$count&chunk=1000&pad=$pad" >/dev/null
+    wait_subscribed "$channel" "$pid" "$client" "$WORK/client.err"
+    publish "$channel" "count=$count&chunk=1000&pad=$pad"
     if ! wait "$pid"; then
         echo "$client failed:" >&2
         cat "$WORK/client.err" "$WORK/time" >&2

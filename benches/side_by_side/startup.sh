@@ -11,31 +11,11 @@
 # round trips are counted separately (README, "Startup").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source benches/side_by_side/server.sh
 ROUNDS=${1:-5}
-for tool in node curl; do
-    command -v "$tool" >/dev/null || { echo "startup.sh needs $tool" >&2; exit 2; }
-done
-[ -d tests/interop/node_modules/cometd ] || { echo "run: npm ci --prefix tests/interop" >&2; exit 2; }
-cargo build --quiet --release --example sfstream_count
-SFSTREAM="${CARGO_TARGET_DIR:-target}/release/examples/sfstream_count"
-
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-INTEROP_IGNORE_STDIN=1 node tests/interop/cometd-server.js >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-PORT=
-for _ in $(seq 200); do
-    PORT=$(sed -n 's/^{"port":\([0-9]*\)}$/\1/p' "$WORK/server.out")
-    [ -n "$PORT" ] && break
-    sleep 0.05
-done
-[ -n "$PORT" ] || { echo "the interop server printed no port" >&2; exit 1; }
-BASE="http://127.0.0.1:$PORT"
+needs startup.sh node curl
+build_sfstream_count release
+start_server
 
 # ms of user + system CPU in the second line of `times` ("0m0.012s 0m0.004s")
 ms() { awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f\n", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000 }' "$1"; }
@@ -52,11 +32,8 @@ for round in $(seq "$ROUNDS"); do
         esac
         ( "${cmd[@]}" >"$WORK/out" 2>"$WORK/err"; times >"$WORK/times" ) &
         pid=$!
-        for _ in $(seq 600); do
-            curl -sf "$BASE/control/stats" | grep -qF "\"$channel\":1" && break
-            sleep 0.05
-        done
-        curl -sf -X POST "$BASE/control/publish?channel=${channel//\//%2F}&count=1&pad=110" >/dev/null
+        wait_subscribed "$channel" "$pid" "$client" "$WORK/err"
+        publish "$channel" "count=1&pad=110"
         wait "$pid"
         grep -q "received 1" "$WORK/out" || { cat "$WORK/err" >&2; exit 1; }
         echo "$client $(ms "$WORK/times")" | tee -a "$WORK/results"
