@@ -39,6 +39,15 @@ pub struct Event {
     data: Data,
     /// Which delivered event this is, when a replay storage tracks processing.
     ticket: Option<Ticket>,
+    /// What the ack also releases (a hand-off's place among the events out); shared by clones.
+    hold: Option<Arc<dyn Hold>>,
+}
+
+/// Something an event holds until it is acknowledged, besides its ticket: a
+/// [`HandOff`](crate::HandOff)'s place. Released by the first `ack()` of any clone, or when the
+/// last clone is dropped.
+pub(crate) trait Hold: Send + Sync {
+    fn acked(&self);
 }
 
 impl Event {
@@ -47,7 +56,12 @@ impl Event {
             channel,
             data,
             ticket: None,
+            hold: None,
         }
+    }
+
+    pub(crate) fn set_hold(&mut self, hold: Arc<dyn Hold>) {
+        self.hold = Some(hold);
     }
 
     pub(crate) fn set_ticket(&mut self, ticket: Ticket) {
@@ -62,7 +76,9 @@ impl Event {
     /// Under [`CommitPolicy::Manual`](crate::replay::CommitPolicy::Manual) this is the only way
     /// an event counts as processed; under `AfterProcessed` it says so early (before the stream
     /// is polled again, e.g. for the last event before you stop). Clones share the
-    /// acknowledgement. Does nothing under `OnReceive` or without a storage.
+    /// acknowledgement. Does nothing under `OnReceive` or without a storage, except for an
+    /// event from a [`HandOff`](crate::HandOff), whose ack also frees its place (and, under
+    /// `OnReceive`, is what stores its marker).
     ///
     /// ```no_run
     /// # async fn f(mut sub: sfstream::Subscription) -> sfstream::Result<()> {
@@ -79,6 +95,9 @@ impl Event {
     pub fn ack(&self) {
         if let Some(ticket) = &self.ticket {
             ticket.done(&self.channel);
+        }
+        if let Some(hold) = &self.hold {
+            hold.acked();
         }
     }
 

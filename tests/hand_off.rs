@@ -7,7 +7,7 @@ use common::within;
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::emulator::Emulator;
-use sfstream::replay::{FileStorage, ReplayOption};
+use sfstream::replay::{CommitPolicy, FileStorage, ReplayOption};
 use sfstream::{Client, Handed};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -196,6 +196,106 @@ async fn recv_waits_while_capacity_events_are_out_and_an_ack_or_drop_frees_a_pla
             rest += 1;
         }
         assert!(rest <= 4, "{rest}");
+    })
+    .await
+}
+
+/// Issue 11 review: under `OnReceive` the hand-off's polls stored each marker as the event was
+/// handed to a worker, so a crash before the worker's ack lost the event. Now the acks store
+/// the markers, in hand-out order.
+#[tokio::test]
+async fn under_on_receive_a_crash_before_the_hand_off_ack_does_not_lose_the_event() {
+    within("on-receive hand-off", async {
+        let emu = Emulator::start().await.unwrap();
+        for n in 0..40 {
+            emu.publish(CH, json!({"n": n}));
+        }
+        let path = tempdir("on-receive").join("replay.json");
+        let on_receive = || async {
+            emu.client_builder()
+                .replay(ReplayOption::AllEvents)
+                .replay_storage(FileStorage::open(&path).unwrap())
+                .commit_policy(CommitPolicy::OnReceive)
+                .connect()
+                .await
+                .unwrap()
+        };
+        let stored = || {
+            FileStorage::read(&path)
+                .unwrap()
+                .get(CH)
+                .map(|m| m.replay_id)
+        };
+        let first = on_receive().await;
+        let work = first.subscribe(CH).await.unwrap().hand_off(4);
+        let one = work.recv().await.unwrap().unwrap();
+        let two = work.recv().await.unwrap().unwrap();
+        let three = work.recv().await.unwrap().unwrap();
+        assert_eq!(one.replay_id(), Some(1));
+        three.ack();
+        two.ack();
+        // The crash: the worker on event 1 never finishes it.
+        drop((one, work));
+        first.close().await.unwrap();
+        assert_eq!(stored(), None, "the marker passed event 1, never acked");
+        assert_eq!(redelivered(&emu, &path).await[0], 1);
+
+        // Acked in any order, the marker follows the acked front (that client stored 39).
+        let second = on_receive().await;
+        let work = second.subscribe(CH).await.unwrap().hand_off(4);
+        let forty = work.recv().await.unwrap().unwrap();
+        emu.publish(CH, json!({"n": 40}));
+        let forty_one = work.recv().await.unwrap().unwrap();
+        assert_eq!(forty_one.replay_id(), Some(41));
+        forty_one.ack();
+        forty.ack();
+        drop(work);
+        second.close().await.unwrap();
+        assert_eq!(stored(), Some(41));
+    })
+    .await
+}
+
+/// Issue 11 review: `into_event` gave the place back at once, so events converted with it were
+/// out at workers beyond `capacity`. The converted event keeps its place until acked (through
+/// any clone) or dropped with every clone.
+#[tokio::test]
+async fn an_event_taken_out_with_into_event_keeps_its_place_until_acked_or_dropped() {
+    within("into_event", async {
+        use futures::FutureExt;
+        let emu = Emulator::start().await.unwrap();
+        for n in 0..10 {
+            emu.publish(CH, json!({"n": n}));
+        }
+        let client = emu
+            .client_builder()
+            .replay(ReplayOption::AllEvents)
+            .connect()
+            .await
+            .unwrap();
+        let work = client.subscribe(CH).await.unwrap().hand_off(2);
+        let one = work.recv().await.unwrap().unwrap().into_event();
+        let two = work.recv().await.unwrap().unwrap().into_event();
+        assert_eq!(work.outstanding(), 2);
+        assert!(
+            work.recv().now_or_never().is_none(),
+            "a third event while two are out"
+        );
+        // A clone keeps the place; an ack of any clone frees it.
+        let one_copy = one.clone();
+        drop(one);
+        assert_eq!(work.outstanding(), 2);
+        one_copy.ack();
+        assert_eq!(work.outstanding(), 1);
+        let three = work.recv().await.unwrap().unwrap();
+        assert_eq!(three.replay_id(), Some(3));
+        // Dropped with every clone, unacked: the place is free.
+        drop(two);
+        assert_eq!(work.outstanding(), 1);
+        drop((three, one_copy));
+        assert_eq!(work.outstanding(), 0);
+        drop(work);
+        client.close().await.unwrap();
     })
     .await
 }

@@ -51,6 +51,7 @@ impl Stream for Events {
             shared
                 .inbox
                 .poll_any(self.id, cx, shared.tracks_processing()),
+            true,
         );
         if polled.is_ready() {
             coop.made_progress();

@@ -4,12 +4,16 @@
 //! `AfterProcessed` the subscription counts an event processed as soon as it is polled for the
 //! next one, while a worker may still be on it. The hand-off polls the subscription without that
 //! rule, so an event counts as processed only when its worker calls [`Handed::ack`], whatever
-//! the commit policy (except `OnReceive`, which stores on receipt by choice), and it bounds how
-//! many events are out at workers and not yet acked.
+//! the commit policy (under `OnReceive` too: the ack, not the hand-out, stores its marker), and
+//! it bounds how many events are out at workers and not yet acked.
+
+mod order;
 
 use super::subscription::Subscription;
 use crate::error::Result;
-use crate::event::Event;
+use crate::event::{Event, Hold};
+use crate::replay::CommitPolicy;
+use order::Order;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -23,10 +27,12 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 /// waits for an ack before it hands out more, so a slow worker pool slows the subscription, and
 /// a crash redelivers at most the events from the oldest unacked one on.
 ///
-/// An event counts as processed when its worker calls [`Handed::ack`]; dropping a [`Handed`]
-/// without acking frees its place but leaves it unprocessed (the replay marker stays before it
-/// until a restart redelivers it; a warning is logged). Notices (`Err` items: an outage, a replay
-/// gap) go to the worker whose `recv` meets them.
+/// An event counts as processed when its worker calls [`Handed::ack`], under every commit
+/// policy (under `OnReceive` the ack stores its marker, not the hand-out); dropping a
+/// [`Handed`] (and every clone of its event) without acking frees its place but leaves it
+/// unprocessed (the replay marker stays before it until a restart redelivers it; a warning is
+/// logged once, by the tracker under `Manual`). Notices (`Err` items: an outage, a replay gap)
+/// go to the worker whose `recv` meets them.
 ///
 /// ```no_run
 /// # async fn f(client: sfstream::Client) -> sfstream::Result<()> {
@@ -63,6 +69,12 @@ struct Inner {
     out: Arc<Semaphore>,
     capacity: usize,
     channel: String,
+    /// `OnReceive` with a storage: the subscription stores nothing for the hand-off's polls,
+    /// the acks store the markers in hand-out order.
+    order: Option<Arc<Order>>,
+    /// Whether the hand-off warns about an event dropped unacked: not where the tracker does
+    /// (`Manual` with a storage), or the warning would be logged twice.
+    warn: bool,
 }
 
 impl Subscription {
@@ -76,12 +88,18 @@ impl Subscription {
     /// ```
     pub fn hand_off(self, capacity: usize) -> HandOff {
         let capacity = capacity.max(1);
+        let replay = self.replay().clone();
+        let stores = replay.storage().is_some();
+        let order = (stores && replay.policy() == CommitPolicy::OnReceive)
+            .then(|| Arc::new(Order::new(replay.clone())));
         HandOff {
             inner: Arc::new(Inner {
                 channel: self.channel().to_owned(),
                 sub: Mutex::new(self),
                 out: Arc::new(Semaphore::new(capacity)),
                 capacity,
+                order,
+                warn: !(stores && replay.policy() == CommitPolicy::Manual),
             }),
         }
     }
@@ -96,9 +114,19 @@ impl HandOff {
         let permit = self.inner.out.clone().acquire_owned().await.ok()?;
         let mut sub = self.inner.sub.lock().await;
         let item = std::future::poll_fn(|cx| sub.poll_untracked(cx)).await?;
-        Some(item.map(|event| Handed {
-            event,
-            permit: Some(permit),
+        Some(item.map(|mut event| {
+            // Numbered under the subscription's lock: in hand-out order.
+            let order = self.inner.order.as_ref().map(|order| {
+                let number = order.push(event.channel(), event.data());
+                (order.clone(), number)
+            });
+            let unacked = self.inner.warn.then(|| event.clone());
+            event.set_hold(Arc::new(Place {
+                permit: std::sync::Mutex::new(Some(permit)),
+                order,
+                unacked,
+            }));
+            Handed { event }
         }))
     }
 
@@ -124,25 +152,24 @@ impl fmt::Debug for HandOff {
     }
 }
 
-/// An event handed out by a [`HandOff`]: the [`Event`] (it dereferences to it) and its place
-/// among the `capacity` events out. [`ack`](Handed::ack) it when done.
+/// An event handed out by a [`HandOff`]: the [`Event`] (it dereferences to it), which holds its
+/// place among the `capacity` events out until it is acked, or until it and every clone of it
+/// are dropped. [`ack`](Handed::ack) it when done.
 pub struct Handed {
     event: Event,
-    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Handed {
     /// Processed: the replay marker may pass this event, and the hand-off may hand out one more.
-    pub fn ack(mut self) {
+    pub fn ack(self) {
         self.event.ack();
-        self.permit.take();
     }
 
-    /// The event, leaving its place among the ones out (it stays unprocessed until
-    /// [`Event::ack`] is called on it).
-    pub fn into_event(mut self) -> Event {
-        self.permit.take();
-        self.event.clone()
+    /// The event. It keeps its place among the `capacity` events out: [`Event::ack`] on it (or
+    /// any clone) marks it processed and frees the place, and so does dropping it and every
+    /// clone (then it stays unprocessed, as a dropped [`Handed`] does).
+    pub fn into_event(self) -> Event {
+        self.event
     }
 }
 
@@ -154,12 +181,38 @@ impl Deref for Handed {
     }
 }
 
-impl Drop for Handed {
+/// A handed-out event's place among the `capacity` out, shared by the event's clones.
+struct Place {
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    /// Under `OnReceive` with a storage: the event's number in the hand-off's order.
+    order: Option<(Arc<Order>, u64)>,
+    /// The event to warn about if it goes unacked (`None` where the tracker warns), without
+    /// its place (that would be a cycle).
+    unacked: Option<Event>,
+}
+
+impl Hold for Place {
+    fn acked(&self) {
+        let permit = self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if permit.is_some()
+            && let Some((order, number)) = &self.order
+        {
+            order.done(*number);
+        }
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        if self.permit.is_some() {
+        let unacked = self
+            .permit
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if unacked && let Some(event) = &self.unacked {
             tracing::warn!(
-                channel = %crate::error::sanitized(self.event.channel()),
-                replay_id = ?self.event.replay_id(),
+                channel = %crate::error::sanitized(event.channel()),
+                replay_id = event.replay_id(),
                 "an event handed off was dropped without ack(): it stays unprocessed, so the \
                  stored replay marker stays before it until a restart delivers it again"
             );

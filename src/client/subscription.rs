@@ -114,6 +114,11 @@ impl Subscription {
         self.poll_item(cx, false)
     }
 
+    /// The client's replay bookkeeping (the hand-off stores `OnReceive` markers on ack).
+    pub(crate) fn replay(&self) -> &Arc<crate::replay::tracker::ReplayState> {
+        &self.session.shared.replay
+    }
+
     fn poll_item(&mut self, cx: &mut Context<'_>, track: bool) -> Poll<Option<Result<Event>>> {
         if self.done {
             return Poll::Ready(None);
@@ -122,11 +127,12 @@ impl Subscription {
         // the connection task (on the same thread of a current-thread runtime) still runs.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let shared = &self.session.shared;
-        let polled = shared.settle(shared.inbox.poll_sub(
-            self.sub,
-            cx,
-            track && shared.tracks_processing(),
-        ));
+        let polled = shared.settle(
+            shared
+                .inbox
+                .poll_sub(self.sub, cx, track && shared.tracks_processing()),
+            track,
+        );
         if polled.is_ready() {
             coop.made_progress();
         }

@@ -37,13 +37,19 @@ impl Shared {
     }
 
     /// What a stream's poll took, with the commit policy applied: the event the poll showed
-    /// processed is acknowledged, and under `OnReceive` the one handed out is stored. A replay
-    /// gap notice handed out moves the stored marker off the expired id.
-    pub(crate) fn settle(&self, (polled, done): Polled) -> Poll<Option<Result<Event>>> {
+    /// processed is acknowledged, and under `OnReceive` the one handed out is stored, unless
+    /// `store_on_receive` is false (a hand-off, whose acks store its markers). A replay gap
+    /// notice handed out moves the stored marker off the expired id.
+    pub(crate) fn settle(
+        &self,
+        (polled, done): Polled,
+        store_on_receive: bool,
+    ) -> Poll<Option<Result<Event>>> {
         if let Some(done) = done {
             done.ack();
         }
-        if self.replay.policy() == CommitPolicy::OnReceive
+        if store_on_receive
+            && self.replay.policy() == CommitPolicy::OnReceive
             && let Poll::Ready(Some(Ok(event))) = &polled
         {
             self.replay.commit(event.channel(), event.data());

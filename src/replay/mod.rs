@@ -142,6 +142,7 @@ pub enum CommitPolicy {
     /// [`SubscriptionHealth::unacked`](crate::health::SubscriptionHealth::unacked).
     Manual,
     /// aiosfstream's `AUTOMATIC`: stored when the stream hands the event out, before the
-    /// consumer has processed it (at-most-once across a crash).
+    /// consumer has processed it (at-most-once across a crash). Events of a
+    /// [`HandOff`](crate::HandOff) are the exception: their acks store the markers.
     OnReceive,
 }

@@ -1,0 +1,98 @@
+//! A `Handed` dropped without `ack()` is warned about once. One test in its own binary:
+//! tracing caches which callsites are enabled, so a capture beside parallel tests that hit the
+//! same callsite without a subscriber could miss the line.
+
+mod common;
+
+use common::within;
+use serde_json::json;
+use sfstream::emulator::Emulator;
+use sfstream::replay::{CommitPolicy, FileStorage, ReplayOption};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+const CH: &str = "/event/Work__e";
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sfstream-hand-off-log-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 11 review: a `Handed` dropped unacked under `Manual` was warned about twice, by the
+/// hand-off and by the tracker. Once now, under `Manual` and under `AfterProcessed`.
+#[test]
+fn a_handed_event_dropped_unacked_is_warned_about_once() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Current-thread runtime: the client, its task and the emulator all log into this.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let warnings = || {
+        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("without ack()"))
+            .map(str::to_owned)
+            .collect();
+        lines
+    };
+    runtime.block_on(within("dropped handed event", async {
+        let emu = Emulator::start().await.unwrap();
+        for n in 0..10 {
+            emu.publish(CH, json!({"n": n}));
+        }
+        for (policy, name) in [
+            (CommitPolicy::Manual, "manual"),
+            (CommitPolicy::AfterProcessed, "after-processed"),
+        ] {
+            let before = warnings().len();
+            let path = tempdir(name).join("replay.json");
+            let client = emu
+                .client_builder()
+                .replay(ReplayOption::AllEvents)
+                .replay_storage(FileStorage::open(&path).unwrap())
+                .commit_policy(policy)
+                .connect()
+                .await
+                .unwrap();
+            let work = client.subscribe(CH).await.unwrap().hand_off(4);
+            let first = work.recv().await.unwrap().unwrap();
+            drop(first);
+            let new: Vec<String> = warnings().split_off(before);
+            assert_eq!(new.len(), 1, "{policy:?}: {new:#?}");
+            assert!(
+                new[0].contains(CH) && new[0].contains("replay_id=1"),
+                "{new:?}"
+            );
+            drop(work);
+            client.close().await.unwrap();
+        }
+    }));
+}
