@@ -672,6 +672,49 @@ async fn prepared_batches_are_delivered_and_retained() {
     .await
 }
 
+#[tokio::test]
+async fn generated_backlogs_are_built_when_taken_and_never_retained() {
+    within(async {
+        let emu = Emulator::builder().max_batch(Some(2)).start().await.unwrap();
+        let ch = "/event/Big__e";
+        let b = Bayeux::subscribed(&emu, ch, -1).await;
+        assert_eq!(emu.publish(ch, json!({"n": 0})), 1);
+        let built = Arc::new(AtomicU64::new(0));
+        let counter = built.clone();
+        emu.push_generated(ch, 5, move |id| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            json!({"n": id, "Notes__c": "x".repeat(100)})
+        });
+        assert_eq!(built.load(Ordering::SeqCst), 0, "built before a connect took it");
+        let r = b.poll().await;
+        assert_eq!(r.replay_ids(), [1, 2]);
+        assert_eq!(r.events()[1]["channel"], ch);
+        assert_eq!(r.events()[1]["data"]["payload"]["n"], 2);
+        assert_eq!(r.events()[1]["data"]["payload"]["Notes__c"].as_str().unwrap().len(), 100);
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        assert_eq!(b.poll().await.replay_ids(), [3, 4]);
+        assert_eq!(built.load(Ordering::SeqCst), 3);
+        assert_eq!(b.poll().await.replay_ids(), [5, 6]);
+        assert_eq!(built.load(Ordering::SeqCst), 5);
+        assert_eq!(emu.stats().events_published, 6);
+        assert_eq!(emu.stats().events_delivered, 6);
+        // Only the published event is retained; later ids continue after the generated ones.
+        assert_eq!(emu.retained(ch), 1);
+        assert_eq!(emu.publish(ch, json!({"n": 7})), 7);
+        let all = Bayeux::subscribed(&emu, ch, -2).await;
+        assert_eq!(all.poll().await.replay_ids(), [1, 7]);
+        // A session that unsubscribes drops the rest of its run unbuilt.
+        emu.push_generated(ch, 1_000_000, |id| json!({"n": id}));
+        assert_eq!(all.poll().await.replay_ids(), [8, 9]);
+        let r = all.unsubscribe(ch).await;
+        assert_eq!(r.reply("/meta/unsubscribe")["successful"], true);
+        assert_eq!(b.poll().await.replay_ids(), [7, 8]);
+        emu.publish(ch, json!({"n": "last"}));
+        assert!(all.poll().await.events().is_empty());
+    })
+    .await
+}
+
 // ---- replay ------------------------------------------------------------------------------------
 
 #[tokio::test]

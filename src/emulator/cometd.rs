@@ -5,7 +5,9 @@ use super::faults::Target;
 use super::ids;
 use super::retention::{self, ReplayFrom};
 use super::server::{self, CookieCheck};
-use super::state::{CLIENT_LIMIT, DAILY_LIMIT, Queued, Shared, State, Wake, base_channel};
+use super::state::{
+    CLIENT_LIMIT, DAILY_LIMIT, Item, Queued, Shared, State, Wake, base_channel,
+};
 use crate::bayeux::{Message, channels, parse_batch};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
@@ -724,7 +726,7 @@ fn subscribe(shared: &Shared, st: &mut State, m: &In<'_>, out: &mut Out) -> Opti
                     .queue
                     .extend(backlog.into_iter().map(|event| Queued {
                         channel: name.clone(),
-                        event,
+                        item: Item::Event(event),
                     }));
                 session.wake(Wake::Events, now);
             }

@@ -494,6 +494,44 @@ impl Emulator {
         shared.deliver(&mut st, &batch.channel, &batch.events);
     }
 
+    /// For benchmarks: a backlog of `count` events on `channel` that costs the server almost no
+    /// memory, however large. The event with replay id `r` is built from `fields(r)` the way
+    /// [`publish`](Emulator::publish) builds events, but only when a connect response takes it,
+    /// and dropped once sent. Their replay ids are handed out now, in order, and `createdDate` is
+    /// the time of this call.
+    ///
+    /// Unlike published events they go only to the sessions subscribed to `channel` now, once
+    /// per session (PushTopic filters are not applied; change events are not copied to
+    /// `/data/ChangeEvents`), and they are never retained: a later subscription does not get
+    /// them, and resuming from one of their ids but the last is an invalid replay id, as if they
+    /// had expired. Pair it with [`EmulatorBuilder::max_batch`]: without a limit a connect
+    /// response takes, and builds, the whole backlog at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(emu: sfstream::emulator::Emulator) {
+    /// // A million 10 KB events waiting for the subscribers of /event/Big__e.
+    /// let notes = "x".repeat(10_000);
+    /// emu.push_generated("/event/Big__e", 1_000_000, move |replay_id| {
+    ///     serde_json::json!({"Order_Number__c": format!("ORD-{replay_id}"), "Notes__c": notes})
+    /// });
+    /// # }
+    /// ```
+    pub fn push_generated(
+        &self,
+        channel: &str,
+        count: usize,
+        fields: impl Fn(i64) -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        let shared = self.shared();
+        let base: Arc<str> = Arc::from(base_channel(channel));
+        let now = shared.wall();
+        let name = base.clone();
+        let make = move |id: i64| {
+            events::frame(&name, &events::salesforce_data(&name, fields(id), id, now))
+        };
+        shared.deliver_generated(&base, count, Arc::new(make));
+    }
+
     /// Drop every session silently: the next request of each gets `403::Unknown client`, and a
     /// held connect is answered with it at once (advice `reconnect: handshake`).
     pub fn forget_sessions(&self) {

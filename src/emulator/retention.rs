@@ -92,6 +92,27 @@ impl ChannelLog {
         id
     }
 
+    /// Hand out `count` replay ids at once for events that are never retained; returns the
+    /// first. A resume from the last of them is valid, from an earlier one it is not (as if the
+    /// events had expired).
+    pub(crate) fn reserve(&mut self, count: usize) -> i64 {
+        let first = self.next_id;
+        let span = self
+            .step
+            .saturating_mul(i64::try_from(count).unwrap_or(i64::MAX));
+        self.next_id = first.saturating_add(span);
+        if count > 0 {
+            let last = self.next_id.saturating_sub(self.step);
+            self.latest = Some(self.latest.map_or(last, |l| l.max(last)));
+        }
+        first
+    }
+
+    /// The distance between consecutive replay ids.
+    pub(crate) fn step(&self) -> i64 {
+        self.step
+    }
+
     /// Retain a published event, dropping the oldest beyond `max_count`.
     pub(crate) fn retain(&mut self, replay_id: i64, at: Instant, event: Bytes, max_count: usize) {
         self.latest = Some(self.latest.map_or(replay_id, |l| l.max(replay_id)));

@@ -116,10 +116,26 @@ struct HeldSlot {
     wake: oneshot::Sender<Wake>,
 }
 
-/// An event waiting in a session's queue; the channel lets unsubscribe drop it.
+/// An event waiting in a session's queue, or a run of generated ones; the channel lets
+/// unsubscribe drop it.
 pub(crate) struct Queued {
     pub(crate) channel: Arc<str>,
-    pub(crate) event: Bytes,
+    pub(crate) item: Item,
+}
+
+pub(crate) enum Item {
+    Event(Bytes),
+    /// Events built only when a connect takes them
+    /// ([`Emulator::push_generated`](super::Emulator::push_generated)).
+    Generated(Generated),
+}
+
+/// The rest of a generated run: `left` events from `next_id` on, `step` apart.
+pub(crate) struct Generated {
+    pub(crate) make: Arc<dyn Fn(i64) -> Bytes + Send + Sync>,
+    pub(crate) next_id: i64,
+    pub(crate) step: i64,
+    pub(crate) left: usize,
 }
 
 /// One CometD session (a handshaken client id).
@@ -160,10 +176,35 @@ impl Session {
         }
     }
 
-    /// Take up to `max` queued events.
+    /// Take up to `max` queued events, building generated ones now.
     pub(crate) fn drain(&mut self, max: Option<usize>) -> Vec<Bytes> {
-        let n = max.map_or(self.queue.len(), |m| m.min(self.queue.len()));
-        self.queue.drain(..n).map(|q| q.event).collect()
+        let mut room = max.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        while room > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            match &mut front.item {
+                Item::Event(event) => {
+                    out.push(std::mem::take(event));
+                    self.queue.pop_front();
+                    room -= 1;
+                }
+                Item::Generated(run) => {
+                    let n = run.left.min(room);
+                    for _ in 0..n {
+                        out.push((run.make)(run.next_id));
+                        run.next_id = run.next_id.saturating_add(run.step);
+                    }
+                    run.left -= n;
+                    room -= n;
+                    if run.left == 0 {
+                        self.queue.pop_front();
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -543,6 +584,48 @@ impl Shared {
         self.bump(|s| s.events_published += n);
     }
 
+    /// Queue a run of `count` events on `base` for every session subscribed to it, built by
+    /// `make` from their replay ids only when a connect takes them; nothing is retained.
+    pub(crate) fn deliver_generated(
+        &self,
+        base: &str,
+        count: usize,
+        make: Arc<dyn Fn(i64) -> Bytes + Send + Sync>,
+    ) {
+        let now = self.now();
+        let mut st = self.lock();
+        st.channel(&self.config, base);
+        let State {
+            channels,
+            sessions,
+            stalled,
+            ..
+        } = &mut *st;
+        let Some(ch) = channels.get_mut(base) else {
+            return;
+        };
+        let first = ch.reserve(count);
+        if count > 0 && !stalled.contains(base) {
+            for client_id in &ch.subscribers {
+                if let Some(session) = sessions.get_mut(client_id) {
+                    session.queue.push_back(Queued {
+                        channel: ch.name.clone(),
+                        item: Item::Generated(Generated {
+                            make: make.clone(),
+                            next_id: first,
+                            step: ch.step(),
+                            left: count,
+                        }),
+                    });
+                    session.wake(Wake::Events, now);
+                }
+            }
+        }
+        drop(st);
+        let n = count as u64;
+        self.bump(|s| s.events_published += n);
+    }
+
     /// [`deliver`](Shared::deliver) without counting the events as published (a copy of
     /// events counted elsewhere).
     fn deliver_quietly(&self, st: &mut State, base: &str, batch: &[(i64, Bytes)]) {
@@ -589,7 +672,7 @@ impl Shared {
                         };
                         session.queue.extend(event.map(|event| Queued {
                             channel: ch.name.clone(),
-                            event,
+                            item: Item::Event(event),
                         }));
                     }
                 }
