@@ -262,8 +262,8 @@ fn client(case: Case, events: usize, url: &str, token: &str, api: &str) {
             while taken < slow_events {
                 // A state change, or a tick: the last events may arrive without a pause.
                 let _ = tokio::time::timeout(Duration::from_millis(50), updates.next()).await;
-                let all_here = counts[0].load(Ordering::Relaxed) + taken + watcher.pending_count()
-                    >= events;
+                let all_here =
+                    counts[0].load(Ordering::Relaxed) + taken + watcher.pending_count() >= events;
                 if paused(&watcher.state()) || all_here {
                     while let Some(Some(item)) = slow.next().now_or_never() {
                         item.unwrap();
@@ -369,10 +369,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (case, r) in &reports {
         for (name, p) in [
-            (
-                format!("stall ({} pending)", r.pending_at_pause),
-                &r.stall,
-            ),
+            (format!("stall ({} pending)", r.pending_at_pause), &r.stall),
             ("drain".to_owned(), &r.drain),
         ] {
             println!(

@@ -675,7 +675,11 @@ async fn prepared_batches_are_delivered_and_retained() {
 #[tokio::test]
 async fn generated_backlogs_are_built_when_taken_and_never_retained() {
     within(async {
-        let emu = Emulator::builder().max_batch(Some(2)).start().await.unwrap();
+        let emu = Emulator::builder()
+            .max_batch(Some(2))
+            .start()
+            .await
+            .unwrap();
         let ch = "/event/Big__e";
         let b = Bayeux::subscribed(&emu, ch, -1).await;
         assert_eq!(emu.publish(ch, json!({"n": 0})), 1);
@@ -685,12 +689,22 @@ async fn generated_backlogs_are_built_when_taken_and_never_retained() {
             counter.fetch_add(1, Ordering::SeqCst);
             json!({"n": id, "Notes__c": "x".repeat(100)})
         });
-        assert_eq!(built.load(Ordering::SeqCst), 0, "built before a connect took it");
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            0,
+            "built before a connect took it"
+        );
         let r = b.poll().await;
         assert_eq!(r.replay_ids(), [1, 2]);
         assert_eq!(r.events()[1]["channel"], ch);
         assert_eq!(r.events()[1]["data"]["payload"]["n"], 2);
-        assert_eq!(r.events()[1]["data"]["payload"]["Notes__c"].as_str().unwrap().len(), 100);
+        assert_eq!(
+            r.events()[1]["data"]["payload"]["Notes__c"]
+                .as_str()
+                .unwrap()
+                .len(),
+            100
+        );
         assert_eq!(built.load(Ordering::SeqCst), 1);
         assert_eq!(b.poll().await.replay_ids(), [3, 4]);
         assert_eq!(built.load(Ordering::SeqCst), 3);

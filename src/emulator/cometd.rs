@@ -5,9 +5,7 @@ use super::faults::Target;
 use super::ids;
 use super::retention::{self, ReplayFrom};
 use super::server::{self, CookieCheck};
-use super::state::{
-    CLIENT_LIMIT, DAILY_LIMIT, Item, Queued, Shared, State, Wake, base_channel,
-};
+use super::state::{CLIENT_LIMIT, DAILY_LIMIT, Item, Queued, Shared, State, Wake, base_channel};
 use crate::bayeux::{Message, channels, parse_batch};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
