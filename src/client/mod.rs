@@ -208,8 +208,9 @@ impl Client {
     /// Subscribe to `channel` (`/topic/...`, `/event/...`, `/data/...`, `/u/...`) and return its
     /// stream. A PushTopic channel may carry a filter query
     /// (`/topic/T?Industry='Energy'&ShippingCity='San Francisco'`): it is sent as written, the
-    /// replay id is kept under the channel without the filter, and events arriving on either
-    /// name reach the stream. Salesforce documents no wildcard channels (no `/event/*`); Bayeux wildcards
+    /// replay id goes on the wire under the channel without the filter, its stored replay
+    /// marker is kept under the full name (apart from the topic's and other filters'), and
+    /// events arriving on either name reach the stream. Salesforce documents no wildcard channels (no `/event/*`); Bayeux wildcards
     /// (`/a/*`, `/a/**`) work only with servers that offer them, such as CometD or Faye. Fails with [`ErrorKind::InvalidOperation`] if the
     /// client is closed or the channel already has a subscription, and with
     /// [`ErrorKind::Server`] if the server rejects it.

@@ -18,8 +18,12 @@ use futures::future::BoxFuture;
 ///   fallback instead of the same expired id; any event's marker is after it. A storage that
 ///   refuses to move backwards by itself must let it through. When `set` returns `Ok`, the marker must survive a crash of this process if
 ///   the storage claims durability.
-/// - Subscriptions are channel names without a PushTopic filter suffix (`/topic/T`, not
-///   `/topic/T?Status__c=Open`).
+/// - Subscriptions are subscribed names: a channel (`/event/Order__e`, `/topic/T`), or a
+///   PushTopic channel with its filter as subscribed (`/topic/T?Status__c='Open'`, quotes,
+///   spaces and `&` included), whose marker is kept apart from its topic's. A filter with no
+///   marker of its own reads its topic's once (where earlier versions stored it) and has its
+///   start `set` before its first event; that start may be `-2` (every retained event), written
+///   only where nothing is stored for the filter.
 /// - Errors are reported on the subscription's stream as
 ///   [`ErrorKind::Replay`](crate::ErrorKind::Replay); a failed `set` is retried with the next
 ///   marker, a failed `get` fails that subscribe.

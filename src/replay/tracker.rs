@@ -8,7 +8,7 @@ use crate::connection::{SubId, base_channel};
 use crate::error::ReplayGap;
 use crate::error::{Error, ErrorKind, Result, sanitized};
 use std::collections::hash_map::Entry as Slot;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +41,11 @@ struct Inner {
     overrides: HashMap<String, i64>,
     /// The last event delivered per channel: where a resubscribe continues from. Keyed by the
     /// full name, PushTopic filter included: two filters of one topic get different events, so
-    /// one's position says nothing about the other's (the stored marker stays per topic).
+    /// one's position says nothing about the other's (nor does one's stored marker).
     delivered: HashMap<String, Data>,
-    /// Markers waiting to be stored, newest per channel.
+    /// Markers waiting to be stored, newest per marker key (see [`ReplayState::start_id`]).
     dirty: HashMap<String, Commit>,
-    /// The last marker stored (or read) per channel.
+    /// The last marker stored (or read) per marker key.
     stored: HashMap<String, ReplayMarker>,
     /// The event last committed per channel, kept from the commit on (not by the writer, which
     /// holds a marker in neither `dirty` nor `stored` while it writes it): a replay gap's
@@ -71,6 +71,17 @@ struct Inner {
     /// an ack.
     skipped: HashMap<String, (u64, Option<i64>)>,
     skip_sink: Option<SkipSink>,
+    /// Live PushTopic filter subscriptions and their marker key (the subscribed name): their
+    /// deliveries are tracked and stored apart from the rest of the topic.
+    filters: HashMap<SubId, Arc<str>>,
+    /// How many live subscriptions each name has (a wildcard's counts under its pattern).
+    names: HashMap<String, usize>,
+    /// Filters that have started this session: they no longer fall back to the topic's marker
+    /// (that is for a filter's first subscribe, see [`ReplayState::start_id`]).
+    started: HashSet<String>,
+    /// The marker keys of subscriptions that fell back, per base channel (the gap notice's
+    /// channel), so that the notice moves the right stored markers off the expired id.
+    fallen_back: HashMap<String, Vec<String>>,
 }
 
 /// The lease state marker writes depend on.
@@ -95,6 +106,10 @@ enum Commit {
     /// restart starts there instead of meeting the same expired id (and notice) again. Written
     /// only while nothing past `rejected` is stored or committed (see [`Inner::passed`]).
     Restart { fallback: i64, rejected: i64 },
+    /// Where a PushTopic filter with no marker of its own started: stored unless a marker is
+    /// stored already (never backwards), so that a crash before its first processed event
+    /// resumes it there and not from its topic's marker, which other subscriptions move.
+    Start(ReplayMarker),
 }
 
 /// Whether `marker` is at or before the expired id `rejected`. A fallback's negative id is not:
@@ -258,6 +273,8 @@ impl Outstanding {
 #[derive(Clone)]
 pub(crate) struct Ticket {
     state: Arc<ReplayState>,
+    /// The marker key of a PushTopic filter's delivery (else the event's channel is).
+    key: Option<Arc<str>>,
     generation: u64,
     number: u64,
     /// `Manual` only: shared by the event's clones, it notices the last one going unacked.
@@ -270,7 +287,8 @@ impl Ticket {
         if let Some(watch) = &self.watch {
             watch.acked.store(true, Ordering::Release);
         }
-        self.state.done(channel, self.generation, self.number);
+        let key = self.key.as_deref().unwrap_or_else(|| base_channel(channel));
+        self.state.done(key, self.generation, self.number);
     }
 }
 
@@ -345,23 +363,31 @@ impl ReplayState {
         deliveries: impl Iterator<Item = (usize, SubId, &'a str, &'a Data)>,
     ) -> Vec<Ticket> {
         let mut inner = self.lock();
-        let inner = &mut *inner;
+        let Inner {
+            outstanding,
+            generations,
+            filters,
+            ..
+        } = &mut *inner;
         let mut tickets = Vec::new();
         let mut current: Option<(&str, &mut Outstanding)> = None;
         let mut previous = None;
         for (event, sub, channel, data) in deliveries {
-            let channel = base_channel(channel);
+            // A filter's deliveries are tracked under its own name, the rest per channel.
+            let key = if filters.is_empty() {
+                None
+            } else {
+                filters.get(&sub)
+            };
+            let channel = key.map_or_else(|| base_channel(channel), |k| &**k);
             let out = match current.take() {
                 Some((c, out)) if c == channel => out,
                 _ => {
                     previous = None;
-                    inner
-                        .outstanding
-                        .entry(channel.to_owned())
-                        .or_insert_with(|| {
-                            inner.generations += 1;
-                            Outstanding::new(inner.generations)
-                        })
+                    outstanding.entry(channel.to_owned()).or_insert_with(|| {
+                        *generations += 1;
+                        Outstanding::new(*generations)
+                    })
                 }
             };
             if previous == Some(event)
@@ -383,6 +409,7 @@ impl ReplayState {
             });
             tickets.push(Ticket {
                 state: self.clone(),
+                key: key.cloned(),
                 generation: out.generation,
                 number,
                 watch,
@@ -392,11 +419,11 @@ impl ReplayState {
         tickets
     }
 
-    /// Delivery `number` of generation `generation` of `channel` is processed: store the marker
-    /// of the newest event before which every delivery is processed (at-least-once, whatever
-    /// the order of processing). A ticket of an earlier generation never counts.
+    /// Delivery `number` of generation `generation` of marker key `channel` is processed:
+    /// store the marker of the newest event before which every delivery is processed
+    /// (at-least-once, whatever the order of processing). A ticket of an earlier generation
+    /// never counts.
     fn done(self: &Arc<Self>, channel: &str, generation: u64, number: u64) {
-        let channel = base_channel(channel);
         let mut inner = self.lock();
         let Some(out) = inner.outstanding.get_mut(channel) else {
             return; // the subscription is gone; its successor starts from the storage
@@ -447,7 +474,7 @@ impl ReplayState {
     /// `Manual`: the replay id of the oldest event of `channel`'s current subscription that was
     /// dropped without an ack (`Some(None)` for one without a replay id).
     pub(crate) fn skipped_ack(&self, channel: &str) -> Option<Option<i64>> {
-        let channel = base_channel(channel);
+        // A subscribed name is its own marker key, filter included.
         let inner = self.lock();
         let (generation, replay_id) = inner.skipped.get(channel)?;
         let current = inner.outstanding.get(channel)?.generation;
@@ -483,10 +510,21 @@ impl ReplayState {
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
+        inner.skipped.remove(channel);
+        inner.filters.remove(&sub);
+        if let Some(count) = inner.names.get_mut(channel) {
+            *count -= 1;
+            if *count == 0 {
+                inner.names.remove(channel);
+            }
+        }
         let channel = base_channel(channel);
-        // A filter's events may come on the base channel, where they are recorded.
-        inner.delivered.remove(channel);
-        inner.overrides.remove(channel);
+        // A filter's events may come on the base channel, where they are recorded; unless the
+        // base channel is subscribed itself, whose position that is.
+        if !inner.names.contains_key(channel) {
+            inner.delivered.remove(channel);
+            inner.overrides.remove(channel);
+        }
         self.unpositioned.clear(channel);
         inner.gaps.remove(channel);
         inner.skipped.remove(channel);
@@ -518,6 +556,10 @@ impl ReplayState {
         inner.gaps.clear();
         inner.outstanding.clear();
         inner.skipped.clear();
+        inner.filters.clear();
+        inner.names.clear();
+        inner.started.clear();
+        inner.fallen_back.clear();
         self.has_gaps.store(false, Ordering::Release);
     }
 
@@ -526,13 +568,19 @@ impl ReplayState {
     /// `channel` is the subscription's full name (filter included).
     pub(crate) fn fell_back(&self, channel: &str, rejected_id: Option<i64>, fallback_id: i64) {
         self.start_from(channel, fallback_id);
+        let key = channel.to_owned();
         let channel = base_channel(channel).to_owned();
         let gap = ReplayGap {
             channel: channel.clone(),
             rejected_id,
             fallback_id,
         };
-        self.lock().gaps.insert(channel, gap);
+        let mut inner = self.lock();
+        let keys = inner.fallen_back.entry(channel.clone()).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        inner.gaps.insert(channel, gap);
         self.has_gaps.store(true, Ordering::Release);
     }
 
@@ -549,24 +597,31 @@ impl ReplayState {
             return;
         }
         let mut inner = self.lock();
-        if !inner
-            .stored
-            .get(&gap.channel)
-            .is_some_and(|m| expired(m, rejected))
-        {
-            return; // nothing stored, or a marker this gap did not reject
+        // The markers of the subscriptions that fell back: a PushTopic filter's is its own.
+        let keys = inner
+            .fallen_back
+            .remove(&gap.channel)
+            .unwrap_or_else(|| vec![gap.channel.clone()]);
+        for key in keys {
+            let stored = match inner.dirty.get(&key) {
+                Some(Commit::Start(m)) => Some(*m), // a filter's start, not written yet
+                _ => inner.stored.get(&key).copied(),
+            };
+            if !stored.is_some_and(|m| expired(&m, rejected)) {
+                continue; // nothing stored, or a marker this gap did not reject
+            }
+            if inner.passed(&key, rejected) {
+                continue; // a newer event is committed: it is stored, being stored, or waiting
+            }
+            inner.dirty.insert(
+                key,
+                Commit::Restart {
+                    fallback: gap.fallback_id,
+                    rejected,
+                },
+            );
         }
-        if inner.passed(&gap.channel, rejected) {
-            return; // a newer event is committed: it is stored, being stored, or waiting
-        }
-        inner.dirty.insert(
-            gap.channel.clone(),
-            Commit::Restart {
-                fallback: gap.fallback_id,
-                rejected,
-            },
-        );
-        if !inner.writing {
+        if !inner.writing && !inner.dirty.is_empty() {
             self.spawn_writer(&mut inner);
         }
     }
@@ -608,7 +663,7 @@ impl ReplayState {
     /// Newest delivered replay id minus newest stored on `channel` (metrics).
     pub(crate) fn marker_lag(&self, channel: &str) -> Option<i64> {
         let inner = self.lock();
-        let stored = *inner.stored.get(base_channel(channel))?;
+        let stored = *inner.stored.get(channel)?;
         inner.lag(channel, stored)
     }
 
@@ -620,14 +675,32 @@ impl ReplayState {
     }
 
     /// The replay id for a subscribe of `subscription` now: after its last delivered event,
-    /// else an explicit start or fallback, else its topic's stored marker, else the configured
-    /// option.
-    pub(crate) async fn start_id(&self, subscription: &str) -> Result<i64> {
-        let (delivered, forced) = {
+    /// else an explicit start or fallback, else its stored marker, else the configured option.
+    ///
+    /// Markers are stored per subscribed name: a channel's under its name, a PushTopic
+    /// filter's under its full name as subscribed (`/topic/T?Region='EU'`), apart from its
+    /// topic's (`/topic/T`, the unfiltered subscription's). A topic-wide marker could not keep
+    /// at-least-once for every filter: a filter that starts late from an earlier position
+    /// (`subscribe_from`, or `AllEvents` before anything was stored) works through events that
+    /// lie before what the topic's other subscriptions have processed and stored, and since a
+    /// stored marker never moves backwards, a crash in that backlog would resume it after the
+    /// rest. With a marker of its own a filter's position depends on its own processing only.
+    ///
+    /// A filter with no marker of its own (its first subscribe, or one stored by a version
+    /// that kept filters under the topic) starts from its topic's stored marker, once per
+    /// session, and its start is stored under its own name at once (`-1` excepted: there is
+    /// no position before the first event), so that a crash before its first processed event
+    /// resumes it there and not from where the topic's other subscriptions have got to.
+    pub(crate) async fn start_id(self: &Arc<Self>, subscription: &str) -> Result<i64> {
+        let (delivered, forced, kept) = {
             let inner = self.lock();
             (
                 inner.delivered.get(subscription).cloned(),
                 inner.overrides.get(subscription).copied(),
+                match inner.dirty.get(subscription) {
+                    Some(Commit::Start(start)) => Some(start.replay_id),
+                    _ => None,
+                },
             )
         };
         if let Some(data) = delivered {
@@ -637,29 +710,108 @@ impl ReplayState {
             tracing::warn!(channel = %sanitized(subscription), "the last event has no replay id; resubscribing from the start option");
         }
         let channel = base_channel(subscription);
-        if let Some(id) = forced {
+        let filter = channel != subscription;
+        if let Some(id) = forced
+            && !filter
+        {
             return Ok(id);
         }
-        if let Some(storage) = &self.storage {
-            let stored = storage.get(channel).await.map_err(|e| {
-                Error::new(
-                    ErrorKind::Replay,
-                    format!("cannot read the replay marker of {channel}: {e}"),
-                )
-                .with_source(e)
-            })?;
-            if let Some(marker) = stored {
-                self.lock()
-                    .stored
-                    .entry(channel.to_owned())
-                    .or_insert(marker);
-                return Ok(marker.replay_id);
+        if let Some(id) = forced.or(kept) {
+            if kept.is_none() && self.stored_marker(subscription).await?.is_none() {
+                self.keep_start(subscription, ReplayMarker::new(id, None))
+                    .await?;
             }
+            return Ok(id);
+        }
+        let stored = self.stored_marker(subscription).await?;
+        let first = filter && self.lock().started.insert(subscription.to_owned());
+        if let Some(marker) = stored {
+            return Ok(marker.replay_id);
+        }
+        if first && let Some(marker) = self.stored_marker(channel).await? {
+            self.keep_start(subscription, marker).await?;
+            return Ok(marker.replay_id);
         }
         if self.start == ReplayOption::NewEvents {
             return Ok(self.unpositioned.start_id(channel));
         }
-        Ok(self.start.id())
+        let id = self.start.id();
+        if filter {
+            self.keep_start(subscription, ReplayMarker::new(id, None))
+                .await?;
+        }
+        Ok(id)
+    }
+
+    /// The stored marker under `key`, remembered for the writer's never-backwards check.
+    async fn stored_marker(&self, key: &str) -> Result<Option<ReplayMarker>> {
+        let Some(storage) = &self.storage else {
+            return Ok(None);
+        };
+        let stored = storage.get(key).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Replay,
+                format!("cannot read the replay marker of {}: {e}", sanitized(key)),
+            )
+            .with_source(e)
+        })?;
+        if let Some(marker) = stored {
+            self.lock().stored.entry(key.to_owned()).or_insert(marker);
+        }
+        Ok(stored)
+    }
+
+    /// Store `start` as the marker of filter `key`, which has none (unless a marker of its
+    /// own is already on its way: a commit, or an earlier start), and wait until it is stored:
+    /// the subscribe goes out only then, so no crash can come between its first events and
+    /// its start being stored. A failed write fails the subscribe, as a failed read does.
+    async fn keep_start(self: &Arc<Self>, key: &str, start: ReplayMarker) -> Result<()> {
+        if self.storage.is_none() || start.replay_id == ReplayOption::NewEvents.id() {
+            return Ok(()); // nothing stored; or "after the last event", which is no position
+        }
+        {
+            let mut inner = self.lock();
+            if inner.fence == Fence::Lost
+                || inner.stored.contains_key(key)
+                || inner.dirty.contains_key(key)
+            {
+                return Ok(());
+            }
+            inner.dirty.insert(key.to_owned(), Commit::Start(start));
+            if !inner.writing {
+                self.spawn_writer(&mut inner);
+            }
+        }
+        loop {
+            let mut idle = pin!(self.idle.notified());
+            idle.as_mut().enable();
+            {
+                let inner = self.lock();
+                let waiting = inner.dirty.contains_key(key);
+                if !waiting && (inner.stored.contains_key(key) || !inner.writing) {
+                    return Ok(()); // stored (or dropped with a lost lease)
+                }
+                if waiting && !inner.writing {
+                    return Err(inner.last_error.clone().unwrap_or_else(|| {
+                        Error::new(
+                            ErrorKind::Replay,
+                            format!("the start of {} could not be stored", sanitized(key)),
+                        )
+                    }));
+                }
+            }
+            idle.await;
+        }
+    }
+
+    /// Subscription `sub` of `channel` is being made: a PushTopic filter's deliveries are
+    /// tracked and stored under its own name (see [`Self::start_id`]).
+    pub(crate) fn subscribing(&self, sub: SubId, channel: &str) {
+        let mut inner = self.lock();
+        *inner.names.entry(channel.to_owned()).or_default() += 1;
+        if base_channel(channel) != channel {
+            inner.filters.insert(sub, Arc::from(channel));
+        }
     }
 
     /// Whether an event is for the streams: false for one that a resubscribe before the
@@ -674,7 +826,7 @@ impl ReplayState {
         if self.storage.is_none() {
             return;
         }
-        let channel = base_channel(channel);
+        // An event on a filtered name is a filter's, stored under its name (see `start_id`).
         let mut inner = self.lock();
         self.store_locked(&mut inner, channel, data.clone());
     }
@@ -741,8 +893,9 @@ impl ReplayState {
             }
             // Each marker leaves the batch only once it is stored (or needs no storing).
             while let Some((channel, commit)) = writer.batch.last().cloned() {
-                let data = match commit {
-                    Commit::Event(data) => data,
+                let marker = match commit {
+                    Commit::Event(data) => ReplayMarker::of(&data),
+                    Commit::Start(marker) => Some(marker),
                     Commit::Restart { fallback, rejected } => {
                         // Checked again at the last moment, under the lock: an event committed
                         // after the gap, or a newer marker the writer stored since, wins. (A
@@ -760,7 +913,7 @@ impl ReplayState {
                         return;
                     }
                 };
-                let Some(marker) = ReplayMarker::of(&data) else {
+                let Some(marker) = marker else {
                     tracing::warn!(channel = %sanitized(&channel), "event without a replay id: delivered, but no marker can be stored");
                     writer.batch.pop();
                     continue;
@@ -1012,6 +1165,27 @@ mod tests {
         let e = ev(50, "2026-11-28T07:00:00Z");
         s.delivered([("/a", &e)].into_iter());
         assert_eq!(s.start_id("/a").await.unwrap(), 50, "last delivered wins");
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_filter_keeps_the_live_unfiltered_subscription_s_position() {
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::AfterProcessed,
+        );
+        s.subscribing(1, "/topic/T");
+        s.subscribing(2, "/topic/T?Region='EU'");
+        let e = ev(50, "2026-11-28T07:00:00Z");
+        s.delivered([("/topic/T", &e)].into_iter());
+        s.forget(2, "/topic/T?Region='EU'");
+        assert_eq!(s.start_id("/topic/T").await.unwrap(), 50);
+        // With the topic itself gone too, a filter's events on the bare name say nothing.
+        s.subscribing(3, "/topic/T?Region='US'");
+        s.forget(1, "/topic/T");
+        s.delivered([("/topic/T", &e)].into_iter());
+        s.forget(3, "/topic/T?Region='US'");
+        assert_eq!(s.start_id("/topic/T").await.unwrap(), -2);
     }
 
     #[tokio::test]

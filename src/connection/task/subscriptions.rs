@@ -27,6 +27,7 @@ impl Task {
                     &channel,
                     replay_from,
                 );
+                self.shared.replay.subscribing(sub, &channel);
                 self.router.add(&channel, sub);
                 self.subs.insert(
                     sub,

@@ -1,22 +1,24 @@
 //! Property-based model test of the commit tracker.
 //!
-//! A server with two base channels (one of them reached through two PushTopic filters, so its
-//! events fan out) publishes events with increasing replay ids and dates; a client subscribes
-//! (from where [`ReplayState::start_id`] says), takes deliveries, acknowledges any ticket ever
-//! issued (stale ones of ended subscriptions and closed clients included), unsubscribes,
-//! resubscribes after a rehandshake, closes and starts a new client on the same storage, or
-//! crashes (its runtime and unwritten markers gone). The reference model records which
-//! deliveries were processed, following README "Delivery guarantees": an acknowledged delivery
-//! is processed, and so is one withdrawn when its subscription ends while another subscription
-//! of the channel goes on. After every step, on whatever the storage holds:
+//! A server with two base channels (one of them a PushTopic reached through two filters and
+//! unfiltered) publishes events with increasing replay ids and dates; a client subscribes each
+//! name (from where [`ReplayState::start_id`] says, or from an earlier id with
+//! `subscribe_from`, so that a filter works through a backlog that lies before what the rest
+//! of its topic has processed), takes deliveries, acknowledges any ticket ever issued (stale
+//! ones of ended subscriptions and closed clients included), unsubscribes, resubscribes after
+//! a rehandshake, closes and starts a new client on the same storage, or crashes (its runtime
+//! and unwritten markers gone). Each subscribed name has its own position and its own stored
+//! marker (README "Delivery guarantees"). The reference model records which deliveries were
+//! processed: an acknowledged delivery is processed. After every step, on whatever the storage
+//! holds:
 //!
-//! - at-least-once: every event up to the stored marker was processed at least once;
-//! - the stored marker never moves backwards (across clients and crashes too);
+//! - at-least-once: every event delivered to a name up to its stored marker was processed by
+//!   it, and no (re)subscribe starts after an event delivered to it and not processed;
+//! - a stored marker never moves backwards (across clients and crashes too);
 //! - the tracker's pending deliveries are exactly the model's unprocessed deliveries of live
-//!   subscriptions, and its outstanding list holds at most two entries per pending delivery;
-//! - a subscription never starts after an event that was not processed.
+//!   subscriptions, and its outstanding list holds at most two entries per pending delivery.
 //!
-//! At the end, once everything delivered is acknowledged, the stored marker is the last event.
+//! At the end, once everything delivered is acknowledged, each name's marker is its last event.
 //! Under `OnReceive` a delivery is processed when handed out, in order per subscription.
 
 use super::*;
@@ -25,28 +27,32 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-const BASES: [&str; 2] = ["/event/A__e", "/topic/T"];
-/// Subscribed channel names and their base channel (index into `BASES`).
-const NAMES: [(&str, usize); 3] = [
+/// Subscribed names, each its own marker key, and their base channel (its replay ids).
+const NAMES: [(&str, usize); 4] = [
     ("/event/A__e", 0),
     ("/topic/T?Status__c=Open", 1),
     ("/topic/T?Status__c=Closed", 1),
+    ("/topic/T", 1),
 ];
+const BASES: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
     Subscribe(usize),
+    /// `subscribe_from` an id (modulo the ids published) from the name's own stored marker to
+    /// before its first unprocessed delivery: a late filter's backlog before what the rest of
+    /// its topic processed.
+    SubscribeFrom(usize, u16),
     /// Unsubscribe, a dropped `Subscription` or a rejected resubscribe: the task forgets it.
     Forget(usize),
-    /// The next events after the channel's position (published now if need be), to every
-    /// live subscription of it.
+    /// The next events after the name's position (published now if need be).
     Deliver(usize, u8),
     /// Acknowledge one delivery not acknowledged yet (modulo their number), stale ones of ended
     /// subscriptions and closed clients included.
     Ack(usize),
     /// Acknowledge any delivery ever made, again perhaps.
     AckAny(usize),
-    /// A rehandshake: every subscription of the channel subscribes again from `start_id`.
+    /// A rehandshake: every subscription of the base channel subscribes again from `start_id`.
     Resubscribe(usize),
     /// Let the marker writer run.
     Settle,
@@ -59,11 +65,12 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..NAMES.len()).prop_map(Op::Subscribe),
+        1 => (0..NAMES.len(), any::<u16>()).prop_map(|(n, k)| Op::SubscribeFrom(n, k)),
         2 => (0..NAMES.len()).prop_map(Op::Forget),
-        4 => (0..BASES.len(), 1..5u8).prop_map(|(b, n)| Op::Deliver(b, n)),
+        4 => (0..NAMES.len(), 1..5u8).prop_map(|(n, c)| Op::Deliver(n, c)),
         6 => any::<usize>().prop_map(Op::Ack),
         1 => any::<usize>().prop_map(Op::AckAny),
-        1 => (0..BASES.len()).prop_map(Op::Resubscribe),
+        1 => (0..BASES).prop_map(Op::Resubscribe),
         1 => Just(Op::Settle),
         1 => Just(Op::Close),
         1 => Just(Op::Crash),
@@ -91,16 +98,13 @@ fn event(id: i64) -> Data {
 
 /// One delivery of one event to one subscription.
 struct Rec {
-    base: usize,
     id: i64,
     name: usize,
     sub: SubId,
-    /// The deliver step; the deliveries of one event in one step are one fan-out.
-    batch: u64,
     client: u64,
     /// `None` under `OnReceive`, or once the process that issued it crashed.
     ticket: Option<Ticket>,
-    /// Acknowledged, or withdrawn.
+    /// Acknowledged.
     done: bool,
 }
 
@@ -111,16 +115,17 @@ struct Model {
     state: Arc<ReplayState>,
     client: u64,
     next_sub: SubId,
-    batch: u64,
-    published: [i64; 2],
-    /// The last event delivered per channel while it has live subscriptions.
-    pos: [Option<i64>; 2],
-    live: [Option<SubId>; 3],
+    published: [i64; BASES],
+    /// The last event delivered per live name.
+    pos: [Option<i64>; 4],
+    live: [Option<SubId>; 4],
     recs: Vec<Rec>,
-    /// Events processed at least once, per channel.
-    completed: [BTreeSet<i64>; 2],
-    /// The highest stored marker seen per channel.
-    high: [i64; 2],
+    /// Events processed at least once, per name.
+    completed: [BTreeSet<i64>; 4],
+    /// The highest stored marker seen per name.
+    high: [i64; 4],
+    /// The latest start per name (a start is stored where the name has no marker of its own).
+    starts: [i64; 4],
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -139,13 +144,13 @@ impl Model {
             runtime: runtime(),
             client: 0,
             next_sub: 0,
-            batch: 0,
-            published: [0; 2],
-            pos: [None; 2],
-            live: [None; 3],
+            published: [0; BASES],
+            pos: [None; 4],
+            live: [None; 4],
             recs: Vec::new(),
             completed: Default::default(),
-            high: [0; 2],
+            high: [0; 4],
+            starts: [0; 4],
         }
     }
 
@@ -158,22 +163,46 @@ impl Model {
         ))
     }
 
-    fn live_of(&self, base: usize) -> Vec<usize> {
-        (0..NAMES.len())
-            .filter(|n| NAMES[*n].1 == base && self.live[*n].is_some())
-            .collect()
-    }
-
-    fn start_id(&self, base: usize) -> i64 {
+    fn start_id(&self, name: usize) -> i64 {
         let id = self
             .runtime
-            .block_on(self.state.start_id(BASES[base]))
+            .block_on(self.state.start_id(NAMES[name].0))
             .unwrap();
         match id {
             -2 => 0,
-            -1 => self.published[base],
+            -1 => self.published[NAMES[name].1],
             id => id,
         }
+    }
+
+    /// The oldest event delivered to `name` (by any client) and not processed by it.
+    fn first_unprocessed(&self, name: usize) -> Option<i64> {
+        self.recs
+            .iter()
+            .filter(|r| r.name == name && !self.completed[name].contains(&r.id))
+            .map(|r| r.id)
+            .min()
+    }
+
+    /// Starting at `start` skips no event delivered to `name` and not processed by it (with
+    /// processing tracked; `OnReceive` is at-most-once).
+    fn check_start(&self, name: usize, start: i64) -> Result<(), TestCaseError> {
+        if let Some(id) = self.first_unprocessed(name) {
+            prop_assert!(
+                !self.state.tracks() || start < id,
+                "{} starts after {start}, past event {id} delivered to it and not processed",
+                NAMES[name].0
+            );
+        }
+        Ok(())
+    }
+
+    fn subscribed(&mut self, name: usize, start: i64) {
+        self.next_sub += 1;
+        self.live[name] = Some(self.next_sub);
+        self.state.subscribing(self.next_sub, NAMES[name].0);
+        self.pos[name] = Some(start);
+        self.starts[name] = self.starts[name].max(start);
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -182,43 +211,30 @@ impl Model {
         let _enter = handle.enter();
         match op {
             Op::Subscribe(n) if self.live[n].is_none() => {
-                let base = NAMES[n].1;
-                if self.live_of(base).is_empty() {
-                    let start = self.start_id(base);
-                    prop_assert!(
-                        !self.state.tracks()
-                            || (1..=start).all(|id| self.completed[base].contains(&id)),
-                        "{} starts after {start}, past an unprocessed event",
-                        BASES[base]
-                    );
-                    self.pos[base] = Some(start);
+                let start = self.start_id(n);
+                self.check_start(n, start)?;
+                self.subscribed(n, start);
+            }
+            Op::SubscribeFrom(n, k) if self.live[n].is_none() => {
+                // Not before its own stored marker: that re-reads events, and the marker stays
+                // (never backwards), as it does for any channel (README).
+                let published = self.published[NAMES[n].1];
+                let mut from = (i64::from(k) % (published + 1)).max(self.stored(n));
+                if let Some(id) = self.first_unprocessed(n) {
+                    from = from.min(id - 1);
                 }
-                // A second filter of a channel joins where the first one is.
-                self.next_sub += 1;
-                self.live[n] = Some(self.next_sub);
+                self.state.start_from(NAMES[n].0, from);
+                let start = self.start_id(n);
+                prop_assert_eq!(start, from, "subscribe_from is where it starts");
+                self.subscribed(n, start);
             }
             Op::Forget(n) => {
                 if let Some(sub) = self.live[n].take() {
-                    let base = NAMES[n].1;
-                    if self.live_of(base).is_empty() {
-                        self.pos[base] = None;
-                    } else {
-                        // Others go on: what it was handed counts as processed.
-                        let client = self.client;
-                        let recs = self.recs.iter_mut();
-                        let ids: Vec<usize> = recs
-                            .enumerate()
-                            .filter(|(_, r)| r.sub == sub && r.client == client && !r.done)
-                            .map(|(i, _)| i)
-                            .collect();
-                        for i in ids {
-                            self.mark_done(i);
-                        }
-                    }
+                    self.pos[n] = None;
                     self.state.forget(sub, NAMES[n].0);
                 }
             }
-            Op::Deliver(base, count) => self.deliver(base, i64::from(count)),
+            Op::Deliver(n, count) => self.deliver(n, i64::from(count)),
             Op::Ack(i) => {
                 let open: Vec<usize> = (0..self.recs.len())
                     .filter(|j| !self.recs[*j].done)
@@ -229,17 +245,17 @@ impl Model {
             }
             Op::AckAny(i) if !self.recs.is_empty() => self.ack(i % self.recs.len()),
             Op::Resubscribe(base) => {
-                if let Some(pos) = self.pos[base] {
-                    let start = self.start_id(base);
-                    // Ahead of the stream only over events processed already (a marker
-                    // written after a fresh subscribe started from an older one).
+                for n in (0..NAMES.len()).filter(|n| NAMES[*n].1 == base) {
+                    let Some(pos) = self.pos[n] else { continue };
+                    let start = self.start_id(n);
+                    // Ahead of the stream only over events it processed already.
                     prop_assert!(
                         !self.state.tracks()
-                            || (pos + 1..=start).all(|id| self.completed[base].contains(&id)),
+                            || (pos + 1..=start).all(|id| self.completed[n].contains(&id)),
                         "{} resubscribes from {start}, skipping unprocessed events after {pos}",
-                        BASES[base]
+                        NAMES[n].0
                     );
-                    self.pos[base] = Some(start);
+                    self.pos[n] = Some(start);
                 }
             }
             Op::Settle => self.settle(),
@@ -264,8 +280,8 @@ impl Model {
     fn new_client(&mut self) {
         self.client += 1;
         self.state = Self::client(&self.storage, self.policy);
-        self.live = [None; 3];
-        self.pos = [None; 2];
+        self.live = [None; 4];
+        self.pos = [None; 4];
     }
 
     fn settle(&self) {
@@ -276,47 +292,42 @@ impl Model {
         });
     }
 
-    fn deliver(&mut self, base: usize, count: i64) {
-        let Some(pos) = self.pos[base] else { return };
+    fn deliver(&mut self, n: usize, count: i64) {
+        let (Some(pos), Some(sub)) = (self.pos[n], self.live[n]) else {
+            return;
+        };
         let last = pos + count;
+        let base = NAMES[n].1;
         self.published[base] = self.published[base].max(last);
-        self.batch += 1;
-        let subs: Vec<usize> = self.live_of(base);
         let data: Vec<(i64, Data)> = (pos + 1..=last).map(|id| (id, event(id))).collect();
-        let channel = BASES[base];
+        // A filter's events come on its own name.
+        let channel = NAMES[n].0;
         self.state.delivered(data.iter().map(|(_, d)| (channel, d)));
-        // Every delivery of one event adjacent, as the task routes them.
-        let deliveries: Vec<(usize, usize)> = (0..data.len())
-            .flat_map(|e| subs.iter().map(move |n| (e, *n)))
-            .collect();
-        let live = self.live;
         let mut tickets = if self.state.tracks() {
             self.state
                 .issue(
-                    deliveries
-                        .iter()
-                        .map(|(e, n)| (*e, live[*n].unwrap_or_default(), channel, &data[*e].1)),
+                    data.iter()
+                        .enumerate()
+                        .map(|(e, (_, d))| (e, sub, channel, d)),
                 )
                 .into_iter()
                 .map(Some)
                 .collect()
         } else {
-            vec![None; deliveries.len()]
+            vec![None; data.len()]
         }
         .into_iter();
-        for (e, n) in deliveries {
+        for (id, _) in &data {
             self.recs.push(Rec {
-                base,
-                id: data[e].0,
+                id: *id,
                 name: n,
-                sub: live[n].unwrap_or_default(),
-                batch: self.batch,
+                sub,
                 client: self.client,
                 ticket: tickets.next().flatten(),
                 done: false,
             });
         }
-        self.pos[base] = Some(last);
+        self.pos[n] = Some(last);
     }
 
     fn ack(&mut self, i: usize) {
@@ -336,7 +347,7 @@ impl Model {
         for j in 0..=i {
             let r = &self.recs[j];
             if r.sub == sub && r.client == client && !r.done {
-                self.state.commit(BASES[r.base], &event(r.id));
+                self.state.commit(NAMES[r.name].0, &event(r.id));
                 self.mark_done(j);
             }
         }
@@ -345,46 +356,38 @@ impl Model {
     fn mark_done(&mut self, i: usize) {
         self.recs[i].done = true;
         let r = &self.recs[i];
-        let (base, id, batch) = (r.base, r.id, r.batch);
-        if !self.state.tracks()
-            || self
-                .recs
-                .iter()
-                .filter(|r| r.base == base && r.id == id && r.batch == batch)
-                .all(|r| r.done)
-        {
-            self.completed[base].insert(id);
-        }
+        self.completed[r.name].insert(r.id);
     }
 
-    fn stored(&self, base: usize) -> i64 {
+    fn stored(&self, name: usize) -> i64 {
         self.storage
             .map()
             .lock()
             .unwrap()
-            .get(BASES[base])
-            .map_or(0, |m| m.replay_id)
+            .get(NAMES[name].0)
+            .map_or(0, |m| m.replay_id.max(0))
     }
 
     fn check(&mut self) -> Result<(), TestCaseError> {
-        for (base, channel) in BASES.iter().enumerate() {
-            let stored = self.stored(base);
+        for (n, (channel, _)) in NAMES.iter().enumerate() {
+            let stored = self.stored(n);
             prop_assert!(
-                stored >= self.high[base],
+                stored >= self.high[n],
                 "the marker of {} moved back from {} to {stored}",
                 channel,
-                self.high[base]
+                self.high[n]
             );
-            self.high[base] = stored;
+            self.high[n] = stored;
             if !self.state.tracks() {
-                // At-most-once: handed out is all it takes.
-                prop_assert!(stored <= self.completed[base].last().copied().unwrap_or(0));
+                // At-most-once: handed out is all it takes (or a start).
+                let handed = self.completed[n].last().copied().unwrap_or(0);
+                prop_assert!(stored <= handed.max(self.starts[n]));
                 continue;
             }
-            if let Some(id) = (1..=stored).find(|id| !self.completed[base].contains(id)) {
+            if let Some(id) = self.first_unprocessed(n) {
                 prop_assert!(
-                    false,
-                    "the marker of {} is {stored}: it covers event {id}, which was never processed",
+                    stored < id,
+                    "the marker of {} is {stored}: it covers event {id}, delivered to it and never processed",
                     channel
                 );
             }
@@ -392,10 +395,7 @@ impl Model {
                 .recs
                 .iter()
                 .filter(|r| {
-                    r.base == base
-                        && r.client == self.client
-                        && !r.done
-                        && self.live.contains(&Some(r.sub))
+                    r.name == n && r.client == self.client && !r.done && self.live[n] == Some(r.sub)
                 })
                 .count();
             let inner = self.state.lock();
@@ -420,32 +420,30 @@ impl Model {
         Ok(())
     }
 
-    /// Every channel with a subscription gets everything up to a new event, and everything
-    /// delivered is acknowledged: each such channel's marker reaches that newest event.
+    /// Every live name gets everything up to a new event, and everything delivered is
+    /// acknowledged: each such name's marker reaches its newest event.
     fn finish(&mut self) -> Result<(), TestCaseError> {
-        for base in 0..BASES.len() {
-            if self.pos[base].is_none() {
-                continue;
-            }
+        for (n, (_, base)) in NAMES.iter().enumerate() {
+            let Some(pos) = self.pos[n] else { continue };
             // Up to an event newer than any before.
-            let behind = self.published[base] - self.pos[base].unwrap_or_default();
-            self.deliver(base, behind + 1);
+            let behind = self.published[*base] - pos;
+            self.deliver(n, behind + 1);
             self.check()?;
         }
         // In reverse, the worst order for the contiguous prefix.
         let client = self.client;
         for i in (0..self.recs.len()).rev() {
             let r = &self.recs[i];
-            if r.client == client && !r.done && self.live.contains(&Some(r.sub)) {
+            if r.client == client && !r.done && self.live[r.name] == Some(r.sub) {
                 self.step(Op::AckAny(i))?;
             }
         }
         self.runtime.block_on(self.state.flush()).unwrap();
         self.check()?;
-        for (base, channel) in BASES.iter().enumerate() {
-            if let Some(pos) = self.pos[base] {
+        for (n, (channel, _)) in NAMES.iter().enumerate() {
+            if let Some(pos) = self.pos[n] {
                 prop_assert_eq!(
-                    self.stored(base),
+                    self.stored(n),
                     pos,
                     "{}: everything was processed but the marker is not the last event",
                     channel
