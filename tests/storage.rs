@@ -42,7 +42,8 @@ fn builder(emu: &Emulator, storage: impl ReplayStorage) -> ClientBuilder {
         .replay_storage(storage)
 }
 
-/// `get` returns what `set` stored, per channel, byte-exact (ids past 2^32, dates to the ms).
+/// `get` returns what `set` stored, per subscribed name (a PushTopic filter's apart from its
+/// topic's), byte-exact (ids past 2^32, dates to the ms).
 async fn round_trip(storage: &impl ReplayStorage) {
     assert_eq!(storage.get(CH).await.unwrap(), None);
     let big = ReplayMarker::new(i64::from(u32::MAX) * 3, at(1_764_316_801_123));
@@ -59,6 +60,29 @@ async fn round_trip(storage: &impl ReplayStorage) {
     let next = ReplayMarker::new(i64::from(u32::MAX) * 3 + 1, at(1_764_316_802_000));
     storage.set(CH, next).await.unwrap();
     assert_eq!(storage.get(CH).await.unwrap(), Some(next));
+    // A PushTopic filter's marker is kept under its full name, quotes, spaces and `&`
+    // included, apart from its topic's; a filter's start may be `-2`.
+    let filter = "/topic/T?Industry='Energy'&ShippingCity='San Francisco'";
+    storage
+        .set("/topic/T", ReplayMarker::new(5, at(1_764_316_801_000)))
+        .await
+        .unwrap();
+    assert_eq!(storage.get(filter).await.unwrap(), None);
+    storage
+        .set(filter, ReplayMarker::new(-2, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.get(filter).await.unwrap(),
+        Some(ReplayMarker::new(-2, None))
+    );
+    let filtered = ReplayMarker::new(9, at(1_764_316_803_000));
+    storage.set(filter, filtered).await.unwrap();
+    assert_eq!(storage.get(filter).await.unwrap(), Some(filtered));
+    assert_eq!(
+        storage.get("/topic/T").await.unwrap(),
+        Some(ReplayMarker::new(5, at(1_764_316_801_000)))
+    );
 }
 
 /// Through a client: markers never move backwards when older events are replayed, and
