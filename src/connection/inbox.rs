@@ -148,22 +148,33 @@ impl Inbox {
         let mut wake = Wake::default();
         let mut s = self.lock();
         let mut any = false;
-        for (sub, event) in events {
-            let seq = s.seq;
-            let Some(q) = s.queues.get_mut(&sub) else {
-                continue;
-            };
-            if q.ended {
-                continue;
-            }
-            q.items.push_back(Item {
+        {
+            let State {
+                queues,
                 seq,
-                value: Ok(event),
-            });
-            s.seq += 1;
-            s.pending += 1;
-            s.take_wakers(sub, &mut wake);
-            any = true;
+                pending,
+                ..
+            } = &mut *s;
+            // Events come in runs for one subscription: its queue is looked up once per run.
+            let mut current: Option<(SubId, Option<&mut Queue>)> = None;
+            for (sub, event) in events {
+                if current.as_ref().is_none_or(|(c, _)| *c != sub) {
+                    current = Some((sub, queues.get_mut(&sub).filter(|q| !q.ended)));
+                }
+                let Some((_, Some(q))) = &mut current else {
+                    continue;
+                };
+                q.items.push_back(Item {
+                    seq: *seq,
+                    value: Ok(event),
+                });
+                *seq += 1;
+                *pending += 1;
+                if let Some(w) = q.waker.take() {
+                    wake.0.push(w);
+                }
+                any = true;
+            }
         }
         if any {
             s.take_receivers(&mut wake);

@@ -13,7 +13,10 @@ impl Task {
         let mut replies = Vec::new();
         // Events of a batch mostly share a channel: route and intern once per run.
         let mut run: Option<(Arc<str>, Vec<SubId>)> = None;
-        for m in response.messages {
+        // Messages are read in place and only their parts taken: a `Message` is ~300 bytes,
+        // and moving each one out of the vector cost two copies of it per event.
+        let mut messages = response.messages;
+        for m in &mut messages {
             if m.is_meta() {
                 match m.channel.as_str() {
                     channels::CONNECT | channels::HANDSHAKE => {}
@@ -21,7 +24,7 @@ impl Task {
                         tracing::info!("the server sent /meta/disconnect");
                         self.server_disconnected = true;
                     }
-                    _ => replies.push(m),
+                    _ => replies.push(std::mem::take(m)),
                 }
                 continue;
             }
@@ -30,18 +33,15 @@ impl Task {
             }
             // Replies always carry `successful`, events never do (Faye echoes the publisher's id
             // on the delivered event, so the id alone cannot tell them apart).
-            if m.successful.is_some() || m.data.is_none() {
-                replies.push(m);
+            if m.successful.is_some() {
+                replies.push(std::mem::take(m));
                 continue;
             }
-            let Message {
-                channel,
-                data: Some(data),
-                ..
-            } = m
-            else {
+            let Some(data) = m.data.take() else {
+                replies.push(std::mem::take(m));
                 continue;
             };
+            let channel = std::mem::take(&mut m.channel);
             if run.as_ref().is_none_or(|(c, _)| **c != *channel) {
                 let mut targets = Vec::new();
                 self.router.route(&channel, |s| targets.push(s));
@@ -122,20 +122,23 @@ impl Task {
         } else {
             Vec::new().into_iter()
         };
-        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
         let mut deliveries = Vec::with_capacity(targets_of.len());
-        for (i, (sub, index)) in targets_of.iter().enumerate() {
-            let last_use = targets_of.get(i + 1).is_none_or(|(_, next)| next != index);
-            let event = if last_use {
-                events[*index].take()
-            } else {
-                events[*index].clone()
-            };
-            if let Some(mut event) = event {
-                if let Some(ticket) = tickets.next() {
-                    event.set_ticket(ticket);
+        let mut targets = targets_of.iter().peekable();
+        for (index, event) in events.into_iter().enumerate() {
+            let mut event = Some(event);
+            while let Some((sub, _)) = targets.next_if(|(_, i)| *i == index) {
+                let last_use = targets.peek().is_none_or(|(_, next)| *next != index);
+                let copy = if last_use {
+                    event.take()
+                } else {
+                    event.clone()
+                };
+                if let Some(mut copy) = copy {
+                    if let Some(ticket) = tickets.next() {
+                        copy.set_ticket(ticket);
+                    }
+                    deliveries.push((*sub, copy));
                 }
-                deliveries.push((*sub, event));
             }
         }
         self.shared.inbox.deliver(deliveries);
