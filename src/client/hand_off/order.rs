@@ -105,3 +105,53 @@ impl Order {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::{CommitPolicy, MappingStorage, ReplayOption};
+
+    fn ev(id: i64) -> Data {
+        Data::from_json(format!(r#"{{"event":{{"replayId":{id}}}}}"#)).unwrap()
+    }
+
+    /// Acks in any order store the acked front only; an event never acked holds the marker and
+    /// costs at most two runs, however many are acked after it.
+    #[tokio::test]
+    async fn acks_store_the_acked_front_in_hand_out_order() {
+        let storage = MappingStorage::new();
+        let map = storage.map().clone();
+        let replay = Arc::new(ReplayState::new(
+            Some(Arc::new(storage)),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let order = Order::new(replay.clone());
+        let n: Vec<u64> = (1..=5)
+            .map(|id| order.push("/event/A__e", &ev(id)))
+            .collect();
+        let stored = || map.lock().unwrap().get("/event/A__e").map(|m| m.replay_id);
+        order.done(n[1]);
+        order.done(n[2]);
+        replay.flush().await.unwrap();
+        assert_eq!(stored(), None, "1 is not acked");
+        order.done(n[0]);
+        order.done(n[0]); // twice: nothing more
+        replay.flush().await.unwrap();
+        assert_eq!(stored(), Some(3));
+        // 4 is never acked (its worker crashed): nothing after it is stored, in two runs.
+        for id in 6..=100 {
+            let number = order.push("/event/A__e", &ev(id));
+            order.done(number);
+        }
+        order.done(n[4]);
+        replay.flush().await.unwrap();
+        assert_eq!(stored(), Some(3));
+        assert_eq!(order.lock().runs.len(), 2);
+        order.done(n[3]);
+        replay.flush().await.unwrap();
+        assert_eq!(stored(), Some(100));
+        assert!(order.lock().runs.is_empty());
+    }
+}
