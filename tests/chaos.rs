@@ -13,6 +13,8 @@
 //! Each run prints its seed; `SFSTREAM_CHAOS_SEED=<seed> cargo test --all-features --test chaos`
 //! replays the same choices (timing on a loaded machine still varies).
 
+mod common;
+
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use sfstream::auth::{Authenticator, PasswordAuthenticator, Token};
@@ -486,12 +488,10 @@ const CHILD_ENV: &str = "SFSTREAM_CHAOS_CHILD";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkill_restarts_deliver_every_event_at_least_once"]
 async fn chaos_consumer_child() {
-    let Ok(config) = std::env::var(CHILD_ENV) else {
+    let Some([login, id, secret, user, password, version, storage]) =
+        common::child::config(CHILD_ENV)
+    else {
         return;
-    };
-    let fields: Vec<&str> = config.split('\n').collect();
-    let [login, id, secret, user, password, version, storage] = fields[..] else {
-        panic!("{CHILD_ENV}: expected 7 lines");
     };
     let auth = PasswordAuthenticator::new(id, secret, user, password)
         .login_url(login.parse::<Url>().expect("login URL"));
@@ -516,56 +516,23 @@ async fn chaos_consumer_child() {
     }
 }
 
-struct Child {
-    process: tokio::process::Child,
-    reader: tokio::task::JoinHandle<()>,
-}
-
 fn spawn_child(
     config: &str,
     seen: &Arc<Mutex<Vec<(usize, i64)>>>,
     errors: &Arc<Mutex<Vec<String>>>,
-) -> Child {
-    let mut process = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "chaos_consumer_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the consumer");
-    let stdout = process.stdout.take().expect("stdout");
+) -> common::child::TestChild {
     let (seen, errors) = (seen.clone(), errors.clone());
-    let reader = tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut parts = line.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("EVENT"), Some(i), Some(id)) => seen
-                    .lock()
-                    .unwrap()
-                    .push((i.parse().expect("index"), id.parse().expect("replay id"))),
-                (Some("ERROR"), _, _) => errors.lock().unwrap().push(line),
-                _ => {}
-            }
+    common::child::spawn("chaos_consumer_child", CHILD_ENV, config, move |line| {
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("EVENT"), Some(i), Some(id)) => seen
+                .lock()
+                .unwrap()
+                .push((i.parse().expect("index"), id.parse().expect("replay id"))),
+            (Some("ERROR"), _, _) => errors.lock().unwrap().push(line.to_owned()),
+            _ => {}
         }
-    });
-    Child { process, reader }
-}
-
-impl Child {
-    /// SIGKILL, then take every line it wrote before dying.
-    async fn kill(mut self) {
-        let _ = self.process.start_kill();
-        let _ = self.process.wait().await;
-        let _ = self.reader.await;
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use sfstream::emulator::Emulator;
 use sfstream::replay::{Lease, ReplayMarker, ReplayOption, ReplayStorage};
-use sfstream::{Client, ClientBuilder, ErrorKind};
+use sfstream::{Client, ClientBuilder, ErrorKind, Subscription};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -238,23 +238,19 @@ impl Store {
     }
 
     async fn open(self, url: &str, key: &str) -> (AnyStorage, Arc<dyn Lease>) {
+        // The two storages share the API but no trait for `connect` and `lease`.
+        macro_rules! open {
+            ($storage:ty) => {{
+                let s = <$storage>::connect(url, key).await.unwrap();
+                let lease: Arc<dyn Lease> = Arc::new(s.lease());
+                (AnyStorage(Arc::new(s)), lease)
+            }};
+        }
         match self {
             #[cfg(feature = "postgres")]
-            Store::Postgres => {
-                let s = sfstream::replay::PostgresStorage::connect(url, key)
-                    .await
-                    .unwrap();
-                let lease = Arc::new(s.lease());
-                (AnyStorage(Arc::new(s)), lease)
-            }
+            Store::Postgres => open!(sfstream::replay::PostgresStorage),
             #[cfg(feature = "redis")]
-            Store::Redis => {
-                let s = sfstream::replay::RedisStorage::connect(url, key)
-                    .await
-                    .unwrap();
-                let lease = Arc::new(s.lease());
-                (AnyStorage(Arc::new(s)), lease)
-            }
+            Store::Redis => open!(sfstream::replay::RedisStorage),
         }
     }
 }
@@ -287,13 +283,25 @@ impl Consumer {
         renew: Duration,
     ) -> ClientBuilder {
         let url = emu.instance_url().parse().unwrap();
-        Client::builder(sfstream::auth::AccessToken::new(emu.issue_token(), url))
-            .api_version(emu.api_version())
+        let auth = sfstream::auth::AccessToken::new(emu.issue_token(), url);
+        self.builder_with(storage, auth, &emu.api_version())
+            .lease_timing(duration, renew)
+    }
+
+    /// A client of this consumer's lease, with its markers in `storage`, logging in with
+    /// `auth` (the child processes have no emulator of their own).
+    fn builder_with(
+        &self,
+        storage: impl ReplayStorage,
+        auth: sfstream::auth::AccessToken,
+        api_version: &str,
+    ) -> ClientBuilder {
+        Client::builder(auth)
+            .api_version(api_version)
             .backoff(Duration::from_millis(10), Duration::from_millis(50))
             .replay(ReplayOption::AllEvents)
             .replay_storage(storage)
             .lease(self.lease.clone())
-            .lease_timing(duration, renew)
     }
 }
 
@@ -345,7 +353,7 @@ async fn stored_reaches(storage: &AnyStorage, id: i64) {
 }
 
 /// Take (and acknowledge) events up to the one with replay id `last`; their ids.
-async fn take_until(sub: &mut sfstream::Subscription, last: i64) -> Vec<i64> {
+async fn take_until(sub: &mut Subscription, last: i64) -> Vec<i64> {
     let mut ids = Vec::new();
     while ids.last() != Some(&last) {
         let event = sub.next().await.unwrap().unwrap();
@@ -420,30 +428,71 @@ async fn fenced_writes(store: Store) {
     .await;
 }
 
-/// Only the holder streams; `close()` releases the lease and the standby takes over at its
-/// next attempt (well before the lease would expire), resuming after the last processed event: no loss
-/// and, after a clean close, no duplicate.
-async fn standby_takes_over_after_close(store: Store) {
-    let Some(url) = store.url() else { return };
-    within("hand-over on close", async {
-        let emu = Emulator::start().await.unwrap();
-        let (a, b) = two_consumers(store, &url, "close").await;
-        let duration = Duration::from_secs(10);
-        let renew = Duration::from_millis(200);
-        let first: Vec<i64> = (0..10)
-            .map(|n| emu.publish(CH, json!({ "n": n })))
-            .collect();
-        let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
-        let standby = b.builder(&emu, duration, renew).build().unwrap();
+/// The lease timing of most scenarios: short, so that expiries come quickly.
+const LEASE: Duration = Duration::from_millis(1500);
+const RENEW: Duration = Duration::from_millis(200);
+
+/// What a scenario starts from: an emulator and two consumers sharing one key.
+struct Pair {
+    emu: Emulator,
+    a: Consumer,
+    b: Consumer,
+}
+
+impl Pair {
+    /// Publish `count` events on [`CH`]; their replay ids.
+    fn publish(&self, count: usize) -> Vec<i64> {
+        (0..count)
+            .map(|n| self.emu.publish(CH, json!({ "n": n })))
+            .collect()
+    }
+
+    /// A client of `who` with the short lease timing.
+    fn client(&self, who: &Consumer) -> ClientBuilder {
+        who.builder(&self.emu, LEASE, RENEW)
+    }
+
+    /// `a` holds a lease of `duration` and is subscribed to [`CH`]; `b` stands by in the
+    /// background (see [`stand_by`]).
+    async fn holder_and_standby(&self, duration: Duration) -> (Client, Subscription, Standby) {
+        let holder = self.a.builder(&self.emu, duration, RENEW);
+        let holder = holder.connect().await.unwrap();
+        let standby = self.b.builder(&self.emu, duration, RENEW).build().unwrap();
         let waiting = stand_by(&standby);
-        let mut sub = holder.subscribe(CH).await.unwrap();
-        for id in &first {
-            let event = sub.next().await.unwrap().unwrap();
-            assert_eq!(event.replay_id(), Some(*id));
-            event.ack();
-        }
+        let sub = holder.subscribe(CH).await.unwrap();
+        (holder, sub, Standby { standby, waiting })
+    }
+}
+
+/// A client opening in the background: it holds the lease once `waiting` is done.
+struct Standby {
+    standby: Client,
+    waiting: tokio::task::JoinHandle<sfstream::Result<Instant>>,
+}
+
+/// Run `scenario` against `store` within the time bound (skipped when the store is not
+/// configured).
+async fn on_pair(store: Store, name: &str, scenario: impl AsyncFnOnce(Pair)) {
+    let Some(url) = store.url() else { return };
+    within(name, async {
+        let emu = Emulator::start().await.unwrap();
+        let (a, b) = two_consumers(store, &url, name).await;
+        scenario(Pair { emu, a, b }).await;
+    })
+    .await;
+}
+
+/// Only the holder streams; `close()` releases the lease and the standby takes over at its
+/// next attempt (well before the lease would expire), resuming after the last processed
+/// event: no loss and, after a clean close, no duplicate.
+async fn standby_takes_over_after_close(store: Store) {
+    on_pair(store, "close", async |p| {
+        let duration = Duration::from_secs(10);
+        let first = p.publish(10);
+        let (holder, mut sub, Standby { standby, waiting }) = p.holder_and_standby(duration).await;
+        assert_eq!(take_until(&mut sub, first[9]).await, first);
         // The standby has asked several times and was refused each time.
-        until(|| b.lease.attempts.load(Ordering::SeqCst) >= 3).await;
+        until(|| p.b.lease.attempts.load(Ordering::SeqCst) >= 3).await;
         assert!(
             !waiting.is_finished(),
             "the standby must wait for the lease"
@@ -454,24 +503,13 @@ async fn standby_takes_over_after_close(store: Store) {
         waiting.await.unwrap().unwrap();
         let takeover = closed_at.elapsed();
         assert!(takeover < duration, "took over after {takeover:?}");
-        let second: Vec<i64> = (10..15)
-            .map(|n| emu.publish(CH, json!({ "n": n })))
-            .collect();
+        let second = p.publish(5);
         let mut sub = standby.subscribe(CH).await.unwrap();
-        for id in &second {
-            let event = sub.next().await.unwrap().unwrap();
-            assert_eq!(
-                event.replay_id(),
-                Some(*id),
-                "resumes after the last processed"
-            );
-            event.ack();
-        }
+        let resumed = take_until(&mut sub, second[4]).await;
+        assert_eq!(resumed, second, "resumes after the last processed");
         standby.close().await.unwrap();
-        assert_eq!(
-            b.storage.get(CH).await.unwrap().map(|m| m.replay_id),
-            second.last().copied()
-        );
+        let stored = p.b.storage.get(CH).await.unwrap().map(|m| m.replay_id);
+        assert_eq!(stored, Some(second[4]), "close() stored the last marker");
         eprintln!("{store:?}: standby streaming {takeover:?} after close");
     })
     .await;
@@ -481,33 +519,13 @@ async fn standby_takes_over_after_close(store: Store) {
 /// out (its stream yields `LeaseLost` and ends), which is before the store lets the standby
 /// in; the standby resumes from the holder's last stored marker, so nothing is lost.
 async fn cut_off_holder_stops_before_the_standby_starts(store: Store) {
-    let Some(url) = store.url() else { return };
-    within("cut-off holder", async {
-        let emu = Emulator::start().await.unwrap();
-        let (a, b) = two_consumers(store, &url, "cutoff").await;
-        let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
-        let published: Vec<i64> = (0..10)
-            .map(|n| emu.publish(CH, json!({ "n": n })))
-            .collect();
-        let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
-        let standby = b.builder(&emu, duration, renew).build().unwrap();
-        let waiting = stand_by(&standby);
-        let mut sub = holder.subscribe(CH).await.unwrap();
-        let mut processed = Vec::new();
-        for _ in 0..5 {
-            let event = sub.next().await.unwrap().unwrap();
-            processed.push(event.replay_id().unwrap());
-            event.ack();
-        }
+    on_pair(store, "cutoff", async |p| {
+        let mut published = p.publish(10);
+        let (holder, mut sub, Standby { standby, waiting }) = p.holder_and_standby(LEASE).await;
+        take_until(&mut sub, published[4]).await;
         // The acknowledged markers are stored before the holder is cut off.
-        let stored_before = loop {
-            let m = a.storage.get(CH).await.unwrap().map(|m| m.replay_id);
-            if m == Some(published[4]) {
-                break m;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        a.lease.set(HANG);
+        stored_reaches(&p.a.storage, published[4]).await;
+        p.a.lease.set(HANG);
         // Reading on marks what was read processed (AfterProcessed), until the lease is lost.
         let (rest, errors) = drain(&mut sub).await;
         let stopped_at = Instant::now();
@@ -523,25 +541,12 @@ async fn cut_off_holder_stops_before_the_standby_starts(store: Store) {
             "the holder stopped {:?} after the standby started",
             stopped_at - started_at
         );
-        let stored = b.storage.get(CH).await.unwrap().unwrap().replay_id;
-        assert!(
-            stored >= published[4],
-            "{stored} regressed below {stored_before:?}"
-        );
-        let mut published = published;
-        published.extend((10..13).map(|n| emu.publish(CH, json!({ "n": n }))));
+        let stored = p.b.storage.get(CH).await.unwrap().unwrap().replay_id;
+        assert!(stored >= published[4], "{stored} regressed");
+        published.extend(p.publish(3));
         let mut sub = standby.subscribe(CH).await.unwrap();
-        let mut resumed = Vec::new();
-        while resumed.last() != published.last() {
-            let event = sub.next().await.unwrap().unwrap();
-            resumed.push(event.replay_id().unwrap());
-            event.ack();
-        }
-        let expected: Vec<i64> = published
-            .iter()
-            .copied()
-            .filter(|id| *id > stored)
-            .collect();
+        let resumed = take_until(&mut sub, *published.last().unwrap()).await;
+        let expected: Vec<i64> = published.into_iter().filter(|id| *id > stored).collect();
         assert_eq!(
             resumed, expected,
             "resumes after the stored marker {stored}"
@@ -562,37 +567,21 @@ async fn cut_off_holder_stops_before_the_standby_starts(store: Store) {
 /// stream ends with `LeaseLost`, and the stored marker stays the new holder's even though the
 /// old one had processed further.
 async fn stale_holder_is_fenced(store: Store) {
-    let Some(url) = store.url() else { return };
-    within("stale holder", async {
-        let emu = Emulator::start().await.unwrap();
-        let (a, b) = two_consumers(store, &url, "stale").await;
-        let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
-        let stale = a.builder(&emu, duration, renew).connect().await.unwrap();
+    on_pair(store, "stale", async |p| {
+        let stale = p.client(&p.a).connect().await.unwrap();
         let mut old_sub = stale.subscribe(CH).await.unwrap();
-        a.lease.set(LIE);
+        p.a.lease.set(LIE);
         // The store lets the lease expire; the standby takes it.
-        let standby = b.builder(&emu, duration, renew).connect().await.unwrap();
+        let standby = p.client(&p.b).connect().await.unwrap();
         assert!(
             !stale.closed(),
             "the stale holder still believes it holds the lease"
         );
         let mut new_sub = standby.subscribe(CH).await.unwrap();
-        let published: Vec<i64> = (0..10)
-            .map(|n| emu.publish(CH, json!({ "n": n })))
-            .collect();
+        let published = p.publish(10);
         // The new holder processes 3; the stale one everything it gets.
-        for id in &published[..3] {
-            let event = new_sub.next().await.unwrap().unwrap();
-            assert_eq!(event.replay_id(), Some(*id));
-            event.ack();
-        }
-        let new_marker = loop {
-            let m = b.storage.get(CH).await.unwrap().map(|m| m.replay_id);
-            if m == Some(published[2]) {
-                break m;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        assert_eq!(take_until(&mut new_sub, published[2]).await, published[..3]);
+        stored_reaches(&p.b.storage, published[2]).await;
         let mut errors = Vec::new();
         while let Some(item) = old_sub.next().await {
             match item {
@@ -603,8 +592,8 @@ async fn stale_holder_is_fenced(store: Store) {
         assert_eq!(errors, vec![ErrorKind::LeaseLost], "fenced, then ended");
         assert!(stale.closed());
         assert_eq!(
-            a.storage.get(CH).await.unwrap().map(|m| m.replay_id),
-            new_marker,
+            p.a.storage.get(CH).await.unwrap().map(|m| m.replay_id),
+            Some(published[2]),
             "the stale holder's writes were refused"
         );
         // The new holder goes on.
@@ -621,26 +610,21 @@ async fn stale_holder_is_fenced(store: Store) {
 /// finishes late), else at the store, which refuses it (fenced). Neither may touch the new
 /// session: it streams, stores its markers and releases its lease on close.
 async fn reopened_while_the_old_session_stores(store: Store, fail: bool) {
-    let Some(url) = store.url() else { return };
-    within("re-opened during a late write", async {
-        let emu = Emulator::start().await.unwrap();
-        let (a, other) = two_consumers(store, &url, "late").await;
-        let gated = Gated::new(a.storage.clone(), fail);
+    on_pair(store, "late", async |p| {
+        let gated = Gated::new(p.a.storage.clone(), fail);
         // Renewals far apart: the first keeper renews nothing during the test, so it surely
         // ends through its release.
         let (duration, renew) = (Duration::from_secs(50), Duration::from_secs(25));
-        let client = a
-            .builder_on(gated.clone(), &emu, duration, renew)
-            .build()
-            .unwrap();
-        let first = emu.publish(CH, json!({ "n": 0 }));
+        let client =
+            p.a.builder_on(gated.clone(), &p.emu, duration, renew)
+                .build()
+                .unwrap();
+        let first = p.publish(1);
         client.open().await.unwrap();
-        let (owner, old_epoch) = a.lease.acquired()[0].clone();
+        let (owner, old_epoch) = p.a.lease.acquired()[0].clone();
         let mut sub = client.subscribe(CH).await.unwrap();
         gated.armed.store(true, Ordering::SeqCst);
-        let event = sub.next().await.unwrap().unwrap();
-        assert_eq!(event.replay_id(), Some(first));
-        event.ack();
+        take_until(&mut sub, first[0]).await;
         until(|| gated.holding.load(Ordering::SeqCst)).await;
         drop(sub);
         let closing = tokio::spawn({
@@ -648,31 +632,25 @@ async fn reopened_while_the_old_session_stores(store: Store, fail: bool) {
             async move { client.close().await }
         });
         until(|| client.closed()).await;
-        a.lease.inner.release(&owner, old_epoch).await.unwrap();
+        p.a.lease.inner.release(&owner, old_epoch).await.unwrap();
         client.open().await.unwrap();
-        let new_epoch = a.lease.acquired()[1].1;
+        let new_epoch = p.a.lease.acquired()[1].1;
         assert!(new_epoch > old_epoch);
         gated.open.add_permits(1);
         let _ = closing.await.unwrap(); // the old session's keeper has released
         assert!(!client.closed(), "the re-opened session was torn down");
-        let second = emu.publish(CH, json!({ "n": 1 }));
+        let second = p.publish(1);
         let mut sub = client.subscribe(CH).await.unwrap();
-        loop {
-            let event = sub.next().await.unwrap().unwrap();
-            event.ack();
-            if event.replay_id() == Some(second) {
-                break;
-            }
-        }
+        take_until(&mut sub, second[0]).await;
         client.close().await.unwrap();
         assert_eq!(
-            a.storage.get(CH).await.unwrap().map(|m| m.replay_id),
-            Some(second),
+            p.a.storage.get(CH).await.unwrap().map(|m| m.replay_id),
+            Some(second[0]),
             "the re-opened session stores its markers"
         );
-        let next = other.lease.try_acquire("next", duration).await.unwrap();
+        let next = p.b.lease.try_acquire("next", duration).await.unwrap();
         assert!(next.is_some(), "the re-opened session released its lease");
-        assert!(a.lease.released.lock().unwrap().contains(&new_epoch));
+        assert!(p.a.lease.released.lock().unwrap().contains(&new_epoch));
     })
     .await;
 }
@@ -688,20 +666,14 @@ async fn late_refusal_after_reopen(store: Store) {
 /// Events queued when the lease is lost are not handed out: the next item is `LeaseLost`,
 /// then the stream ends (the new holder redelivers them).
 async fn queued_events_after_lease_lost(store: Store) {
-    let Some(url) = store.url() else { return };
-    within("queued events at the loss", async {
-        let emu = Emulator::start().await.unwrap();
-        let (a, _) = two_consumers(store, &url, "queued").await;
-        let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
-        let published: Vec<i64> = (0..10)
-            .map(|n| emu.publish(CH, json!({ "n": n })))
-            .collect();
-        let holder = a.builder(&emu, duration, renew).connect().await.unwrap();
+    on_pair(store, "queued", async |p| {
+        let published = p.publish(10);
+        let holder = p.client(&p.a).connect().await.unwrap();
         let mut sub = holder.subscribe(CH).await.unwrap();
         let event = sub.next().await.unwrap().unwrap();
         assert_eq!(event.replay_id(), Some(published[0]));
         until(|| holder.pending_count() == published.len() - 1).await;
-        a.lease.set(HANG);
+        p.a.lease.set(HANG);
         until(|| holder.closed()).await;
         let (ids, errors) = drain(&mut sub).await;
         assert_eq!(ids, Vec::<i64>::new(), "events handed out after the loss");
@@ -715,39 +687,26 @@ async fn queued_events_after_lease_lost(store: Store) {
 /// acquires it under a newer epoch, and resumes from the stored markers (what the other
 /// holder processed meanwhile), not from where it had been.
 async fn reopen_after_lease_lost(store: Store) {
-    let Some(url) = store.url() else { return };
-    within("re-open after LeaseLost", async {
-        let emu = Emulator::start().await.unwrap();
-        let (a, b) = two_consumers(store, &url, "reopen").await;
-        let (duration, renew) = (Duration::from_millis(1500), Duration::from_millis(200));
-        let mut published: Vec<i64> = (0..6).map(|n| emu.publish(CH, json!({ "n": n }))).collect();
-        let client = a.builder(&emu, duration, renew).connect().await.unwrap();
-        let standby = b.builder(&emu, duration, renew).build().unwrap();
-        let waiting = stand_by(&standby);
-        let mut sub = client.subscribe(CH).await.unwrap();
-        for id in &published[..3] {
-            let event = sub.next().await.unwrap().unwrap();
-            assert_eq!(event.replay_id(), Some(*id));
-            event.ack();
-        }
-        stored_reaches(&a.storage, published[2]).await;
-        a.lease.set(HANG);
+    on_pair(store, "reopen", async |p| {
+        let mut published = p.publish(6);
+        let (client, mut sub, Standby { standby, waiting }) = p.holder_and_standby(LEASE).await;
+        assert_eq!(take_until(&mut sub, published[2]).await, published[..3]);
+        stored_reaches(&p.a.storage, published[2]).await;
+        p.a.lease.set(HANG);
         let (_, errors) = drain(&mut sub).await;
         assert_eq!(errors, vec![ErrorKind::LeaseLost]);
         assert!(client.closed());
         // The standby takes over and processes further than the first client ever got.
         waiting.await.unwrap().unwrap();
-        published.extend((6..9).map(|n| emu.publish(CH, json!({ "n": n }))));
+        published.extend(p.publish(3));
         let mut sub = standby.subscribe(CH).await.unwrap();
         take_until(&mut sub, published[8]).await;
         standby.close().await.unwrap();
-        a.lease.set(NORMAL);
-        let later: Vec<i64> = (9..11)
-            .map(|n| emu.publish(CH, json!({ "n": n })))
-            .collect();
+        p.a.lease.set(NORMAL);
+        let later = p.publish(2);
         client.open().await.unwrap();
-        let epochs: Vec<u64> = a.lease.acquired().iter().map(|(_, e)| *e).collect();
-        let standby_epoch = b.lease.acquired()[0].1;
+        let epochs: Vec<u64> = p.a.lease.acquired().iter().map(|(_, e)| *e).collect();
+        let standby_epoch = p.b.lease.acquired()[0].1;
         assert!(
             epochs.len() == 2 && epochs[1] > standby_epoch && standby_epoch > epochs[0],
             "{epochs:?}, standby {standby_epoch}"
@@ -759,8 +718,8 @@ async fn reopen_after_lease_lost(store: Store) {
             "resumes after the stored marker"
         );
         client.close().await.unwrap();
-        stored_reaches(&a.storage, later[1]).await;
-        assert!(a.lease.released.lock().unwrap().contains(&epochs[1]));
+        stored_reaches(&p.a.storage, later[1]).await;
+        assert!(p.a.lease.released.lock().unwrap().contains(&epochs[1]));
     })
     .await;
 }
@@ -848,34 +807,24 @@ const CHILD_RENEW: Duration = Duration::from_millis(400);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of the lease fail-over tests"]
 async fn lease_consumer_child() {
-    let Ok(config) = std::env::var(CHILD_ENV) else {
+    let Some([store, url, key, instance, token, version]) = common::child::config(CHILD_ENV) else {
         return;
     };
-    let fields: Vec<&str> = config.split('\n').collect();
-    let [store, url, key, instance, token, version] = fields[..] else {
-        panic!("{CHILD_ENV}: expected 6 lines");
-    };
-    let store = match store {
+    let store = match store.as_str() {
         #[cfg(feature = "postgres")]
         "postgres" => Store::Postgres,
         #[cfg(feature = "redis")]
         "redis" => Store::Redis,
         other => panic!("unknown store {other}"),
     };
-    let consumer = Consumer::new(store, url, key).await;
-    let client = Client::builder(sfstream::auth::AccessToken::new(
-        token,
-        instance.parse().unwrap(),
-    ))
-    .api_version(version)
-    .backoff(Duration::from_millis(10), Duration::from_millis(50))
-    .replay(ReplayOption::AllEvents)
-    .replay_storage(consumer.storage.clone())
-    .lease(consumer.lease.clone())
-    .lease_timing(CHILD_LEASE, CHILD_RENEW)
-    .connect()
-    .await
-    .expect("connect");
+    let consumer = Consumer::new(store, &url, &key).await;
+    let auth = sfstream::auth::AccessToken::new(token, instance.parse().unwrap());
+    let client = consumer
+        .builder_with(consumer.storage.clone(), auth, &version)
+        .lease_timing(CHILD_LEASE, CHILD_RENEW)
+        .connect()
+        .await
+        .expect("connect");
     println!("HOLDER");
     let mut sub = client.subscribe(CH).await.expect("subscribe");
     while let Some(item) = sub.next().await {
@@ -897,50 +846,31 @@ struct Output {
 }
 
 struct Child {
-    process: tokio::process::Child,
+    child: common::child::TestChild,
     out: Arc<std::sync::Mutex<Output>>,
 }
 
 impl Child {
     fn spawn(config: &str) -> Child {
-        use tokio::io::AsyncBufReadExt;
-        let mut process = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "lease_consumer_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the consumer");
-        let stdout = process.stdout.take().unwrap();
         let out = Arc::new(std::sync::Mutex::new(Output::default()));
         let o = out.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut o = o.lock().unwrap();
-                if line == "HOLDER" {
-                    o.holder_at = Some(Instant::now());
-                } else if line == "END" {
-                    o.ended = true;
-                } else if let Some(id) = line.strip_prefix("EVENT ") {
-                    o.events.push(id.parse().unwrap());
-                } else if let Some(e) = line.strip_prefix("ERROR ") {
-                    o.errors.push(e.to_owned());
-                }
+        let child = common::child::spawn("lease_consumer_child", CHILD_ENV, config, move |line| {
+            let mut o = o.lock().unwrap();
+            if line == "HOLDER" {
+                o.holder_at = Some(Instant::now());
+            } else if line == "END" {
+                o.ended = true;
+            } else if let Some(id) = line.strip_prefix("EVENT ") {
+                o.events.push(id.parse().unwrap());
+            } else if let Some(e) = line.strip_prefix("ERROR ") {
+                o.errors.push(e.to_owned());
             }
         });
-        Child { process, out }
+        Child { child, out }
     }
 
     fn pid(&self) -> i32 {
-        self.process.id().unwrap() as i32
+        self.child.process.id().unwrap() as i32
     }
 
     /// `kill -<signal>` to the child: the shell's builtin (the crate forbids `unsafe`, so no

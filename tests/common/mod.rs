@@ -1,4 +1,5 @@
 #![allow(dead_code, unreachable_pub)]
+pub mod child;
 pub mod front;
 pub mod log;
 pub mod mock;
