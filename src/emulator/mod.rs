@@ -12,7 +12,8 @@
 //! wait for a state instead of sleeping ([`Emulator::wait_until`]).
 //!
 //! Many emulators can run in one process; each is independent. Events are serialized once when
-//! published and shared by every subscriber, so it also serves benchmarks.
+//! published and shared by every subscriber, so it also serves benchmarks; for backlogs too big
+//! to hold, [`Emulator::push_generated`] builds each event only when it is sent.
 //!
 //! # Fidelity
 //!
@@ -502,10 +503,10 @@ impl Emulator {
     ///
     /// Unlike published events they go only to the sessions subscribed to `channel` now, once
     /// per session (PushTopic filters are not applied; change events are not copied to
-    /// `/data/ChangeEvents`), and they are never retained: a later subscription does not get
-    /// them, and resuming from one of their ids but the last is an invalid replay id, as if they
-    /// had expired. Pair it with [`EmulatorBuilder::max_batch`]: without a limit a connect
-    /// response takes, and builds, the whole backlog at once.
+    /// `/data/ChangeEvents`), and they are never retained: neither a later subscription nor a
+    /// resume from one of their ids gets them again (as if they had expired). Pair it with [`EmulatorBuilder::max_batch`]: without a limit a connect
+    /// response takes, and builds, the whole backlog at once. `fields` runs with the emulator's
+    /// state locked, so it must not call back into the emulator.
     ///
     /// ```no_run
     /// # async fn demo(emu: sfstream::emulator::Emulator) {

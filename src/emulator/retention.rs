@@ -93,8 +93,7 @@ impl ChannelLog {
     }
 
     /// Hand out `count` replay ids at once for events that are never retained; returns the
-    /// first. A resume from the last of them is valid, from an earlier one it is not (as if the
-    /// events had expired).
+    /// first. The last of them becomes the latest id, so a resume from it is valid.
     pub(crate) fn reserve(&mut self, count: usize) -> i64 {
         let first = self.next_id;
         let span = self
