@@ -71,6 +71,8 @@ impl Transport for Canned {
             if request.has_channel(channels::SUBSCRIBE) {
                 self.subscribed.notify_one();
             }
+            // The batch's own vector is passed on, as `HttpTransport` does: copying 1,000
+            // messages into a new one cost this canned transport ~300 instructions per event.
             let mut messages = Vec::new();
             if long_poll {
                 if self.left.load(Ordering::Relaxed) == self.total {
@@ -80,10 +82,11 @@ impl Transport for Canned {
                     // Nothing more to serve: hold the long poll, as a server does.
                     std::future::pending::<()>().await;
                 }
-                let batch = parse_batch(self.body.clone())?;
+                let mut batch = parse_batch(self.body.clone())?;
                 let take = BATCH.min(self.left.load(Ordering::Relaxed));
                 self.left.fetch_sub(take, Ordering::Relaxed);
-                messages.extend(batch.messages.into_iter().take(take as usize));
+                batch.messages.truncate(take as usize);
+                messages = batch.messages;
             }
             messages.extend(request.messages.iter().map(reply_to));
             Ok(Response::new(messages))
