@@ -4,12 +4,12 @@
 
 mod common;
 
+use common::log::Captured;
 use common::within;
 use serde_json::json;
 use sfstream::emulator::Emulator;
 use sfstream::replay::{CommitPolicy, FileStorage, ReplayOption};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 const CH: &str = "/event/Work__e";
 
@@ -23,39 +23,18 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Issue 11 review: a `Handed` dropped unacked under `Manual` was warned about twice, by the
 /// hand-off and by the tracker. Once now, under `Manual` and under `AfterProcessed`.
 #[test]
 fn a_handed_event_dropped_unacked_is_warned_about_once() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // Current-thread runtime: the client, its task and the emulator all log into this.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::this_thread(tracing::Level::WARN);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let warnings = || {
-        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        let log = captured.text();
         let lines: Vec<String> = log
             .lines()
             .filter(|l| l.contains("without ack()"))
