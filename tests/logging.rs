@@ -5,26 +5,16 @@
 mod common;
 
 use common::log::Captured;
-use common::within;
+use common::{quick_emulator, within};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::Client;
 use sfstream::auth::AccessToken;
-use sfstream::emulator::Emulator;
-use std::time::Duration;
 
 #[test]
 fn spans_and_levels() {
     info_logs_show_the_session_and_subscriptions_but_nothing_per_event();
     debug_logs_add_round_trips_and_trace_adds_ids_and_sizes();
-}
-
-async fn quick_emulator() -> Emulator {
-    Emulator::builder()
-        .advice_timeout(Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap()
 }
 
 /// A scripted session (subscribe, 20 events, a lost session and its rehandshake, close)

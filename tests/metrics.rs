@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{http_get, serving_example, within};
+use common::{http_get, quick_emulator, serving_example, within};
 use futures::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::json;
-use sfstream::emulator::Emulator;
 use sfstream::metrics as m;
 use sfstream::replay::{MappingStorage, ReplayOption};
 use sfstream::{ErrorKind, Subscription};
 use std::collections::HashMap;
-use std::time::Duration;
 
 async fn take(sub: &mut Subscription, n: usize) -> Vec<i64> {
     let mut ids = Vec::new();
@@ -62,11 +60,7 @@ fn a_scripted_session_is_counted() {
         .unwrap();
     let (a, b) = ("/event/A__e", "/event/B__e");
     runtime.block_on(within("metrics", async {
-        let emu = Emulator::builder()
-            .advice_timeout(Duration::from_millis(100))
-            .start()
-            .await
-            .unwrap();
+        let emu = quick_emulator().await;
         let client = emu
             .client_builder()
             .replay_storage(MappingStorage::new())

@@ -4,7 +4,7 @@
 mod common;
 
 use common::mock::{client_builder, open_with, subscribe};
-use common::{http_get, serving_example, within, within_virtual};
+use common::{http_get, quick_emulator, serving_example, within, within_virtual};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -15,15 +15,6 @@ use std::time::Duration;
 fn builder(emu: &Emulator) -> ClientBuilder {
     let url = emu.instance_url().parse().unwrap();
     Client::builder(AccessToken::new(emu.issue_token(), url)).api_version(emu.api_version())
-}
-
-/// An emulator that answers held connects every 100 ms, so "quiet" passes quickly.
-async fn quick_emulator() -> Emulator {
-    Emulator::builder()
-        .advice_timeout(Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap()
 }
 
 /// The next event, counting the stall notices met on the way.

@@ -15,6 +15,15 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// An emulator that answers held connects every 100 ms, so quiet periods pass quickly.
+pub async fn quick_emulator() -> sfstream::emulator::Emulator {
+    sfstream::emulator::Emulator::builder()
+        .advice_timeout(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap()
+}
+
 pub fn token_for(instance_url: &str) -> sfstream::auth::AccessToken {
     sfstream::auth::AccessToken::new("test-token", instance_url.parse().unwrap())
 }
