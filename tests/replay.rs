@@ -29,6 +29,17 @@ fn stored(emu: &Emulator, storage: impl sfstream::replay::ReplayStorage) -> Clie
         .replay_storage(storage)
 }
 
+/// A client on `emu` under `policy`, storing its markers in the returned `MappingStorage`.
+async fn in_memory(emu: &Emulator, policy: CommitPolicy) -> (Client, MappingStorage) {
+    let storage = MappingStorage::new();
+    let client = stored(emu, storage.clone())
+        .commit_policy(policy)
+        .connect()
+        .await
+        .unwrap();
+    (client, storage)
+}
+
 async fn next_id(sub: &mut Subscription) -> i64 {
     sub.next().await.unwrap().unwrap().replay_id().unwrap()
 }
@@ -228,24 +239,14 @@ async fn commit_policies_store_at_the_documented_moment() {
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 3);
         // OnReceive: stored when handed out.
-        let storage = MappingStorage::new();
-        let client = stored(&emu, storage.clone())
-            .commit_policy(CommitPolicy::OnReceive)
-            .connect()
-            .await
-            .unwrap();
+        let (client, storage) = in_memory(&emu, CommitPolicy::OnReceive).await;
         let mut s = client.subscribe(CH).await.unwrap();
         assert_eq!(next_id(&mut s).await, 1);
         wait_for_marker(&storage, 1).await;
         client.close().await.unwrap();
 
         // Manual: only ack() stores.
-        let storage = MappingStorage::new();
-        let client = stored(&emu, storage.clone())
-            .commit_policy(CommitPolicy::Manual)
-            .connect()
-            .await
-            .unwrap();
+        let (client, storage) = in_memory(&emu, CommitPolicy::Manual).await;
         let mut s = client.subscribe(CH).await.unwrap();
         let _a = s.next().await.unwrap().unwrap(); // still being processed
         let b = s.next().await.unwrap().unwrap();
@@ -825,12 +826,7 @@ async fn a_late_ack_from_an_earlier_subscription_never_commits_a_newer_event() {
     within("late ack", async {
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 10);
-        let storage = MappingStorage::new();
-        let client = stored(&emu, storage.clone())
-            .commit_policy(CommitPolicy::Manual)
-            .connect()
-            .await
-            .unwrap();
+        let (client, storage) = in_memory(&emu, CommitPolicy::Manual).await;
         let mut s = client.subscribe(CH).await.unwrap();
         let mut old = Vec::new();
         for _ in 0..4 {
@@ -1009,12 +1005,7 @@ fn a_manual_event_dropped_without_ack_is_warned_about_and_shown_in_health() {
     runtime.block_on(within("skipped manual ack", async {
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 4);
-        let storage = MappingStorage::new();
-        let client = stored(&emu, storage.clone())
-            .commit_policy(CommitPolicy::Manual)
-            .connect()
-            .await
-            .unwrap();
+        let (client, storage) = in_memory(&emu, CommitPolicy::Manual).await;
         let mut health = client.health_updates();
         let mut s = client.subscribe(CH).await.unwrap();
         let a = s.next().await.unwrap().unwrap();
