@@ -1,5 +1,7 @@
 use super::Secret;
+use crate::error::{Error, ErrorKind, Result};
 use crate::url_policy::{shown, without_userinfo};
+use http::HeaderValue;
 use std::fmt;
 use url::Url;
 
@@ -43,6 +45,20 @@ impl Token {
         format!("{kind} {}", self.access_token.expose())
     }
 
+    /// [`authorization`](Self::authorization) as a header value marked sensitive (kept out of
+    /// hyper's and http's `Debug`); an access token that cannot be a header value is an
+    /// `Authentication` error that does not show it.
+    pub(crate) fn authorization_header(&self) -> Result<HeaderValue> {
+        let mut value = HeaderValue::from_str(&self.authorization()).map_err(|_| {
+            Error::new(
+                ErrorKind::Authentication,
+                "the access token contains characters not allowed in a header",
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
     /// `<instance_url>/cometd/<api_version>`, without user info (the field is public, so a
     /// custom authenticator may have put some there).
     pub(crate) fn cometd_endpoint(&self, api_version: &str) -> Result<Url, url::ParseError> {
@@ -61,5 +77,30 @@ impl fmt::Debug for Token {
             .field("id", &self.id)
             .field("issued_at", &self.issued_at)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(access: &str) -> Token {
+        Token::bearer(access, "https://acme.my.salesforce.com".parse().unwrap())
+    }
+
+    #[test]
+    fn the_authorization_header_is_sensitive() {
+        let value = token("00Dxx!AR-token").authorization_header().unwrap();
+        assert_eq!(value, "Bearer 00Dxx!AR-token");
+        assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_an_authentication_error_without_the_token() {
+        let e = token("00Dxx!AR-SECRET\r\nX-Evil: 1")
+            .authorization_header()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
+        assert!(!format!("{e} {e:?}").contains("SECRET"), "{e:?}");
     }
 }

@@ -151,13 +151,7 @@ impl State {
             .with_source(e)
         })?;
         crate::transport::check_scheme(&endpoint)?;
-        let mut authorization = HeaderValue::from_str(&token.authorization()).map_err(|_| {
-            Error::new(
-                ErrorKind::Authentication,
-                "the access token contains characters not allowed in a header",
-            )
-        })?;
-        authorization.set_sensitive(true);
+        let authorization = token.authorization_header()?;
         Ok(Session {
             token,
             endpoint,

@@ -129,13 +129,7 @@ impl RestClient {
     ) -> Result<RestReply> {
         let url = self.url(token, path, query)?;
         let mut headers = HeaderMap::new();
-        let mut authorization = HeaderValue::from_str(&token.authorization()).map_err(|_| {
-            Error::new(
-                ErrorKind::Authentication,
-                "the access token contains characters not allowed in a header",
-            )
-        })?;
-        authorization.set_sensitive(true);
+        let authorization = token.authorization_header()?;
         headers.insert(AUTHORIZATION, authorization);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, USER_AGENT_VALUE.clone());
