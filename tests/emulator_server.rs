@@ -3,22 +3,12 @@
 
 mod common;
 
-use common::within;
+use common::{fresh_dir, within};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sfstream-emulator-server-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A running `emulator` example: its process, stdin for publishing, stdout lines.
 struct Server {
@@ -124,7 +114,7 @@ fn ids(out: &Output) -> Vec<i64> {
 #[tokio::test]
 async fn tail_resumes_across_restarts_of_itself_and_of_the_standalone_emulator() {
     within("standalone emulator", async {
-        let dir = tempdir("standalone");
+        let dir = fresh_dir("standalone");
         let retention = dir.join("events.jsonl");
         let replay_file = dir.join("replay.json");
         let replay_file = replay_file.to_str().unwrap();
@@ -174,7 +164,7 @@ async fn consecutive_tail_runs_on_the_built_in_emulator_print_consecutive_events
     // The README's promise with no credentials at all: each run starts its own emulator, which
     // keeps its events next to the replay file so the stored id is still valid next time.
     within("built-in emulator resumes", async {
-        let dir = tempdir("built-in");
+        let dir = fresh_dir("built-in");
         let replay_file = dir.join("replay.json");
         let replay_file = replay_file.to_str().unwrap();
         let args = [
@@ -204,7 +194,7 @@ async fn an_emulator_started_on_its_retention_file_replays_what_the_last_one_ret
         use futures::StreamExt;
         use sfstream::emulator::Emulator;
         use sfstream::replay::ReplayOption;
-        let path = tempdir("library").join("events.jsonl");
+        let path = fresh_dir("library").join("events.jsonl");
         let emu = Emulator::builder()
             .retention_file(&path)
             .start()

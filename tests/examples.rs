@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{example_binary, within};
+use common::{example_binary, fresh_dir, within};
 use serde_json::json;
 use sfstream::emulator::Emulator;
 use sfstream::replay::FileStorage;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use tokio::io::AsyncBufReadExt;
 
@@ -32,13 +32,6 @@ fn stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sfstream-examples-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test]
@@ -145,7 +138,7 @@ async fn worker_pool_killed_mid_batch_redelivers_from_the_oldest_unfinished_even
         for n in 0..total {
             emu.publish("/event/Order__e", json!({ "n": n }));
         }
-        let dir = tempdir("worker-pool");
+        let dir = fresh_dir("worker-pool");
         // SIGKILL once 20 orders are done: up to 7 others are in the workers' hands.
         let first = worker(&emu, &dir, total, Some(20)).await;
         assert_eq!(ids(&first, "done ").len(), 20, "{first:?}");
@@ -216,7 +209,7 @@ async fn worker_pool_demo_runs_to_completion() {
 #[tokio::test]
 async fn pipeline_stops_on_sigint_after_writing_and_storing_everything_it_took() {
     within("pipeline", async {
-        let dir = tempdir("pipeline");
+        let dir = fresh_dir("pipeline");
         let replay = dir.join("replay.json");
         let mut child = tokio::process::Command::new(example_binary("pipeline"))
             .arg(&replay)

@@ -3,25 +3,18 @@
 
 mod common;
 
-use common::within;
+use common::{fresh_dir, within};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::emulator::Emulator;
 use sfstream::replay::{CommitPolicy, FileStorage, ReplayOption};
 use sfstream::{Client, Handed};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CH: &str = "/event/Work__e";
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sfstream-hand-off-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 async fn client(emu: &Emulator, path: &Path) -> Client {
     emu.client_builder()
@@ -56,7 +49,7 @@ async fn a_crash_mid_batch_redelivers_every_unacked_event_and_none_acked_before_
         for n in 0..40 {
             emu.publish(CH, json!({"n": n}));
         }
-        let path = tempdir("crash").join("replay.json");
+        let path = fresh_dir("crash").join("replay.json");
         let first = client(&emu, &path).await;
         // The default policy (AfterProcessed): the hand-off must not let it run ahead.
         let work = first.subscribe(CH).await.unwrap().hand_off(8);
@@ -117,7 +110,7 @@ async fn an_mpsc_hand_off_under_after_processed_loses_the_unfinished_event() {
         for n in 0..40 {
             emu.publish(CH, json!({"n": n}));
         }
-        let path = tempdir("mpsc").join("replay.json");
+        let path = fresh_dir("mpsc").join("replay.json");
         let first = client(&emu, &path).await;
         let mut sub = first.subscribe(CH).await.unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
@@ -210,7 +203,7 @@ async fn under_on_receive_a_crash_before_the_hand_off_ack_does_not_lose_the_even
         for n in 0..40 {
             emu.publish(CH, json!({"n": n}));
         }
-        let path = tempdir("on-receive").join("replay.json");
+        let path = fresh_dir("on-receive").join("replay.json");
         let on_receive = || async {
             emu.client_builder()
                 .replay(ReplayOption::AllEvents)

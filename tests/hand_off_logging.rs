@@ -5,23 +5,12 @@
 mod common;
 
 use common::log::Captured;
-use common::within;
+use common::{fresh_dir, within};
 use serde_json::json;
 use sfstream::emulator::Emulator;
 use sfstream::replay::{CommitPolicy, FileStorage, ReplayOption};
-use std::path::PathBuf;
 
 const CH: &str = "/event/Work__e";
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sfstream-hand-off-log-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Issue 11 review: a `Handed` dropped unacked under `Manual` was warned about twice, by the
 /// hand-off and by the tracker. Once now, under `Manual` and under `AfterProcessed`.
@@ -52,7 +41,7 @@ fn a_handed_event_dropped_unacked_is_warned_about_once() {
             (CommitPolicy::AfterProcessed, "after-processed"),
         ] {
             let before = warnings().len();
-            let path = tempdir(name).join("replay.json");
+            let path = fresh_dir(name).join("replay.json");
             let client = emu
                 .client_builder()
                 .replay(ReplayOption::AllEvents)

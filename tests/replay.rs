@@ -4,7 +4,7 @@
 mod common;
 
 use common::log::Captured;
-use common::within;
+use common::{unique_dir, within};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -130,7 +130,7 @@ async fn all_new_and_after_a_specific_id() {
 #[tokio::test]
 async fn replay_ids_above_2_pow_32_round_trip_through_a_file() {
     within("big ids", async {
-        let dir = tempdir();
+        let dir = unique_dir();
         let path = dir.join("replay.json");
         let emu = Emulator::builder()
             .replay_id_start(5_000_000_000)
@@ -155,24 +155,10 @@ async fn replay_ids_above_2_pow_32_round_trip_through_a_file() {
     .await;
 }
 
-/// A fresh directory under the target dir (no tempfile crate needed).
-fn tempdir() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sfstream-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test]
 async fn a_restarted_client_resumes_from_the_file_exactly_once_in_order() {
     within("restart", async {
-        let dir = tempdir();
+        let dir = unique_dir();
         let path = dir.join("replay.json");
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 30);
@@ -386,7 +372,7 @@ async fn an_expired_replay_id_falls_back_and_says_so() {
 async fn a_consumer_that_stops_on_the_gap_notice_makes_progress_when_restarted() {
     within("gap crash loop", async {
         use futures::TryStreamExt;
-        let dir = tempdir();
+        let dir = unique_dir();
         let path = dir.join("replay.json");
         let emu = Emulator::start().await.unwrap();
         publish(&emu, 20);
@@ -481,7 +467,7 @@ async fn without_a_fallback_an_expired_id_is_a_typed_error() {
 #[tokio::test]
 async fn markers_of_every_event_family_are_stored_with_their_dates() {
     within("families", async {
-        let dir = tempdir();
+        let dir = unique_dir();
         let path = dir.join("replay.json");
         let emu = Emulator::start().await.unwrap();
         let channels = [
@@ -551,7 +537,7 @@ fn crash_writer_child() {
 
 #[test]
 fn file_writes_survive_a_kill() {
-    let dir = tempdir();
+    let dir = unique_dir();
     for round in 0..5u64 {
         let path = dir.join(format!("replay-{round}.json"));
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -779,7 +765,7 @@ async fn a_storage_that_panics_once_loses_no_marker_of_the_batch() {
 
 #[test]
 fn one_process_per_replay_file() {
-    let dir = tempdir();
+    let dir = unique_dir();
     let path = dir.join("replay.json");
     // Another process holding the lock (simulated with our own lock on its lock file).
     let lock = std::fs::File::create(dir.join(".replay.json.lock")).unwrap();
@@ -858,7 +844,7 @@ async fn a_late_ack_from_an_earlier_subscription_never_commits_a_newer_event() {
 #[test]
 fn a_symlink_planted_at_the_old_temp_name_is_never_followed() {
     use sfstream::replay::ReplayStorage;
-    let dir = tempdir();
+    let dir = unique_dir();
     let victim = dir.join("authorized_keys");
     std::fs::write(&victim, "ssh-ed25519 AAAA victim\n").unwrap();
     // Another user who can write to the directory plants the predictable temp name.
@@ -886,7 +872,7 @@ fn a_symlink_planted_at_the_old_temp_name_is_never_followed() {
 #[cfg(unix)]
 #[test]
 fn a_symlink_planted_as_the_lock_file_is_refused() {
-    let dir = tempdir();
+    let dir = unique_dir();
     let victim = dir.join("victim");
     std::fs::write(&victim, "data").unwrap();
     std::os::unix::fs::symlink(&victim, dir.join(".replay.json.lock")).unwrap();
@@ -900,7 +886,7 @@ fn a_symlink_planted_as_the_lock_file_is_refused() {
 fn the_replay_file_is_private_and_keeps_a_mode_its_owner_chose() {
     use sfstream::replay::ReplayStorage;
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempdir();
+    let dir = unique_dir();
     let path = dir.join("replay.json");
     let storage = FileStorage::open(&path).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::within;
+use common::{unique_dir, within};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::auth::AccessToken;
@@ -16,18 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 const CH: &str = "/event/Order__e";
-
-fn tempdir() -> std::path::PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sfstream-storage-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn at(ms: u64) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
@@ -112,7 +100,7 @@ async fn through_a_client<S: ReplayStorage + Clone>(storage: S) {
 #[tokio::test]
 async fn file_storage_meets_the_contract() {
     within("file contract", async {
-        let dir = tempdir();
+        let dir = unique_dir();
         round_trip(&FileStorage::open(dir.join("a.json")).unwrap()).await;
         through_a_client(FileStorage::open(dir.join("b.json")).unwrap()).await;
     })

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::within;
+use common::{fresh_dir, within};
 use serde_json::Value;
 use sfstream::emulator::Emulator;
 use sfstream::replay::{FileStorage, ReplayMarker, ReplayStorage};
@@ -49,13 +49,6 @@ fn org(emu: &Emulator) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn tempfile(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sfstream-tail-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("replay.json")
-}
-
 #[tokio::test]
 async fn with_no_credentials_it_streams_from_the_emulator() {
     within("tail on the emulator", async {
@@ -82,7 +75,7 @@ async fn consecutive_runs_with_a_replay_file_print_consecutive_events() {
         for i in 0..30 {
             emu.publish("/event/Order__e", serde_json::json!({"n": i}));
         }
-        let file = tempfile("resume");
+        let file = fresh_dir("resume").join("replay.json");
         let path = file.to_str().unwrap();
         let args = [
             "--count",
@@ -118,7 +111,7 @@ async fn an_expired_replay_file_falls_back_with_a_warning() {
             emu.publish("/event/Order__e", serde_json::json!({"n": i}));
         }
         emu.expire_events("/event/Order__e", 10);
-        let file = tempfile("fallback");
+        let file = fresh_dir("fallback").join("replay.json");
         FileStorage::open(&file)
             .unwrap()
             .set("/event/Order__e", ReplayMarker::new(5, None))

@@ -116,3 +116,28 @@ pub fn interrupt(child: &tokio::process::Child) {
         .unwrap();
     assert!(killed.success());
 }
+
+/// An empty directory under the system temp dir, named after this test binary, this process
+/// and `name` (emptied first, in case an earlier run with the same pid left it behind).
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.split('-').next())
+        .unwrap_or("test")
+        .to_owned();
+    let dir = std::env::temp_dir().join(format!("sfstream-{binary}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A [`fresh_dir`] of its own for each call.
+pub fn unique_dir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    fresh_dir(
+        &N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    )
+}
