@@ -1041,6 +1041,10 @@ impl Writer<'_> {
                 inner.stored.insert(channel, marker);
                 inner.failing = false;
                 inner.last_error = None;
+                // A filter's first subscribe waits for its start to be stored, not for the
+                // writer to go idle, which a steadily committing channel may never let happen.
+                drop(inner);
+                self.state.idle.notify_waiters();
                 true
             }
             Err(e) if e.kind() == ErrorKind::LeaseLost => {
@@ -1297,5 +1301,104 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Every `set` of `key` reports its id on `entered` and waits for one `release`.
+    struct Busy {
+        map: MappingStorage,
+        key: &'static str,
+        entered: tokio::sync::mpsc::UnboundedSender<i64>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for Busy {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                if key == self.key {
+                    let _ = self.entered.send(marker.replay_id);
+                    let _ = self.release.lock().await.recv().await;
+                }
+                self.map.set(key, marker).await
+            })
+        }
+    }
+
+    /// Another channel streams steadily (one commit per storage round trip) while a filter
+    /// subscribes for the first time: its start is stored in the writer's next round, and the
+    /// subscribe must return then, not once the writer goes idle, which it never does while
+    /// the other channel streams.
+    #[tokio::test]
+    async fn a_filter_s_first_subscribe_returns_once_its_start_is_stored_although_the_writer_stays_busy()
+     {
+        const B: &str = "/event/B__e";
+        const FILTER: &str = "/topic/T?Region='EU'";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let storage = Arc::new(Busy {
+            map: map.clone(),
+            key: B,
+            entered: entered_tx,
+            release: tokio::sync::Mutex::new(release_rx),
+        });
+        let state = Arc::new(ReplayState::new(
+            Some(storage),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let ev = |id: i64| ev(id, "2026-11-28T07:00:00Z");
+        state.commit(B, &ev(1));
+        assert_eq!(entered.recv().await, Some(1)); // the writer is inside set(B, 1)
+        let st = state.clone();
+        let subscribing = tokio::spawn(async move { st.start_id(FILTER).await });
+        for _ in 0..1000 {
+            if state.lock().dirty.contains_key(FILTER) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            state.lock().dirty.contains_key(FILTER),
+            "the start is queued"
+        );
+        for id in 2..=5 {
+            state.commit(B, &ev(id));
+            release.send(()).unwrap();
+            assert_eq!(entered.recv().await, Some(id));
+        }
+        assert_eq!(
+            map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
+            Some(50),
+            "the filter's start has been stored"
+        );
+        // The writer is inside set(B, 5) now: busy.
+        for _ in 0..1000 {
+            if subscribing.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let finished = subscribing.is_finished();
+        drop(release); // let the writer go
+        assert!(
+            finished,
+            "start_id still waits for the writer to go idle although the start is stored"
+        );
+        assert_eq!(subscribing.await.unwrap().unwrap(), 50);
     }
 }
