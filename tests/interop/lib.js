@@ -119,7 +119,10 @@ function start(impl) {
     server.requestTimeout = 0;
     server.headersTimeout = 0;
     server.timeout = 0;
-    server.keepAliveTimeout = Math.max(5000, TIMEOUT_MS * 2);
+    // Above the client's 30 s pool idle timeout: otherwise a connection idle for 20-30 s (a
+    // loaded machine) can be reused by the client just as the server closes it, and the request
+    // on it (a publish, which is not retried) fails with a reset.
+    server.keepAliveTimeout = Math.max(60000, TIMEOUT_MS * 2);
 
     server.on('error', e => {
         log('server error', e);
