@@ -834,3 +834,48 @@ async fn filtered_subscription_events_on_the_filtered_and_the_bare_name_reach_th
     })
     .await;
 }
+
+/// Salesforce may deliver a PushTopic filter's event on the topic's name (the router accepts
+/// both). Under `OnReceive` its marker must be stored under the filter's name: stored under the
+/// topic's it would move the unfiltered subscription's marker past events it never processed.
+#[tokio::test]
+async fn under_on_receive_a_filter_s_event_on_the_base_channel_is_stored_under_the_filter_s_name() {
+    use sfstream::replay::{CommitPolicy, MappingStorage, ReplayOption};
+    const TOPIC: &str = "/topic/T";
+    const FILTER: &str = "/topic/T?Region='EU'";
+    within("filter marker", async {
+        let storage = MappingStorage::new();
+        let (builder, mut server) = client_builder();
+        let client = builder
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .commit_policy(CommitPolicy::OnReceive)
+            .build()
+            .unwrap();
+        open_with(&client, &mut server).await;
+        let mut sub = subscribe(&client, &mut server, FILTER).await;
+        let connect = server.next_on("/meta/connect").await;
+        connect.ok_with(vec![json!({"channel": TOPIC,
+            "data": {"event": {"replayId": 7}, "payload": {"n": 7}}})]);
+        let event = sub.next().await.unwrap().unwrap();
+        assert_eq!(event.replay_id(), Some(7));
+        let closing = {
+            let c = client.clone();
+            tokio::spawn(async move { c.close().await })
+        };
+        // Answer the close's disconnect, if it sends one.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            server.next_on("/meta/disconnect").await.ok()
+        })
+        .await;
+        closing.await.unwrap().unwrap();
+        let stored = |k: &str| storage.map().lock().unwrap().get(k).map(|m| m.replay_id);
+        assert_eq!(
+            stored(TOPIC),
+            None,
+            "the topic's marker moved with a filter's event"
+        );
+        assert_eq!(stored(FILTER), Some(7), "the filter's own marker");
+    })
+    .await;
+}

@@ -52,6 +52,7 @@ impl Stream for Events {
                 .inbox
                 .poll_any(self.id, cx, shared.tracks_processing()),
             true,
+            None,
         );
         if polled.is_ready() {
             coop.made_progress();

@@ -13,6 +13,7 @@ use super::subscription::Subscription;
 use crate::error::Result;
 use crate::event::{Event, Hold};
 use crate::replay::CommitPolicy;
+use crate::replay::tracker::marker_key;
 use order::Order;
 use std::fmt;
 use std::ops::Deref;
@@ -117,7 +118,8 @@ impl HandOff {
         Some(item.map(|mut event| {
             // Numbered under the subscription's lock: in hand-out order.
             let order = self.inner.order.as_ref().map(|order| {
-                let number = order.push(event.channel(), event.data());
+                let key = marker_key(&self.inner.channel, event.channel());
+                let number = order.push(key, event.data());
                 (order.clone(), number)
             });
             let unacked = self.inner.warn.then(|| event.clone());

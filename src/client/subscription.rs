@@ -132,6 +132,7 @@ impl Subscription {
                 .inbox
                 .poll_sub(self.sub, cx, track && shared.tracks_processing()),
             track,
+            Some(&self.channel),
         );
         if polled.is_ready() {
             coop.made_progress();

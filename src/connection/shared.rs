@@ -6,7 +6,7 @@ use super::state::{ConnectionState, Status};
 use crate::error::Result;
 use crate::event::Event;
 use crate::replay::CommitPolicy;
-use crate::replay::tracker::ReplayState;
+use crate::replay::tracker::{ReplayState, marker_key};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -38,12 +38,14 @@ impl Shared {
 
     /// What a stream's poll took, with the commit policy applied: the event the poll showed
     /// processed is acknowledged, and under `OnReceive` the one handed out is stored, unless
-    /// `store_on_receive` is false (a hand-off, whose acks store its markers). A replay gap
-    /// notice handed out moves the stored marker off the expired id.
+    /// `store_on_receive` is false (a hand-off, whose acks store its markers), under the marker
+    /// key of `subscribed` (see [`marker_key`]). A replay gap notice handed out moves the stored
+    /// marker off the expired id.
     pub(crate) fn settle(
         &self,
         (polled, done): Polled,
         store_on_receive: bool,
+        subscribed: Option<&str>,
     ) -> Poll<Option<Result<Event>>> {
         if let Some(done) = done {
             done.ack();
@@ -52,7 +54,9 @@ impl Shared {
             && self.replay.policy() == CommitPolicy::OnReceive
             && let Poll::Ready(Some(Ok(event))) = &polled
         {
-            self.replay.commit(event.channel(), event.data());
+            let channel = event.channel();
+            let key = subscribed.map_or(channel, |name| marker_key(name, channel));
+            self.replay.commit(key, event.data());
         }
         if let Poll::Ready(Some(Err(e))) = &polled
             && let Some(gap) = e.replay_gap_info()

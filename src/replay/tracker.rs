@@ -15,6 +15,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+/// The marker key of an event that subscription `subscribed` received on `channel`: a
+/// PushTopic filter's own name (its events may come on its topic's name, whose marker is the
+/// unfiltered subscription's), else the event's channel (a wildcard's are stored per channel).
+pub(crate) fn marker_key<'a>(subscribed: &'a str, channel: &'a str) -> &'a str {
+    if base_channel(subscribed) != subscribed {
+        subscribed
+    } else {
+        channel
+    }
+}
+
 /// Receives errors that concern every stream (a failing storage).
 pub(crate) type ErrorSink = Arc<dyn Fn(Error) + Send + Sync>;
 
