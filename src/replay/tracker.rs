@@ -506,7 +506,7 @@ impl ReplayState {
 
     /// The next subscribe of `channel` (filter included) starts after `replay_id`.
     pub(crate) fn start_from(&self, channel: &str, replay_id: i64) {
-        self.unpositioned.clear(base_channel(channel));
+        self.unpositioned.clear(channel);
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.insert(channel.to_owned(), replay_id);
@@ -518,6 +518,7 @@ impl ReplayState {
     /// again. Where others go on, its deliveries count as processed instead, so that they do not
     /// hold the others' marker back.
     pub(crate) fn forget(self: &Arc<Self>, sub: SubId, channel: &str) {
+        self.unpositioned.clear(channel);
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.remove(channel);
@@ -536,7 +537,6 @@ impl ReplayState {
             inner.delivered.remove(channel);
             inner.overrides.remove(channel);
         }
-        self.unpositioned.clear(channel);
         inner.gaps.remove(channel);
         inner.skipped.remove(channel);
         // A wildcard subscription has deliveries on channels other than its own name.
@@ -664,8 +664,8 @@ impl ReplayState {
                 None => {
                     inner.overrides.remove(channel);
                     inner.delivered.insert(channel.to_owned(), data.clone());
-                    // The first event: from now on the channel resumes after it.
-                    self.unpositioned.clear(base_channel(channel));
+                    // The first event: from now on this name resumes after it.
+                    self.unpositioned.clear(channel);
                 }
             }
         }
@@ -744,7 +744,7 @@ impl ReplayState {
             return Ok(marker.replay_id);
         }
         if self.start == ReplayOption::NewEvents {
-            return Ok(self.unpositioned.start_id(channel));
+            return Ok(self.unpositioned.start_id(subscription));
         }
         let id = self.start.id();
         if filter {
@@ -1158,6 +1158,36 @@ mod tests {
             serde_json::json!({"event": {"replayId": id, "createdDate": date}}).to_string(),
         )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_filter_s_first_event_does_not_end_another_filter_s_resubscribe_replay() {
+        const TOPIC: &str = "/topic/T";
+        const EU: &str = "/topic/T?Region='EU'";
+        const US: &str = "/topic/T?Region='US'";
+        let s = Arc::new(ReplayState::new(
+            None,
+            ReplayOption::NewEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        s.subscribing(1, EU);
+        s.subscribing(2, US);
+        s.subscribing(3, TOPIC);
+        for name in [EU, US, TOPIC] {
+            assert_eq!(s.start_id(name).await.unwrap(), -1, "{name}");
+        }
+        s.delivered([(EU, &ev(7, "2099-01-01T00:00:00Z"))].into_iter());
+        // EU resumes after its event; US and the topic have none, so a resubscribe after a
+        // session loss replays (-2) instead of skipping what was published meanwhile.
+        assert_eq!(s.start_id(EU).await.unwrap(), 7);
+        assert_eq!(s.start_id(US).await.unwrap(), -2, "US would skip events");
+        s.forget(1, EU);
+        assert_eq!(
+            s.start_id(TOPIC).await.unwrap(),
+            -2,
+            "the topic would skip events"
+        );
     }
 
     #[tokio::test]

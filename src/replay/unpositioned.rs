@@ -11,7 +11,6 @@
 
 use super::ReplayMarker;
 use crate::bayeux::Data;
-use crate::connection::base_channel;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +21,11 @@ pub(crate) const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Default)]
 pub(crate) struct Unpositioned {
-    /// Channels subscribed with -1 that have delivered nothing yet, and since when.
+    /// Names subscribed with -1 that have delivered nothing yet, and since when. Keyed by the
+    /// subscribed name, PushTopic filter included: one filter's first event positions only
+    /// that filter, and a sibling's resubscribe must still replay (-2). An event that comes on
+    /// the topic's name positions only the topic's own subscription; a filter left here then
+    /// replays once more on a resubscribe (duplicates, never a loss).
     channels: Mutex<HashMap<String, Since>>,
     /// Some channel is replaying with -2 and filtering (the hot path checks only this).
     filtering: AtomicBool,
@@ -48,7 +51,7 @@ impl Unpositioned {
 
     fn start_id_at(&self, channel: &str, now: SystemTime) -> i64 {
         let mut channels = self.lock();
-        match channels.get_mut(base_channel(channel)) {
+        match channels.get_mut(channel) {
             Some(since) => {
                 if !since.replaying {
                     tracing::info!(%channel,
@@ -61,7 +64,7 @@ impl Unpositioned {
             None => {
                 let cutoff = now.checked_sub(CLOCK_SKEW_ALLOWANCE).unwrap_or(now);
                 channels.insert(
-                    base_channel(channel).to_owned(),
+                    channel.to_owned(),
                     Since {
                         cutoff,
                         replaying: false,
@@ -79,7 +82,7 @@ impl Unpositioned {
             return true;
         }
         let channels = self.lock();
-        let Some(since) = channels.get(base_channel(channel)) else {
+        let Some(since) = channels.get(channel) else {
             return true;
         };
         if !since.replaying {
@@ -95,7 +98,7 @@ impl Unpositioned {
     /// subscription ended: the next subscribe decides afresh.
     pub(crate) fn clear(&self, channel: &str) {
         let mut channels = self.lock();
-        if channels.remove(base_channel(channel)).is_some() {
+        if channels.remove(channel).is_some() {
             self.update_filtering(&channels);
         }
     }
@@ -148,11 +151,18 @@ mod tests {
         let undated = Data::from_json(r#"{"event":{"replayId":4}}"#.to_owned()).unwrap();
         assert!(u.admit("/event/A__e", &undated), "undated: delivered");
         assert!(u.admit("/event/B__e", &ev(5, old)), "another channel");
-        // A PushTopic filter shares the base channel's position.
+        // A PushTopic filter has its own position, apart from its topic's.
         assert_eq!(u.start_id_at("/topic/T?Name='x'", t), -1);
+        assert_eq!(u.start_id_at("/topic/T", t), -1);
         assert_eq!(u.start_id_at("/topic/T", t), -2);
         u.clear("/event/A__e");
         u.clear("/topic/T");
+        assert_eq!(
+            u.start_id_at("/topic/T?Name='x'", t),
+            -2,
+            "cleared only the topic's"
+        );
+        u.clear("/topic/T?Name='x'");
         assert!(u.admit("/event/A__e", &ev(1, old)));
         assert!(u.lock().is_empty());
         assert!(!u.filtering.load(Ordering::Acquire));
