@@ -97,7 +97,8 @@ impl ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReplayGap {
-    /// The channel whose subscription fell back.
+    /// The name of the subscription that fell back, as subscribed (a PushTopic filter's
+    /// includes its query).
     pub channel: String,
     /// The replay id the server rejected (`None` when the server did not quote it).
     pub rejected_id: Option<i64>,

@@ -530,6 +530,9 @@ impl ReplayState {
                 inner.names.remove(channel);
             }
         }
+        // A gap notice is its own subscription's (a filter's is not its topic's).
+        inner.gaps.remove(channel);
+        inner.fallen_back.remove(channel);
         let channel = base_channel(channel);
         // A filter's events may come on the base channel, where they are recorded; unless the
         // base channel is subscribed itself, whose position that is.
@@ -537,7 +540,6 @@ impl ReplayState {
             inner.delivered.remove(channel);
             inner.overrides.remove(channel);
         }
-        inner.gaps.remove(channel);
         inner.skipped.remove(channel);
         // A wildcard subscription has deliveries on channels other than its own name.
         let mut commits = Vec::new();
@@ -579,19 +581,20 @@ impl ReplayState {
     /// `channel` is the subscription's full name (filter included).
     pub(crate) fn fell_back(&self, channel: &str, rejected_id: Option<i64>, fallback_id: i64) {
         self.start_from(channel, fallback_id);
+        // Keyed by the subscribed name, PushTopic filter included: the notice goes to the
+        // subscription that fell back, and two of one topic falling back get one each.
         let key = channel.to_owned();
-        let channel = base_channel(channel).to_owned();
         let gap = ReplayGap {
-            channel: channel.clone(),
+            channel: key.clone(),
             rejected_id,
             fallback_id,
         };
         let mut inner = self.lock();
-        let keys = inner.fallen_back.entry(channel.clone()).or_default();
+        let keys = inner.fallen_back.entry(key.clone()).or_default();
         if !keys.contains(&key) {
-            keys.push(key);
+            keys.push(key.clone());
         }
-        inner.gaps.insert(channel, gap);
+        inner.gaps.insert(key, gap);
         self.has_gaps.store(true, Ordering::Release);
     }
 
@@ -643,7 +646,7 @@ impl ReplayState {
             return None;
         }
         let mut inner = self.lock();
-        let gap = inner.gaps.remove(base_channel(channel));
+        let gap = inner.gaps.remove(channel);
         if inner.gaps.is_empty() {
             self.has_gaps.store(false, Ordering::Release);
         }
@@ -1158,6 +1161,37 @@ mod tests {
             serde_json::json!({"event": {"replayId": id, "createdDate": date}}).to_string(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_topic_s_replay_gap_notice_is_not_taken_by_a_filter_of_that_topic() {
+        const TOPIC: &str = "/topic/T";
+        const EU: &str = "/topic/T?Region='EU'";
+        const US: &str = "/topic/T?Region='US'";
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(MappingStorage::new())),
+            ReplayOption::AllEvents,
+            Some(ReplayOption::AllEvents),
+            CommitPolicy::AfterProcessed,
+        ));
+        s.subscribing(1, TOPIC);
+        s.subscribing(2, EU);
+        s.subscribing(3, US);
+        s.fell_back(TOPIC, Some(50), -2);
+        s.fell_back(US, Some(40), -2);
+        assert!(s.take_gap(EU).is_none(), "a filter took its topic's notice");
+        // Each subscription that fell back gets its own notice, under its own name.
+        let us = s.take_gap(US).expect("US's notice was overwritten");
+        assert_eq!((us.channel.as_str(), us.rejected_id), (US, Some(40)));
+        let topic = s.take_gap(TOPIC).expect("the topic's notice");
+        assert_eq!(
+            (topic.channel.as_str(), topic.rejected_id),
+            (TOPIC, Some(50))
+        );
+        // Forgetting a filter leaves its topic's notice alone.
+        s.fell_back(TOPIC, Some(60), -2);
+        s.forget(2, EU);
+        assert!(s.take_gap(TOPIC).is_some());
     }
 
     #[tokio::test]
