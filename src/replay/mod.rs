@@ -69,7 +69,7 @@ pub use file::FileStorage;
 pub use lease::Lease;
 pub use mapping::{ConstantReplayId, DefaultMappingStorage, MappingStorage, MarkerMap};
 pub use marker::ReplayMarker;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use marker::format_date;
 pub(crate) use marker::parse_date;
 #[cfg(feature = "postgres")]

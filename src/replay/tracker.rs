@@ -58,9 +58,10 @@ struct Inner {
     dirty: HashMap<String, Commit>,
     /// The last marker stored (or read) per marker key.
     stored: HashMap<String, ReplayMarker>,
-    /// The event last committed per channel, kept from the commit on (not by the writer, which
-    /// holds a marker in neither `dirty` nor `stored` while it writes it): a replay gap's
-    /// restart marker must never be written over a position committed past the expired id.
+    /// The event last committed per marker key, from the commit until a marker at or after it
+    /// is stored (the writer holds a marker in neither `dirty` nor `stored` while it writes
+    /// it): a replay gap's restart marker must never be written over a position committed past
+    /// the expired id, and a resubscribe starts after it, not from the older stored marker.
     committed: HashMap<String, Data>,
     writing: bool,
     failing: bool,
@@ -169,6 +170,17 @@ impl Inner {
                 .get(channel)
                 .and_then(ReplayMarker::of)
                 .is_some_and(past)
+    }
+
+    /// `marker` is stored under `key`: a committed event it covers need not be kept.
+    fn now_stored(&mut self, key: String, marker: ReplayMarker) {
+        if (self.committed.get(&key))
+            .and_then(ReplayMarker::of)
+            .is_some_and(|c| !c.is_after(&marker))
+        {
+            self.committed.remove(&key);
+        }
+        self.stored.insert(key, marker);
     }
 
     /// `channel` is the full name (filter included), `stored` its topic's marker.
@@ -737,8 +749,18 @@ impl ReplayState {
             }
             return Ok(id);
         }
+        // An acked event whose marker is not written yet is where the subscription is: the
+        // storage still holds an older marker, and a filter that skipped events with
+        // `subscribe_from` would go back before them. Read first: the writer forgets it only
+        // once its marker is stored, so the read below sees it then.
+        let committed = (self.lock().committed.get(subscription)).and_then(ReplayMarker::of);
         let stored = self.stored_marker(subscription).await?;
         let first = filter && self.lock().started.insert(subscription.to_owned());
+        if let Some(marker) = committed
+            && stored.is_none_or(|s| marker.is_after(&s))
+        {
+            return Ok(marker.replay_id);
+        }
         if let Some(marker) = stored {
             return Ok(marker.replay_id);
         }
@@ -914,9 +936,15 @@ impl ReplayState {
                         // Checked again at the last moment, under the lock: an event committed
                         // after the gap, or a newer marker the writer stored since, wins. (A
                         // commit landing during the write below is written after it.)
-                        if self.lock().passed(&channel, rejected) {
-                            writer.batch.pop();
-                            continue;
+                        {
+                            let mut inner = self.lock();
+                            if inner.passed(&channel, rejected) {
+                                writer.batch.pop();
+                                continue;
+                            }
+                            // What is committed is at or before the expired id: a resubscribe
+                            // must not start there again.
+                            inner.committed.remove(&channel);
                         }
                         if writer
                             .store(&*storage, channel, ReplayMarker::new(fallback, None))
@@ -940,7 +968,7 @@ impl ReplayState {
                 }
                 if previous.is_some_and(|p| !marker.is_after(&p)) {
                     if let Some(p) = previous {
-                        self.lock().stored.insert(channel, p);
+                        self.lock().now_stored(channel, p);
                     }
                     writer.batch.pop();
                     continue; // never backwards
@@ -1052,7 +1080,7 @@ impl Writer<'_> {
                 if let Some(lag) = inner.lag(&channel, marker) {
                     crate::metrics::marker_lag(&channel, lag);
                 }
-                inner.stored.insert(channel, marker);
+                inner.now_stored(channel, marker);
                 inner.failing = false;
                 inner.last_error = None;
                 // A filter's first subscribe waits for its start to be stored, not for the
@@ -1265,6 +1293,52 @@ mod tests {
         s.delivered([("/topic/T", &e)].into_iter());
         s.forget(3, "/topic/T?Region='US'");
         assert_eq!(s.start_id("/topic/T").await.unwrap(), -2);
+    }
+
+    #[tokio::test]
+    async fn a_resubscribe_right_after_an_ack_starts_after_the_acked_event_not_the_older_stored_marker()
+     {
+        const CLOSED: &str = "/topic/T?Status__c='Closed'";
+        let storage = MappingStorage::new();
+        storage
+            .set(CLOSED, ReplayMarker::new(-2, None))
+            .await
+            .unwrap();
+        storage
+            .set("/event/A__e", ReplayMarker::new(5, None))
+            .await
+            .unwrap();
+        let s = state(
+            storage,
+            ReplayOption::AllEvents,
+            CommitPolicy::AfterProcessed,
+        );
+        // The filter starts late, after event 1 (which is not its to process), and processes 2.
+        s.start_from(CLOSED, 1);
+        s.subscribing(1, CLOSED);
+        assert_eq!(s.start_id(CLOSED).await.unwrap(), 1);
+        s.subscribing(2, "/event/A__e");
+        assert_eq!(s.start_id("/event/A__e").await.unwrap(), 5);
+        let (two, seven) = (ev(2, "2026-11-28T07:00:02Z"), ev(7, "2026-11-28T07:00:07Z"));
+        for (sub, name, data) in [(1, CLOSED, &two), (2, "/event/A__e", &seven)] {
+            s.delivered([(name, data)].into_iter());
+            let tickets = s.issue([(0, sub, name, data)].into_iter());
+            tickets[0].done(name);
+            // Unsubscribed and subscribed again before the writer ran: the storage still
+            // holds the older marker, but the acked event is where the subscription is.
+            s.forget(sub, name);
+            s.subscribing(sub + 10, name);
+        }
+        assert_eq!(
+            s.start_id(CLOSED).await.unwrap(),
+            2,
+            "the filter went back to before event 1, which it had skipped"
+        );
+        assert_eq!(s.start_id("/event/A__e").await.unwrap(), 7);
+        s.flush().await.unwrap();
+        assert_eq!(s.start_id(CLOSED).await.unwrap(), 2);
+        // Once written, the committed event is no longer kept (the stored marker says it all).
+        assert!(s.lock().committed.is_empty());
     }
 
     #[tokio::test]
