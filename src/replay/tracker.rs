@@ -844,7 +844,13 @@ impl ReplayState {
     /// tracked and stored under its own name (see [`Self::start_id`]).
     pub(crate) fn subscribing(&self, sub: SubId, channel: &str) {
         let mut inner = self.lock();
-        *inner.names.entry(channel.to_owned()).or_default() += 1;
+        let count = inner.names.entry(channel.to_owned()).or_default();
+        *count += 1;
+        if *count == 1 {
+            // Not its position: with no live subscription of this name, what was delivered on
+            // it were a PushTopic filter's events on its topic's name (or a wildcard's).
+            inner.delivered.remove(channel);
+        }
         if base_channel(channel) != channel {
             inner.filters.insert(sub, Arc::from(channel));
         }
@@ -1272,6 +1278,33 @@ mod tests {
         let e = ev(50, "2026-11-28T07:00:00Z");
         s.delivered([("/a", &e)].into_iter());
         assert_eq!(s.start_id("/a").await.unwrap(), 50, "last delivered wins");
+    }
+
+    #[tokio::test]
+    async fn a_topic_subscribed_while_a_filter_of_it_is_live_starts_from_its_own_marker_not_the_filter_s_last_event()
+     {
+        const TOPIC: &str = "/topic/T";
+        const EU: &str = "/topic/T?Region='EU'";
+        let storage = MappingStorage::new();
+        storage
+            .set(TOPIC, ReplayMarker::new(50, None))
+            .await
+            .unwrap();
+        let s = state(
+            storage,
+            ReplayOption::AllEvents,
+            CommitPolicy::AfterProcessed,
+        );
+        s.subscribing(1, EU);
+        assert_eq!(s.start_id(EU).await.unwrap(), 50, "from its topic's marker");
+        // The filter's event comes on the bare topic name, before the topic is subscribed.
+        s.delivered([(TOPIC, &ev(60, "2026-11-28T07:01:00Z"))].into_iter());
+        s.subscribing(2, TOPIC);
+        assert_eq!(
+            s.start_id(TOPIC).await.unwrap(),
+            50,
+            "the topic would skip its events 51 to 59, which the filter did not match"
+        );
     }
 
     #[tokio::test]
