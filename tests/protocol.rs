@@ -879,3 +879,143 @@ async fn under_on_receive_a_filter_s_event_on_the_base_channel_is_stored_under_t
     })
     .await;
 }
+
+/// Close `client`, answering the close's disconnect if it sends one.
+async fn close_answering(client: &sfstream::Client, server: &mut common::mock::MockServer) {
+    let closing = {
+        let c = client.clone();
+        tokio::spawn(async move { c.close().await })
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        server.next_on("/meta/disconnect").await.ok()
+    })
+    .await;
+    closing.await.unwrap().unwrap();
+}
+
+/// A client on a scripted server storing markers in the returned map under `policy`, with a
+/// detached subscription of `FILTER` whose event 7 came on its topic's name.
+async fn detached_filter_event_on_the_topic_name(
+    policy: sfstream::replay::CommitPolicy,
+) -> (
+    sfstream::Client,
+    common::mock::MockServer,
+    sfstream::replay::MappingStorage,
+) {
+    use sfstream::replay::{MappingStorage, ReplayOption};
+    let storage = MappingStorage::new();
+    let (builder, mut server) = client_builder();
+    let client = builder
+        .replay(ReplayOption::AllEvents)
+        .replay_storage(storage.clone())
+        .commit_policy(policy)
+        .build()
+        .unwrap();
+    open_with(&client, &mut server).await;
+    subscribe(&client, &mut server, "/topic/T?Region='EU'")
+        .await
+        .detach();
+    server
+        .next_on("/meta/connect")
+        .await
+        .ok_with(vec![event("/topic/T", 7)]);
+    (client, server, storage)
+}
+
+fn stored(storage: &sfstream::replay::MappingStorage, key: &str) -> Option<i64> {
+    storage.map().lock().unwrap().get(key).map(|m| m.replay_id)
+}
+
+/// `receive()` reads every detached subscription: under `OnReceive`, a PushTopic filter's event
+/// that came on its topic's name must be stored under the filter's name, as on the filter's own
+/// stream; under the topic's it would move the unfiltered subscription past events it never
+/// processed.
+#[tokio::test]
+async fn a_detached_filter_read_through_receive_stores_its_marker_under_the_filter_name_on_receive()
+{
+    use sfstream::replay::CommitPolicy;
+    within("detached filter marker", async {
+        let (client, mut server, storage) =
+            detached_filter_event_on_the_topic_name(CommitPolicy::OnReceive).await;
+        let mut all = client.receive().unwrap();
+        let event = all.next().await.unwrap().unwrap();
+        assert_eq!((event.channel(), event.replay_id()), ("/topic/T", Some(7)));
+        close_answering(&client, &mut server).await;
+        assert_eq!(
+            stored(&storage, "/topic/T"),
+            None,
+            "the topic's marker moved with a filter's event"
+        );
+        assert_eq!(stored(&storage, "/topic/T?Region='EU'"), Some(7));
+    })
+    .await;
+}
+
+/// The same through `receive()` when processing is tracked: the ack (explicit under `Manual`,
+/// dropping the stream under `AfterProcessed`) stores the marker under the filter's name.
+#[tokio::test]
+async fn a_detached_filter_read_through_receive_stores_its_acked_marker_under_the_filter_name() {
+    use sfstream::replay::CommitPolicy;
+    for policy in [CommitPolicy::Manual, CommitPolicy::AfterProcessed] {
+        within("detached filter ack", async {
+            let (client, mut server, storage) =
+                detached_filter_event_on_the_topic_name(policy).await;
+            let mut all = client.receive().unwrap();
+            let event = all.next().await.unwrap().unwrap();
+            assert_eq!(event.replay_id(), Some(7));
+            if policy == CommitPolicy::Manual {
+                event.ack();
+            }
+            drop(all);
+            close_answering(&client, &mut server).await;
+            assert_eq!(stored(&storage, "/topic/T"), None, "{policy:?}");
+            assert_eq!(
+                stored(&storage, "/topic/T?Region='EU'"),
+                Some(7),
+                "{policy:?}"
+            );
+        })
+        .await;
+    }
+}
+
+/// A hand-off stores `OnReceive` markers on ack, not the subscription's stream: a PushTopic
+/// filter's event that came on its topic's name must be stored there under the filter's name
+/// too, not under the topic's (the unfiltered subscription's marker).
+#[tokio::test]
+async fn a_filter_s_event_on_the_topic_name_handed_off_is_stored_under_the_filter_name_on_receive()
+{
+    use sfstream::replay::{CommitPolicy, MappingStorage, ReplayOption};
+    within("hand-off filter marker", async {
+        let storage = MappingStorage::new();
+        let (builder, mut server) = client_builder();
+        let client = builder
+            .replay(ReplayOption::AllEvents)
+            .replay_storage(storage.clone())
+            .commit_policy(CommitPolicy::OnReceive)
+            .build()
+            .unwrap();
+        open_with(&client, &mut server).await;
+        let work = subscribe(&client, &mut server, "/topic/T?Region='EU'")
+            .await
+            .hand_off(4);
+        server
+            .next_on("/meta/connect")
+            .await
+            .ok_with(vec![event("/topic/T", 7)]);
+        let handed = work.recv().await.unwrap().unwrap();
+        assert_eq!(
+            (handed.channel(), handed.replay_id()),
+            ("/topic/T", Some(7))
+        );
+        handed.ack();
+        close_answering(&client, &mut server).await;
+        assert_eq!(
+            stored(&storage, "/topic/T"),
+            None,
+            "the topic's marker moved with a filter's event"
+        );
+        assert_eq!(stored(&storage, "/topic/T?Region='EU'"), Some(7));
+    })
+    .await;
+}

@@ -47,13 +47,10 @@ impl Stream for Events {
         // the connection task (on the same thread of a current-thread runtime) still runs.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let shared = &self.session.shared;
-        let polled = shared.settle(
-            shared
-                .inbox
-                .poll_any(self.id, cx, shared.tracks_processing()),
-            true,
-            None,
-        );
+        let (polled, subscribed) = shared
+            .inbox
+            .poll_any(self.id, cx, shared.tracks_processing());
+        let polled = shared.settle(polled, true, subscribed.as_deref());
         if polled.is_ready() {
             coop.made_progress();
         }

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::event::Event;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
@@ -56,8 +56,10 @@ struct State {
 }
 
 struct Queue {
-    /// The subscribed channel, to name who holds pending items (backpressure diagnosis).
-    channel: String,
+    /// The subscribed channel: names who holds pending items (backpressure diagnosis), and
+    /// tells `receive()` whose event it hands out (a PushTopic filter's event may come on its
+    /// topic's name, yet its marker is the filter's).
+    channel: Arc<str>,
     items: VecDeque<Item>,
     waker: Option<Waker>,
     ended: bool,
@@ -132,7 +134,7 @@ impl Inbox {
         s.queues.insert(
             id,
             Queue {
-                channel: channel.to_owned(),
+                channel: Arc::from(channel),
                 items: VecDeque::new(),
                 waker: None,
                 ended,
@@ -365,8 +367,14 @@ impl Inbox {
         s.receiver_last.remove(&id)
     }
 
-    /// Take the oldest item across every subscription (`track` as in [`Inbox::poll_sub`]).
-    pub(crate) fn poll_any(&self, receiver: u64, cx: &mut Context<'_>, track: bool) -> Polled {
+    /// Take the oldest item across every subscription (`track` as in [`Inbox::poll_sub`]), with
+    /// the subscribed channel of the queue an event came from.
+    pub(crate) fn poll_any(
+        &self,
+        receiver: u64,
+        cx: &mut Context<'_>,
+        track: bool,
+    ) -> (Polled, Option<Arc<str>>) {
         let mut s = self.lock();
         let done = s.receiver_last.remove(&receiver);
         // Only subscriptions without a handle: a queue has exactly one consumer.
@@ -378,16 +386,17 @@ impl Inbox {
             .min();
         let Some((seq, sub)) = oldest else {
             if s.closed {
-                return (Poll::Ready(None), done);
+                return ((Poll::Ready(None), done), None);
             }
             s.receivers.insert(receiver, cx.waker().clone());
-            return (Poll::Pending, done);
+            return ((Poll::Pending, done), None);
         };
         let Some(q) = s.queues.get_mut(&sub) else {
-            return (Poll::Pending, done); // unreachable: the front was just seen
+            return ((Poll::Pending, done), None); // unreachable: the front was just seen
         };
+        let subscribed = q.channel.clone();
         let Some(item) = q.items.pop_front() else {
-            return (Poll::Pending, done); // unreachable: the front was just seen
+            return ((Poll::Pending, done), None); // unreachable: the front was just seen
         };
         if q.finished() {
             s.queues.remove(&sub);
@@ -410,7 +419,7 @@ impl Inbox {
             }
         }
         self.release(s, taken);
-        (Poll::Ready(Some(item.value)), done)
+        ((Poll::Ready(Some(item.value)), done), Some(subscribed))
     }
 
     pub(crate) fn pending(&self) -> usize {
@@ -422,7 +431,7 @@ impl Inbox {
         let s = self.lock();
         let mut by_channel: std::collections::BTreeMap<&str, usize> = Default::default();
         for q in s.queues.values().filter(|q| !q.items.is_empty()) {
-            *by_channel.entry(&q.channel).or_default() += q.items.len();
+            *by_channel.entry(&*q.channel).or_default() += q.items.len();
         }
         let mut holders: Vec<(String, usize)> = by_channel
             .into_iter()

@@ -327,7 +327,7 @@ impl<'a> Model<'a> {
     fn poll_any(&mut self, r: usize) -> Result<(), TestCaseError> {
         let flag = Arc::new(Flag::default());
         let (id, track) = (self.receivers[r].id, self.track);
-        let (poll, done) = poll_with(&flag, |cx| self.inbox.poll_any(id, cx, track));
+        let (poll, done) = poll_with(&flag, |cx| self.inbox.poll_any(id, cx, track).0);
         let receiver = &mut self.receivers[r];
         prop_assert_eq!(
             event_label(&done),
@@ -457,7 +457,7 @@ impl<'a> Model<'a> {
         loop {
             let flag = Arc::new(Flag::default());
             let id = self.receivers[0].id;
-            let (poll, _) = poll_with(&flag, |cx| self.inbox.poll_any(id, cx, false));
+            let (poll, _) = poll_with(&flag, |cx| self.inbox.poll_any(id, cx, false).0);
             match poll {
                 Poll::Ready(Some(item)) => {
                     let label = label_of(&item);
