@@ -287,6 +287,18 @@ impl Bayeux {
     }
 }
 
+/// An emulator that sends at most two events a connect response, and a session subscribed to
+/// the new events of `channel` (replay id -1).
+async fn subscribed_in_batches_of_two(channel: &str) -> (Emulator, Arc<Bayeux>) {
+    let emu = Emulator::builder()
+        .max_batch(Some(2))
+        .start()
+        .await
+        .unwrap();
+    let b = Bayeux::subscribed(&emu, channel, -1).await;
+    (emu, b)
+}
+
 /// Every key of `vector` is in `ours`, with the same JSON type, recursively.
 fn assert_shape(vector: &Value, ours: &Value, path: &str) {
     match (vector, ours) {
@@ -675,13 +687,8 @@ async fn prepared_batches_are_delivered_and_retained() {
 #[tokio::test]
 async fn generated_backlogs_are_built_when_taken_and_never_retained() {
     within(async {
-        let emu = Emulator::builder()
-            .max_batch(Some(2))
-            .start()
-            .await
-            .unwrap();
         let ch = "/event/Big__e";
-        let b = Bayeux::subscribed(&emu, ch, -1).await;
+        let (emu, b) = subscribed_in_batches_of_two(ch).await;
         assert_eq!(emu.publish(ch, json!({"n": 0})), 1);
         let built = Arc::new(AtomicU64::new(0));
         let counter = built.clone();
@@ -992,12 +999,7 @@ async fn connect_reply_can_come_first() {
 #[tokio::test]
 async fn max_batch_splits_connect_responses() {
     within(async {
-        let emu = Emulator::builder()
-            .max_batch(Some(2))
-            .start()
-            .await
-            .unwrap();
-        let b = Bayeux::subscribed(&emu, "/u/M", -1).await;
+        let (emu, b) = subscribed_in_batches_of_two("/u/M").await;
         for n in 0..5 {
             emu.publish("/u/M", json!(n.to_string()));
         }

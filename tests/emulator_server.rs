@@ -193,7 +193,6 @@ async fn an_emulator_started_on_its_retention_file_replays_what_the_last_one_ret
     within("retention file", async {
         use futures::StreamExt;
         use sfstream::emulator::Emulator;
-        use sfstream::replay::ReplayOption;
         let path = fresh_dir("library").join("events.jsonl");
         let emu = Emulator::builder()
             .retention_file(&path)
@@ -228,12 +227,7 @@ async fn an_emulator_started_on_its_retention_file_replays_what_the_last_one_ret
             emu.publish("/data/ContactChangeEvent", serde_json::json!({})),
             2
         );
-        let client = emu
-            .client_builder()
-            .replay(ReplayOption::AllEvents)
-            .connect()
-            .await
-            .unwrap();
+        let client = common::all_events_client(&emu).await;
         let mut orders = client.subscribe("/event/Order__e").await.unwrap();
         let mut amounts = Vec::new();
         for _ in 0..3 {

@@ -22,13 +22,28 @@ const US: &str = "/topic/Orders?Region='US'";
 const EVENTS: &str = "/event/Fan__e";
 const ROUNDS: usize = 30;
 
-fn builder(emu: &Emulator, storage: &MappingStorage) -> ClientBuilder {
+/// An emulator with the PushTopic [`TOPIC`] on `fields`.
+async fn emulator(fields: &[&str]) -> Emulator {
+    let emu = Emulator::builder()
+        .advice_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    emu.define_push_topic(TOPIC, fields);
+    emu
+}
+
+/// A client starting from `AllEvents`, retrying quickly, without replay storage.
+fn builder_without_storage(emu: &Emulator) -> ClientBuilder {
     let url = emu.instance_url().parse().unwrap();
     Client::builder(AccessToken::new(emu.issue_token(), url))
         .api_version(emu.api_version())
         .replay(ReplayOption::AllEvents)
-        .replay_storage(storage.clone())
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
+}
+
+fn builder(emu: &Emulator, storage: &MappingStorage) -> ClientBuilder {
+    builder_without_storage(emu).replay_storage(storage.clone())
 }
 
 /// Take `n` events; taking the next one marks the previous processed (the default policy), and
@@ -57,12 +72,7 @@ fn marker(storage: &MappingStorage, channel: &str) -> Option<i64> {
 #[tokio::test]
 async fn fan_out_to_two_filters_and_a_channel_is_at_least_once_for_each_under_faults() {
     within("fan-out under faults", async {
-        let emu = Emulator::builder()
-            .advice_timeout(Duration::from_secs(2))
-            .start()
-            .await
-            .unwrap();
-        emu.define_push_topic(TOPIC, &["Status", "Region"]);
+        let emu = emulator(&["Status", "Region"]).await;
         let storage = MappingStorage::new();
         let client = builder(&emu, &storage).connect().await.unwrap();
         let mut open = client.subscribe(OPEN).await.unwrap();
@@ -147,25 +157,29 @@ async fn fan_out_to_two_filters_and_a_channel_is_at_least_once_for_each_under_fa
 /// A client without replay storage: a subscription starts from `AllEvents` until it has a
 /// position of its own.
 async fn start_without_storage() -> (Emulator, Client) {
-    let emu = Emulator::builder()
-        .advice_timeout(Duration::from_secs(2))
-        .start()
-        .await
-        .unwrap();
-    emu.define_push_topic(TOPIC, &["Region"]);
-    let url = emu.instance_url().parse().unwrap();
-    let client = Client::builder(AccessToken::new(emu.issue_token(), url))
-        .api_version(emu.api_version())
-        .replay(ReplayOption::AllEvents)
-        .backoff(Duration::from_millis(10), Duration::from_millis(50))
-        .connect()
-        .await
-        .unwrap();
+    let emu = emulator(&["Region"]).await;
+    let client = builder_without_storage(&emu).connect().await.unwrap();
     (emu, client)
 }
 
 fn order(emu: &Emulator, region: &str) -> i64 {
     emu.publish(TOPIC, json!({ "Region": region }))
+}
+
+/// Publishes an EU order as a sentinel; `eu` must deliver `next` (else it fails saying
+/// `skipped`) and then the sentinel. Closes the client and the emulator.
+async fn next_then_sentinel(
+    emu: Emulator,
+    client: Client,
+    eu: &mut Subscription,
+    next: i64,
+    skipped: &str,
+) {
+    let sentinel = order(&emu, "EU");
+    assert_eq!(take(eu, 1).await, vec![next], "{skipped}");
+    assert_eq!(take(eu, 1).await, vec![sentinel]);
+    client.close().await.unwrap();
+    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -180,16 +194,8 @@ async fn a_filter_subscribed_after_another_filter_of_its_topic_delivered_starts_
 
         // `US` has delivered an event newer than the EU order; `EU` asks for all retained events.
         let mut eu = client.subscribe(EU).await.unwrap();
-        let sentinel = order(&emu, "EU");
         // Without the fix the first event `EU` gets is the sentinel.
-        assert_eq!(
-            take(&mut eu, 1).await,
-            vec![eu_order],
-            "the EU order was skipped"
-        );
-        assert_eq!(take(&mut eu, 1).await, vec![sentinel]);
-        client.close().await.unwrap();
-        emu.shutdown().await;
+        next_then_sentinel(emu, client, &mut eu, eu_order, "the EU order was skipped").await;
     })
     .await;
 }
@@ -214,15 +220,7 @@ async fn after_a_session_loss_each_filter_resubscribes_from_its_own_last_event()
 
         // The resubscribe of `EU` must replay the held order, not start after `US`'s last.
         emu.forget_sessions();
-        let sentinel = order(&emu, "EU");
-        assert_eq!(
-            take(&mut eu, 1).await,
-            vec![held],
-            "the held EU order was skipped"
-        );
-        assert_eq!(take(&mut eu, 1).await, vec![sentinel]);
-        client.close().await.unwrap();
-        emu.shutdown().await;
+        next_then_sentinel(emu, client, &mut eu, held, "the held EU order was skipped").await;
     })
     .await;
 }
@@ -261,12 +259,7 @@ async fn wait_stored(storage: &MappingStorage, id: i64) {
 /// After the restart the late filter must get the rest of its backlog: the stored position it
 /// resumes from must not be the other filter's.
 async fn late_filter_backlog_survives_a_crash(from_an_earlier_id: bool) {
-    let emu = Emulator::builder()
-        .advice_timeout(Duration::from_secs(2))
-        .start()
-        .await
-        .unwrap();
-    emu.define_push_topic(TOPIC, &["Region"]);
+    let emu = emulator(&["Region"]).await;
     let storage = MappingStorage::new();
     let client = builder(&emu, &storage).connect().await.unwrap();
     let mut us = client.subscribe(US).await.unwrap();
@@ -342,12 +335,7 @@ async fn a_filter_resumes_from_its_topic_s_marker_of_an_older_version_and_falls_
  {
     within("filter migration and gap", async {
         use futures::TryStreamExt;
-        let emu = Emulator::builder()
-            .advice_timeout(Duration::from_secs(2))
-            .start()
-            .await
-            .unwrap();
-        emu.define_push_topic(TOPIC, &["Region"]);
+        let emu = emulator(&["Region"]).await;
         let orders: Vec<i64> = (0..20).map(|_| order(&emu, "EU")).collect();
         emu.expire_events(TOPIC, orders[9]);
         let storage = MappingStorage::new();

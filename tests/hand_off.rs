@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fresh_dir, within};
+use common::{all_events_client, fresh_dir, within};
 use futures::StreamExt;
 use serde_json::json;
 use sfstream::emulator::Emulator;
@@ -23,6 +23,15 @@ async fn client(emu: &Emulator, path: &Path) -> Client {
         .connect()
         .await
         .unwrap()
+}
+
+/// An emulator holding `count` events on [`CH`], replay ids 1 to `count`.
+async fn emulator_with(count: i64) -> Emulator {
+    let emu = Emulator::start().await.unwrap();
+    for n in 0..count {
+        emu.publish(CH, json!({"n": n}));
+    }
+    emu
 }
 
 /// Whether a worker "crashes" on this event: it never finishes it.
@@ -45,10 +54,7 @@ async fn redelivered(emu: &Emulator, path: &Path) -> Vec<i64> {
 #[tokio::test]
 async fn a_crash_mid_batch_redelivers_every_unacked_event_and_none_acked_before_them() {
     within("hand-off crash", async {
-        let emu = Emulator::start().await.unwrap();
-        for n in 0..40 {
-            emu.publish(CH, json!({"n": n}));
-        }
+        let emu = emulator_with(40).await;
         let path = fresh_dir("crash").join("replay.json");
         let first = client(&emu, &path).await;
         // The default policy (AfterProcessed): the hand-off must not let it run ahead.
@@ -106,10 +112,7 @@ async fn an_mpsc_hand_off_under_after_processed_loses_the_unfinished_event() {
     // the subscription and sends events on a channel counts each one processed when it polls
     // for the next, whatever the worker is doing.
     within("mpsc hand-off", async {
-        let emu = Emulator::start().await.unwrap();
-        for n in 0..40 {
-            emu.publish(CH, json!({"n": n}));
-        }
+        let emu = emulator_with(40).await;
         let path = fresh_dir("mpsc").join("replay.json");
         let first = client(&emu, &path).await;
         let mut sub = first.subscribe(CH).await.unwrap();
@@ -146,16 +149,8 @@ async fn an_mpsc_hand_off_under_after_processed_loses_the_unfinished_event() {
 #[tokio::test]
 async fn recv_waits_while_capacity_events_are_out_and_an_ack_or_drop_frees_a_place() {
     within("capacity", async {
-        let emu = Emulator::start().await.unwrap();
-        for n in 0..10 {
-            emu.publish(CH, json!({"n": n}));
-        }
-        let client = emu
-            .client_builder()
-            .replay(ReplayOption::AllEvents)
-            .connect()
-            .await
-            .unwrap();
+        let emu = emulator_with(10).await;
+        let client = all_events_client(&emu).await;
         let work = client.subscribe(CH).await.unwrap().hand_off(3);
         let mut out = Vec::new();
         for _ in 0..3 {
@@ -199,10 +194,7 @@ async fn recv_waits_while_capacity_events_are_out_and_an_ack_or_drop_frees_a_pla
 #[tokio::test]
 async fn under_on_receive_a_crash_before_the_hand_off_ack_does_not_lose_the_event() {
     within("on-receive hand-off", async {
-        let emu = Emulator::start().await.unwrap();
-        for n in 0..40 {
-            emu.publish(CH, json!({"n": n}));
-        }
+        let emu = emulator_with(40).await;
         let path = fresh_dir("on-receive").join("replay.json");
         let on_receive = || async {
             emu.client_builder()
@@ -256,16 +248,8 @@ async fn under_on_receive_a_crash_before_the_hand_off_ack_does_not_lose_the_even
 async fn an_event_taken_out_with_into_event_keeps_its_place_until_acked_or_dropped() {
     within("into_event", async {
         use futures::FutureExt;
-        let emu = Emulator::start().await.unwrap();
-        for n in 0..10 {
-            emu.publish(CH, json!({"n": n}));
-        }
-        let client = emu
-            .client_builder()
-            .replay(ReplayOption::AllEvents)
-            .connect()
-            .await
-            .unwrap();
+        let emu = emulator_with(10).await;
+        let client = all_events_client(&emu).await;
         let work = client.subscribe(CH).await.unwrap().hand_off(2);
         let one = work.recv().await.unwrap().unwrap().into_event();
         let two = work.recv().await.unwrap().unwrap().into_event();

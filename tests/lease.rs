@@ -51,19 +51,49 @@ fn key(name: &str) -> String {
     format!("lease-{name}-{}-{nanos}", std::process::id())
 }
 
-/// A storage of either kind behind one type.
+/// A storage of either kind behind one type. A copy made by [`AnyStorage::gated`] writes to
+/// the same store, its fenced writes passing a [`Gate`] first.
 #[derive(Clone)]
-struct AnyStorage(Arc<dyn ReplayStorage>);
+struct AnyStorage {
+    inner: Arc<dyn ReplayStorage>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl AnyStorage {
+    fn new(inner: impl ReplayStorage) -> Self {
+        AnyStorage {
+            inner: Arc::new(inner),
+            gate: None,
+        }
+    }
+
+    /// This storage behind a new gate: once armed, it holds the next fenced write until the
+    /// test lets it go; then that write fails as an unreachable store would (`fail`), or goes
+    /// on to the store.
+    fn gated(&self, fail: bool) -> (AnyStorage, Arc<Gate>) {
+        let gate = Arc::new(Gate {
+            armed: AtomicBool::new(false),
+            fail,
+            holding: AtomicBool::new(false),
+            open: tokio::sync::Semaphore::new(0),
+        });
+        let gated = AnyStorage {
+            inner: self.inner.clone(),
+            gate: Some(gate.clone()),
+        };
+        (gated, gate)
+    }
+}
 
 impl ReplayStorage for AnyStorage {
     fn get<'a>(&'a self, s: &'a str) -> BoxFuture<'a, sfstream::Result<Option<ReplayMarker>>> {
-        self.0.get(s)
+        self.inner.get(s)
     }
     fn set<'a>(&'a self, s: &'a str, m: ReplayMarker) -> BoxFuture<'a, sfstream::Result<()>> {
-        self.0.set(s, m)
+        self.inner.set(s, m)
     }
     fn supports_fencing(&self) -> bool {
-        self.0.supports_fencing()
+        self.inner.supports_fencing()
     }
     fn set_fenced<'a>(
         &'a self,
@@ -71,7 +101,35 @@ impl ReplayStorage for AnyStorage {
         m: ReplayMarker,
         epoch: u64,
     ) -> BoxFuture<'a, sfstream::Result<()>> {
-        self.0.set_fenced(s, m, epoch)
+        Box::pin(async move {
+            if let Some(gate) = &self.gate {
+                gate.pass().await?;
+            }
+            self.inner.set_fenced(s, m, epoch).await
+        })
+    }
+}
+
+/// See [`AnyStorage::gated`].
+struct Gate {
+    armed: AtomicBool,
+    fail: bool,
+    /// The held write has arrived and waits.
+    holding: AtomicBool,
+    open: tokio::sync::Semaphore,
+}
+
+impl Gate {
+    async fn pass(&self) -> sfstream::Result<()> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.holding.store(true, Ordering::SeqCst);
+            let _let_go = self.open.acquire().await.unwrap();
+            if self.fail {
+                // Any plain storage error will do: borrow one from a bad file.
+                return Err(sfstream::replay::FileStorage::open("/dev/null/nope").unwrap_err());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -161,60 +219,6 @@ impl Lease for Controlled {
     }
 }
 
-/// A storage whose next fenced write, once armed, waits until the test lets it go; then it
-/// fails as an unreachable store would (`fail`), or goes on to the store.
-#[derive(Clone)]
-struct Gated {
-    inner: AnyStorage,
-    armed: Arc<AtomicBool>,
-    fail: bool,
-    /// The held write has arrived and waits.
-    holding: Arc<AtomicBool>,
-    open: Arc<tokio::sync::Semaphore>,
-}
-
-impl Gated {
-    fn new(inner: AnyStorage, fail: bool) -> Self {
-        Gated {
-            inner,
-            armed: Arc::default(),
-            fail,
-            holding: Arc::default(),
-            open: Arc::new(tokio::sync::Semaphore::new(0)),
-        }
-    }
-}
-
-impl ReplayStorage for Gated {
-    fn get<'a>(&'a self, s: &'a str) -> BoxFuture<'a, sfstream::Result<Option<ReplayMarker>>> {
-        self.inner.get(s)
-    }
-    fn set<'a>(&'a self, s: &'a str, m: ReplayMarker) -> BoxFuture<'a, sfstream::Result<()>> {
-        self.inner.set(s, m)
-    }
-    fn supports_fencing(&self) -> bool {
-        true
-    }
-    fn set_fenced<'a>(
-        &'a self,
-        s: &'a str,
-        m: ReplayMarker,
-        epoch: u64,
-    ) -> BoxFuture<'a, sfstream::Result<()>> {
-        Box::pin(async move {
-            if self.armed.swap(false, Ordering::SeqCst) {
-                self.holding.store(true, Ordering::SeqCst);
-                let _let_go = self.open.acquire().await.unwrap();
-                if self.fail {
-                    // Any plain storage error will do: borrow one from a bad file.
-                    return Err(sfstream::replay::FileStorage::open("/dev/null/nope").unwrap_err());
-                }
-            }
-            self.inner.set_fenced(s, m, epoch).await
-        })
-    }
-}
-
 /// Where the store is: opens a storage and its lease under one key.
 #[derive(Clone, Copy, Debug)]
 enum Store {
@@ -243,7 +247,7 @@ impl Store {
             ($storage:ty) => {{
                 let s = <$storage>::connect(url, key).await.unwrap();
                 let lease: Arc<dyn Lease> = Arc::new(s.lease());
-                (AnyStorage(Arc::new(s)), lease)
+                (AnyStorage::new(s), lease)
             }};
         }
         match self {
@@ -613,21 +617,21 @@ async fn stale_holder_is_fenced(store: Store) {
 /// session: it streams, stores its markers and releases its lease on close.
 async fn reopened_while_the_old_session_stores(store: Store, fail: bool) {
     on_pair(store, "late", async |p| {
-        let gated = Gated::new(p.a.storage.clone(), fail);
+        let (gated, gate) = p.a.storage.gated(fail);
         // Renewals far apart: the first keeper renews nothing during the test, so it surely
         // ends through its release.
         let (duration, renew) = (Duration::from_secs(50), Duration::from_secs(25));
         let client =
-            p.a.builder_on(gated.clone(), &p.emu, duration, renew)
+            p.a.builder_on(gated, &p.emu, duration, renew)
                 .build()
                 .unwrap();
         let first = p.publish(1);
         client.open().await.unwrap();
         let (owner, old_epoch) = p.a.lease.acquired()[0].clone();
         let mut sub = client.subscribe(CH).await.unwrap();
-        gated.armed.store(true, Ordering::SeqCst);
+        gate.armed.store(true, Ordering::SeqCst);
         take_until(&mut sub, first[0]).await;
-        until(|| gated.holding.load(Ordering::SeqCst)).await;
+        until(|| gate.holding.load(Ordering::SeqCst)).await;
         drop(sub);
         let closing = tokio::spawn({
             let client = client.clone();
@@ -638,7 +642,7 @@ async fn reopened_while_the_old_session_stores(store: Store, fail: bool) {
         client.open().await.unwrap();
         let new_epoch = p.a.lease.acquired()[1].1;
         assert!(new_epoch > old_epoch);
-        gated.open.add_permits(1);
+        gate.open.add_permits(1);
         let _ = closing.await.unwrap(); // the old session's keeper has released
         assert!(!client.closed(), "the re-opened session was torn down");
         let second = p.publish(1);
@@ -921,6 +925,33 @@ fn publish_slowly(emu: &Arc<Emulator>, count: usize) -> tokio::task::JoinHandle<
     })
 }
 
+/// A holder process and a standby sharing the lease of `config`, and 150 events published
+/// slowly in the background; returns once the holder has streamed `streamed` of them.
+async fn holder_and_standby(
+    emu: &Arc<Emulator>,
+    config: &str,
+    streamed: usize,
+) -> (Child, Child, tokio::task::JoinHandle<Vec<i64>>) {
+    let holder = Child::spawn(config);
+    until(|| holder.with(|o| o.holder_at.is_some())).await;
+    let standby = Child::spawn(config);
+    let publisher = publish_slowly(emu, 150);
+    until(|| holder.with(|o| o.events.len() >= streamed)).await;
+    (holder, standby, publisher)
+}
+
+/// Every event of `published` reached the holder or the standby; what each of them got.
+fn assert_none_lost(holder: &Child, standby: &Child, published: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let (a, b) = (
+        holder.with(|o| o.events.clone()),
+        standby.with(|o| o.events.clone()),
+    );
+    let seen: std::collections::HashSet<i64> = a.iter().chain(&b).copied().collect();
+    let lost: Vec<_> = published.iter().filter(|id| !seen.contains(id)).collect();
+    assert!(lost.is_empty(), "lost {lost:?}");
+    (a, b)
+}
+
 /// Two consumer processes share a lease; the holder is killed with SIGKILL mid-stream. The
 /// standby takes over within the lease duration plus a renewal interval (plus slack for a
 /// loaded machine), and the union of their outputs holds every event; the duplicates are the
@@ -931,11 +962,7 @@ async fn sigkill_failover(store: Store) {
         let emu = Arc::new(Emulator::start().await.unwrap());
         let k = key("sigkill");
         let config = child_config(store, &url, &k, &emu);
-        let holder = Child::spawn(&config);
-        until(|| holder.with(|o| o.holder_at.is_some())).await;
-        let standby = Child::spawn(&config);
-        let publisher = publish_slowly(&emu, 150);
-        until(|| holder.with(|o| o.events.len() >= 40)).await;
+        let (holder, standby, publisher) = holder_and_standby(&emu, &config, 40).await;
         assert!(standby.with(|o| o.holder_at.is_none()), "two holders");
         holder.signal("KILL");
         let killed_at = Instant::now();
@@ -944,10 +971,7 @@ async fn sigkill_failover(store: Store) {
         let published = publisher.await.unwrap();
         let last = *published.last().unwrap();
         until(|| standby.with(|o| o.events.contains(&last))).await;
-        let (a, b) = (holder.with(|o| o.events.clone()), standby.with(|o| o.events.clone()));
-        let seen: std::collections::HashSet<i64> = a.iter().chain(&b).copied().collect();
-        let lost: Vec<i64> = published.iter().copied().filter(|id| !seen.contains(id)).collect();
-        assert!(lost.is_empty(), "lost {lost:?}");
+        let (a, b) = assert_none_lost(&holder, &standby, &published);
         let duplicates = a.iter().filter(|id| b.contains(id)).count();
         // The standby resumed right after a marker the holder stored: only what the holder had
         // been handed after it comes again (at most the event in hand plus the queue).
@@ -978,11 +1002,7 @@ async fn sigstop_failover(store: Store) {
         let k = key("sigstop");
         let config = child_config(store, &url, &k, &emu);
         let (storage, _) = store.open(&url, &k).await;
-        let holder = Child::spawn(&config);
-        until(|| holder.with(|o| o.holder_at.is_some())).await;
-        let standby = Child::spawn(&config);
-        let publisher = publish_slowly(&emu, 150);
-        until(|| holder.with(|o| o.events.len() >= 20)).await;
+        let (holder, standby, publisher) = holder_and_standby(&emu, &config, 20).await;
         holder.signal("STOP");
         let stopped_at = Instant::now();
         until(|| standby.with(|o| o.events.len() >= 20)).await;
@@ -1006,10 +1026,7 @@ async fn sigstop_failover(store: Store) {
         until(|| standby.with(|o| o.events.contains(&last))).await;
         let stored = storage.get(CH).await.unwrap().unwrap().replay_id;
         assert!(stored >= advanced, "the marker went back from {advanced} to {stored}");
-        let (a, b) = (holder.with(|o| o.events.clone()), standby.with(|o| o.events.clone()));
-        let seen: std::collections::HashSet<i64> = a.iter().chain(&b).copied().collect();
-        let lost: Vec<i64> = published.iter().copied().filter(|id| !seen.contains(id)).collect();
-        assert!(lost.is_empty(), "lost {lost:?}");
+        assert_none_lost(&holder, &standby, &published);
         eprintln!(
             "{store:?} SIGSTOP: standby streaming {takeover:?} after the stop; resumed holder read {after} more event(s) and stopped with {}",
             errors[0]

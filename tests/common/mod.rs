@@ -24,6 +24,15 @@ pub async fn quick_emulator() -> sfstream::emulator::Emulator {
         .unwrap()
 }
 
+/// A client of `emu` that starts every subscription from all retained events.
+pub async fn all_events_client(emu: &sfstream::emulator::Emulator) -> sfstream::Client {
+    emu.client_builder()
+        .replay(sfstream::replay::ReplayOption::AllEvents)
+        .connect()
+        .await
+        .unwrap()
+}
+
 pub fn token_for(instance_url: &str) -> sfstream::auth::AccessToken {
     sfstream::auth::AccessToken::new("test-token", instance_url.parse().unwrap())
 }

@@ -102,29 +102,38 @@ fn stored(storage: &Gated) -> i64 {
     storage.map.map().lock().unwrap()[CH].replay_id
 }
 
+/// Commits 60, whose `set` waits; while the writer is inside it, commits `older` (if any) and
+/// hands out the notice of the gap that rejected 50; then lets the writer go and flushes.
+/// What is stored then, and every `set` the storage saw.
+async fn gap_while_60_is_written(fail: bool, older: Option<Data>) -> (i64, Vec<i64>) {
+    let Setup {
+        state,
+        storage,
+        entered,
+        release,
+    } = setup(fail).await;
+    state.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
+    entered.await.unwrap(); // the writer is inside `set(60)`
+    if let Some(older) = older {
+        state.commit(CH, &older);
+    }
+    state.gap_handed_out(&gap());
+    release.send(()).unwrap();
+    // A first writer that fails stops; flush retries once.
+    state.flush().await.unwrap();
+    let history = storage.history.lock().unwrap().clone();
+    (stored(&storage), history)
+}
+
 /// The notice of a gap that rejected 50 is handed out while the writer is storing 60, an event
 /// committed past it (another filter of the topic, say): the writer holds 60 in neither
 /// `dirty` nor `stored` then. The restart marker must not be written after 60, or a restart
 /// would begin at -2 (or at -1, skipping everything after 60 not processed yet).
 #[tokio::test]
 async fn a_gap_notice_handed_out_while_a_newer_marker_is_being_written_does_not_overwrite_it() {
-    let Setup {
-        state,
-        storage,
-        entered,
-        release,
-    } = setup(false).await;
-    state.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
-    entered.await.unwrap(); // the writer is inside `set(60)`
-    state.gap_handed_out(&gap());
-    release.send(()).unwrap();
-    state.flush().await.unwrap();
-    assert_eq!(stored(&storage), 60);
-    assert_eq!(
-        *storage.history.lock().unwrap(),
-        [60],
-        "no restart marker written"
-    );
+    let (stored, history) = gap_while_60_is_written(false, None).await;
+    assert_eq!(stored, 60);
+    assert_eq!(history, [60], "no restart marker written");
 }
 
 /// As above, but a slower filter of the topic then hands out the older event 45 (`OnReceive`
@@ -132,49 +141,20 @@ async fn a_gap_notice_handed_out_while_a_newer_marker_is_being_written_does_not_
 /// having stored 60 meanwhile, must drop the restart instead of writing it over 60.
 #[tokio::test]
 async fn a_gap_restart_queued_after_an_older_commit_is_not_written_over_a_newer_marker() {
-    let Setup {
-        state,
-        storage,
-        entered,
-        release,
-    } = setup(false).await;
-    state.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
-    entered.await.unwrap();
-    state.commit(CH, &ev(45, "2026-11-28T07:00:45Z"));
-    state.gap_handed_out(&gap());
-    release.send(()).unwrap();
-    state.flush().await.unwrap();
-    assert_eq!(stored(&storage), 60);
-    assert_eq!(
-        *storage.history.lock().unwrap(),
-        [60],
-        "no restart marker written"
-    );
+    let older = ev(45, "2026-11-28T07:00:45Z");
+    let (stored, history) = gap_while_60_is_written(false, Some(older)).await;
+    assert_eq!(stored, 60);
+    assert_eq!(history, [60], "no restart marker written");
 }
 
 /// As above, but the write of 60 fails: the writer gives 60 back to be written again, and the
 /// restart queued meanwhile must not win over it.
 #[tokio::test]
 async fn a_failed_write_of_a_newer_marker_is_retried_instead_of_the_gap_restart() {
-    let Setup {
-        state,
-        storage,
-        entered,
-        release,
-    } = setup(true).await;
-    state.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
-    entered.await.unwrap();
-    state.commit(CH, &ev(45, "2026-11-28T07:00:45Z"));
-    state.gap_handed_out(&gap());
-    release.send(()).unwrap();
-    // The first writer fails and stops; flush retries once.
-    state.flush().await.unwrap();
-    assert_eq!(stored(&storage), 60);
-    assert_eq!(
-        *storage.history.lock().unwrap(),
-        [60, 60],
-        "60 written again, no restart marker"
-    );
+    let older = ev(45, "2026-11-28T07:00:45Z");
+    let (stored, history) = gap_while_60_is_written(true, Some(older)).await;
+    assert_eq!(stored, 60);
+    assert_eq!(history, [60, 60], "60 written again, no restart marker");
 }
 
 /// Without anything past the gap, the restart is still written (the fix for the crash loop
