@@ -394,7 +394,11 @@ impl ReplayState {
         } = &mut *inner;
         let mut tickets = Vec::new();
         let mut current: Option<(&str, &mut Outstanding)> = None;
+        // The last event issued to the current list, and to the others of this call: an
+        // event's deliveries to one list may be apart (the topic, a filter of it, then a
+        // wildcard sharing the topic's marker), and only the last one completes it.
         let mut previous = None;
+        let mut others: Vec<(&str, usize)> = Vec::new();
         for (event, sub, channel, data) in deliveries {
             // A filter's deliveries are tracked under its own name, the rest per channel.
             let key = if filters.is_empty() {
@@ -405,8 +409,14 @@ impl ReplayState {
             let channel = key.map_or_else(|| base_channel(channel), |k| &**k);
             let out = match current.take() {
                 Some((c, out)) if c == channel => out,
-                _ => {
-                    previous = None;
+                switched => {
+                    if let (Some((c, _)), Some(e)) = (switched, previous) {
+                        match others.iter_mut().find(|(o, _)| *o == c) {
+                            Some(slot) => slot.1 = e,
+                            None => others.push((c, e)),
+                        }
+                    }
+                    previous = others.iter().find(|(o, _)| *o == channel).map(|o| o.1);
                     outstanding.entry(channel.to_owned()).or_insert_with(|| {
                         *generations += 1;
                         Outstanding::new(*generations)
@@ -1426,6 +1436,31 @@ mod tests {
         tickets[4].done("/a");
         s.flush().await.unwrap();
         assert_eq!(stored(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn an_event_on_a_topic_fanned_out_to_the_topic_a_filter_and_a_wildcard_is_stored_only_once_the_wildcard_processed_it()
+     {
+        const TOPIC: &str = "/topic/T";
+        let storage = MappingStorage::new();
+        let map = storage.map().clone();
+        let s = state(storage, ReplayOption::AllEvents, CommitPolicy::Manual);
+        // The router's order for an event on the topic's name: its exact subscribers (the
+        // topic, then the filter), then the wildcard, which shares the topic's marker.
+        s.subscribing(1, TOPIC);
+        s.subscribing(2, "/topic/T?Region='EU'");
+        s.subscribing(3, "/topic/*");
+        let e = ev(1, "2026-11-28T07:00:01Z");
+        let tickets =
+            s.issue([(0, 1, TOPIC, &e), (0, 2, TOPIC, &e), (0, 3, TOPIC, &e)].into_iter());
+        tickets[0].done(TOPIC);
+        tickets[1].done(TOPIC);
+        s.flush().await.unwrap();
+        let stored = || map.lock().unwrap().get(TOPIC).map(|m| m.replay_id);
+        assert_eq!(stored(), None, "the wildcard has not processed event 1");
+        tickets[2].done(TOPIC);
+        s.flush().await.unwrap();
+        assert_eq!(stored(), Some(1));
     }
 
     #[tokio::test]
