@@ -1019,3 +1019,57 @@ async fn a_filter_s_event_on_the_topic_name_handed_off_is_stored_under_the_filte
     })
     .await;
 }
+
+/// `NewEvents`: a topic resubscribed before its first event replays (-2) and drops what is
+/// older than its subscribe. A PushTopic filter of it resubscribes from its own marker, and its
+/// replayed events may come on the topic's name: they must reach the filter, not be dropped by
+/// the topic's cut-off (the filter would never get them, and its marker would pass them).
+#[tokio::test]
+async fn a_filter_s_replayed_event_on_the_topic_name_is_not_dropped_by_the_topic_s_new_events_cutoff()
+ {
+    use sfstream::replay::{MappingStorage, ReplayMarker};
+    const TOPIC: &str = "/topic/T";
+    const FILTER: &str = "/topic/T?Region='EU'";
+    within("filter replay past the topic's cut-off", async {
+        let storage = MappingStorage::new();
+        (storage.map().lock().unwrap()).insert(FILTER.into(), ReplayMarker::new(40, None));
+        let (builder, mut server) = client_builder();
+        let client = builder.replay_storage(storage.clone()).build().unwrap();
+        open_with(&client, &mut server).await;
+        let _topic = subscribe(&client, &mut server, TOPIC).await;
+        let mut filter = subscribe(&client, &mut server, FILTER).await;
+        // The session is lost before the topic's first event.
+        server.next_on("/meta/connect").await.unknown_client();
+        server.next_on("/meta/handshake").await.ok();
+        let mut starts = Vec::new();
+        for _ in 0..2 {
+            let s = server.next_on("/meta/subscribe").await;
+            let name = s.message().subscription.clone().unwrap();
+            starts.push((name, s.message().ext_field("replay").cloned()));
+            s.ok();
+        }
+        starts.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            starts,
+            [
+                (TOPIC.to_owned(), Some(json!({TOPIC: -2}))),
+                (FILTER.to_owned(), Some(json!({TOPIC: 40}))),
+            ]
+        );
+        // The filter's replay: an event from long before the topic's subscribe, then one
+        // without a date (never dropped).
+        server.next_on("/meta/connect").await.ok_with(vec![
+            json!({"channel": TOPIC,
+                "data": {"event": {"replayId": 41, "createdDate": "2020-01-01T00:00:00.000Z"},
+                    "payload": {"n": 41}}}),
+            event(TOPIC, 42),
+        ]);
+        let first = filter.next().await.unwrap().unwrap();
+        assert_eq!(
+            first.replay_id(),
+            Some(41),
+            "the filter's replayed event was dropped"
+        );
+    })
+    .await;
+}

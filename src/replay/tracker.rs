@@ -866,11 +866,17 @@ impl ReplayState {
         }
     }
 
-    /// Whether an event is for the streams: false for one that a resubscribe before the
-    /// channel's first event replayed although it is older than the subscribe (see
-    /// [`super::unpositioned`]).
-    pub(crate) fn admit(&self, channel: &str, data: &Data) -> bool {
-        self.unpositioned.admit(channel, data)
+    /// Whether an event is for the subscription of name `subscribed`: false for one that its
+    /// resubscribe before its first event replayed although it is older than the subscribe
+    /// (see [`super::unpositioned`]). Asked per subscription: a PushTopic filter's replayed
+    /// events may come on its topic's name, and the topic's cut-off is not the filter's.
+    pub(crate) fn admit(&self, subscribed: &str, data: &Data) -> bool {
+        self.unpositioned.admit(subscribed, data)
+    }
+
+    /// Whether [`Self::admit`] may refuse anything now (the hot path asks only this).
+    pub(crate) fn filtering(&self) -> bool {
+        self.unpositioned.filtering()
     }
 
     /// Store this event's marker in the background (`OnReceive`: it was handed out).

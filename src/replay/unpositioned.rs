@@ -75,6 +75,11 @@ impl Unpositioned {
         }
     }
 
+    /// Whether some replay is being filtered (else every event is admitted).
+    pub(crate) fn filtering(&self) -> bool {
+        self.filtering.load(Ordering::Acquire)
+    }
+
     /// Whether an event of `channel` is for the stream: false for one a filtered replay brought
     /// that is dated before the subscribe. Undated events pass (a duplicate beats a loss).
     pub(crate) fn admit(&self, channel: &str, data: &Data) -> bool {

@@ -61,7 +61,19 @@ impl Task {
                 tracing::debug!(channel = %sanitized(channel), "event for no live subscription");
                 continue;
             }
-            if !self.shared.replay.admit(channel, &data) {
+            // Each subscription's own cut-off: a filter's replayed event on its topic's name is
+            // the filter's, however old for the topic's.
+            let replay = &self.shared.replay;
+            let name = |s: &SubId| self.subs.get(s).map_or(&**channel, |s| s.channel.as_str());
+            let refused =
+                replay.filtering() && !targets.iter().all(|s| replay.admit(name(s), &data));
+            let admitted = refused.then(|| {
+                let mut admitted = targets.clone();
+                admitted.retain(|s| replay.admit(name(s), &data));
+                admitted
+            });
+            let targets = admitted.as_ref().unwrap_or(targets);
+            if targets.is_empty() {
                 tracing::debug!(%channel, "replayed event older than the subscribe; skipped");
                 continue;
             }
