@@ -62,7 +62,7 @@ impl<T: Transport> Transport for Tag<T> {
         let channel = request
             .messages
             .first()
-            .map(|m| m.channel.clone())
+            .map(|m| m.channel.to_string())
             .unwrap_or_default();
         Box::pin(async move {
             let started = Instant::now();

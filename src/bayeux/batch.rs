@@ -1,6 +1,6 @@
 //! Reading a response body into messages.
 
-use super::{Advice, Data, Message};
+use super::{Advice, Channel, Data, Message};
 use crate::error::{Error, ErrorKind};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -267,8 +267,8 @@ pub(super) struct WireMessage<'a> {
 impl WireMessage<'_> {
     pub(super) fn into_message(self) -> Result<Message, &'static str> {
         let channel = match self.channel {
-            Some(c) => c.into_owned(),
-            None if self.successful.is_some() => String::new(),
+            Some(c) => c.into(),
+            None if self.successful.is_some() => Channel::default(),
             None => return Err("missing field `channel`"),
         };
         Ok(Message {

@@ -1,4 +1,4 @@
-use super::{Advice, Data};
+use super::{Advice, Channel, Data};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -27,9 +27,9 @@ pub mod channels {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Message {
-    /// The channel, e.g. `/meta/connect` or `/event/Order__e`. Empty on a reply the server
-    /// sent without one (see [`Message::is_unaddressed_reply`]).
-    pub channel: String,
+    /// The channel, e.g. `/meta/connect` or `/event/Order__e` (shared: see [`Channel`]). Empty
+    /// on a reply the server sent without one (see [`Message::is_unaddressed_reply`]).
+    pub channel: Channel,
     /// Request id, echoed by the server in the reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -70,7 +70,7 @@ pub struct Message {
 
 impl Message {
     /// A message on `channel` with every other field empty.
-    pub fn new(channel: impl Into<String>) -> Self {
+    pub fn new(channel: impl Into<Channel>) -> Self {
         Message {
             channel: channel.into(),
             ..Message::default()

@@ -21,6 +21,7 @@
 
 mod advice;
 mod batch;
+mod channel;
 mod data;
 mod message;
 mod scan;
@@ -31,6 +32,7 @@ mod server_error;
 pub use advice::{Advice, Reconnect};
 pub(crate) use batch::excerpt as batch_excerpt;
 pub use batch::{Batch, MalformedMessage, parse_batch};
+pub use channel::Channel;
 pub use data::Data;
 pub use message::{Message, channels};
 pub use server_error::ServerError;

@@ -13,7 +13,7 @@
 //! is checked by tests on the fuzz corpus and on mutated bodies, and by the `batch` fuzz target.
 
 use super::batch::WireMessage;
-use super::{Data, Message};
+use super::{Channel, Data, Message};
 
 /// Nesting deeper than this inside one element is left to serde (which has no such limit in
 /// `data` but one of 128 for the rest): the fast path must never accept what serde refuses.
@@ -28,11 +28,14 @@ pub(super) fn messages(text: &str, capacity: usize) -> Option<Vec<Message>> {
     }
     i = ws(b, i + 1);
     let mut messages = Vec::with_capacity(capacity);
+    // The name of the previous event: the events of a response mostly share a channel, and
+    // then share its name (one allocation per run, not per event).
+    let mut last = Channel::default();
     if b.get(i) == Some(&b']') {
         i += 1;
     } else {
         loop {
-            let end = match event(text, i, &mut messages) {
+            let end = match event(text, i, &mut messages, &mut last) {
                 Some(end) => end,
                 None => {
                     let end = value(b, i, 1)?;
@@ -57,7 +60,7 @@ pub(super) fn messages(text: &str, capacity: usize) -> Option<Vec<Message>> {
 
 /// `{"channel":"<no escapes>","data":<value>}` in either order, each key once, nothing else:
 /// pushed onto `out`; the index after it.
-fn event(text: &str, start: usize, out: &mut Vec<Message>) -> Option<usize> {
+fn event(text: &str, start: usize, out: &mut Vec<Message>, last: &mut Channel) -> Option<usize> {
     let b = text.as_bytes();
     if b.get(start) != Some(&b'{') {
         return None;
@@ -99,11 +102,14 @@ fn event(text: &str, start: usize, out: &mut Vec<Message>) -> Option<usize> {
         }
     }
     let (channel, data) = (channel?, data?);
+    if last.as_str() != channel {
+        *last = Channel::from(channel);
+    }
     // Built in its slot: a `Message` is ~300 bytes, and returning it by value cost three
     // copies of it per event.
     out.push(Message::default());
     if let Some(message) = out.last_mut() {
-        message.channel = channel.to_owned();
+        message.channel = last.clone();
         message.data = Some(Data::from_validated(data));
     }
     Some(i + 1)

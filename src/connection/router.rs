@@ -1,6 +1,7 @@
 //! Which subscriptions an incoming event goes to.
 
 use super::inbox::SubId;
+use crate::bayeux::Channel;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ impl Router {
     }
 
     /// The shared name of a routed channel (call it only for channels that route somewhere).
-    pub(crate) fn intern(&mut self, channel: String) -> Arc<str> {
+    pub(crate) fn intern(&mut self, channel: Channel) -> Arc<str> {
         if let Some(c) = self.interned.get(channel.as_str()) {
             return c.clone();
         }
@@ -126,9 +127,9 @@ mod tests {
         r.add("/event/A__e", 1);
         r.add("/event/A__e", 2);
         r.add("/data/**", 3);
-        let a = r.intern("/event/A__e".to_owned());
-        assert!(Arc::ptr_eq(&a, &r.intern("/event/A__e".to_owned())));
-        r.intern("/data/AccountChangeEvent".to_owned());
+        let a = r.intern("/event/A__e".into());
+        assert!(Arc::ptr_eq(&a, &r.intern("/event/A__e".into())));
+        r.intern("/data/AccountChangeEvent".into());
         assert_eq!(r.interned.len(), 2);
         r.remove(1);
         assert_eq!(
@@ -142,7 +143,7 @@ mod tests {
         // However many names arrive, the table stays bounded.
         r.add("/data/**", 4);
         for i in 0..MAX_INTERNED + 10 {
-            r.intern(format!("/data/E{i}"));
+            r.intern(format!("/data/E{i}").into());
         }
         assert_eq!(r.interned.len(), MAX_INTERNED);
     }

@@ -153,7 +153,7 @@ impl Reply {
     fn to(m: &In<'_>) -> Reply {
         Reply {
             client_id: m.msg.client_id.clone(),
-            channel: m.msg.channel.clone(),
+            channel: m.msg.channel.to_string(),
             id: m.id.cloned(),
             ..Reply::default()
         }

@@ -222,7 +222,7 @@ fn bad_version(shared: &Shared, body: &Bytes) -> Response<Full<Bytes>> {
         shared.config.api_version
     );
     let channels: Vec<String> = crate::bayeux::parse_batch(body.clone())
-        .map(|b| b.messages.into_iter().map(|m| m.channel).collect())
+        .map(|b| b.messages.into_iter().map(|m| m.channel.into()).collect())
         .unwrap_or_default();
     let channels = if channels.is_empty() {
         vec![crate::bayeux::channels::HANDSHAKE.to_owned()]

@@ -1,6 +1,7 @@
 //! Incoming messages: events to the streams, replies to the requests waiting for them.
 
 use super::*;
+use crate::bayeux::Channel;
 
 impl Task {
     /// Route events and complete control replies. Connect and handshake replies are read by
@@ -11,8 +12,10 @@ impl Task {
         // (subscription, index into `events`); fan-out to several subscriptions is adjacent.
         let mut targets_of: Vec<(SubId, usize)> = Vec::with_capacity(response.messages.len());
         let mut replies = Vec::new();
-        // Events of a batch mostly share a channel: route and intern once per run.
-        let mut run: Option<(Arc<str>, Vec<SubId>)> = None;
+        // Events of a batch mostly share a channel: route and intern once per run. The run's
+        // name as received is kept to compare with the next event's: the parser gives a run one
+        // shared name, so that is a pointer comparison.
+        let mut run: Option<(Channel, Arc<str>, Vec<SubId>)> = None;
         // Messages are read in place and only their parts taken: a `Message` is ~300 bytes,
         // and moving each one out of the vector cost two copies of it per event.
         let mut messages = response.messages;
@@ -42,19 +45,22 @@ impl Task {
                 continue;
             };
             let channel = std::mem::take(&mut m.channel);
-            if run.as_ref().is_none_or(|(c, _)| **c != *channel) {
+            if run
+                .as_ref()
+                .is_none_or(|(c, _, _)| !c.same(&channel) && *c != channel)
+            {
                 let mut targets = Vec::new();
                 self.router.route(&channel, |s| targets.push(s));
                 // Only names someone subscribed to are kept: a server sending events on ever new
                 // channels must not grow the table.
                 let name = if targets.is_empty() {
-                    Arc::from(channel)
+                    Arc::from(channel.clone())
                 } else {
-                    self.router.intern(channel)
+                    self.router.intern(channel.clone())
                 };
-                run = Some((name, targets));
+                run = Some((channel, name, targets));
             }
-            let Some((channel, targets)) = &run else {
+            let Some((_, channel, targets)) = &run else {
                 continue;
             };
             if targets.is_empty() {

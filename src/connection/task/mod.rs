@@ -902,7 +902,7 @@ fn reply_to(response: &Response, channel: &str, id: &str) -> Option<Message> {
         .iter()
         .find(|m| m.is_unaddressed_reply())?
         .clone();
-    r.channel = channel.to_owned();
+    r.channel = channel.into();
     r.id = Some(id.to_owned());
     Some(r)
 }
