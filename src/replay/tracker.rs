@@ -832,12 +832,17 @@ impl ReplayState {
             let mut idle = pin!(self.idle.notified());
             idle.as_mut().enable();
             {
-                let inner = self.lock();
+                let mut inner = self.lock();
                 let waiting = inner.dirty.contains_key(key);
                 if !waiting && (inner.stored.contains_key(key) || !inner.writing) {
                     return Ok(()); // stored (or dropped with a lost lease)
                 }
                 if waiting && !inner.writing {
+                    // The subscribe fails: its start is no position, and stored later it could
+                    // cover what a later subscribe from an earlier id delivers.
+                    if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
+                        inner.dirty.remove(key);
+                    }
                     return Err(inner.last_error.clone().unwrap_or_else(|| {
                         Error::new(
                             ErrorKind::Replay,
@@ -1524,6 +1529,74 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+    }
+
+    /// A `MappingStorage` whose writes fail while `failing` is set.
+    struct Failing {
+        map: MappingStorage,
+        failing: AtomicBool,
+    }
+
+    impl ReplayStorage for Failing {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(Error::new(ErrorKind::Replay, "the test fails")) });
+            }
+            self.map.set(key, marker)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filter_s_start_left_by_a_failed_subscribe_is_not_stored_over_a_later_subscribe_s_unprocessed_events()
+     {
+        const CLOSED: &str = "/topic/T?Status__c='Closed'";
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        // subscribe_from(5) fails: its start cannot be stored.
+        s.start_from(CLOSED, 5);
+        s.subscribing(1, CLOSED);
+        assert!(s.start_id(CLOSED).await.is_err());
+        s.forget(1, CLOSED);
+        // The storage is back; subscribe_from(0) works through events 1 to 5.
+        storage.failing.store(false, Ordering::SeqCst);
+        s.start_from(CLOSED, 0);
+        s.subscribing(2, CLOSED);
+        assert_eq!(s.start_id(CLOSED).await.unwrap(), 0);
+        let data: Vec<Data> = (1..=5)
+            .map(|i| ev(i, &format!("2026-11-28T07:00:0{i}Z")))
+            .collect();
+        s.delivered(data.iter().map(|d| (CLOSED, d)));
+        let _tickets = s.issue(data.iter().enumerate().map(|(i, d)| (i, 2, CLOSED, d)));
+        s.flush().await.unwrap();
+        let stored = storage
+            .map
+            .map()
+            .lock()
+            .unwrap()
+            .get(CLOSED)
+            .map(|m| m.replay_id);
+        assert!(
+            stored.is_none_or(|id| id < 1),
+            "stored {stored:?}: the failed subscribe's start covers events 1 to 5, delivered and not processed"
+        );
     }
 
     /// Every `set` of `key` reports its id on `entered` and waits for one `release`.
