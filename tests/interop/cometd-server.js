@@ -10,10 +10,10 @@ if (lib.DEBUG) {
     console.log = console.error;
 }
 
-const server = cometd.createCometDServer({
+const server = cometd.createCometDServer(Object.assign({
     timeout: lib.TIMEOUT_MS,
     logLevel: lib.DEBUG ? 'debug' : 'info'
-});
+}, lib.MAX_INTERVAL_MS > 0 ? {maxInterval: lib.MAX_INTERVAL_MS} : {}));
 
 const stats = lib.newStats();
 const sessions = new Map();
@@ -31,12 +31,17 @@ let currentMessages = null;
 const META_CONNECT_DELIVERY_ONLY = process.env.INTEROP_META_CONNECT_DELIVERY_ONLY === '1';
 
 server.addListener('sessionAdded', session => {
+    lib.log('session started', session.id);
     sessions.set(session.id, session);
     if (META_CONNECT_DELIVERY_ONLY) {
         session._metaConnectDeliveryOnly = true;
     }
 });
-server.addListener('sessionRemoved', session => sessions.delete(session.id));
+server.addListener('sessionRemoved', session => {
+    // Also on expiry (no connect for maxInterval): the events it held are gone.
+    lib.log('session ended', session.id);
+    sessions.delete(session.id);
+});
 
 function unknownClient(reply, clientId) {
     // Salesforce answers "403::Unknown client"; the stock server says

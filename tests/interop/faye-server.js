@@ -23,9 +23,16 @@ const stats = lib.newStats();
 const sessions = new Set();
 const subs = new Map(); // channel -> Set(clientId)
 
-bayeux.on('handshake', clientId => sessions.add(clientId));
+bayeux.on('handshake', clientId => {
+    lib.log('session started', clientId);
+    sessions.add(clientId);
+});
 // 'disconnect' fires for client disconnects, session timeouts and destroyClient.
-bayeux.on('disconnect', clientId => sessions.delete(clientId));
+bayeux.on('disconnect', clientId => {
+    // A timeout (no connect for 2 x timeout) drops the events queued for the session.
+    lib.log('session ended', clientId);
+    sessions.delete(clientId);
+});
 bayeux.on('subscribe', (clientId, channel) => {
     if (!subs.has(channel)) {
         subs.set(channel, new Set());

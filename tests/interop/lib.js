@@ -9,6 +9,9 @@ const MOUNT = '/cometd/62.0';
 const TOKEN = process.env.INTEROP_TOKEN || 'test-token';
 // 0 would mean "never hold" to CometD but "60 s" to Faye, so it is not allowed.
 const TIMEOUT_MS = intEnv('INTEROP_TIMEOUT_MS', 10000) || 10000;
+// CometD's session expiry (maxInterval) after a connect reply; 0 keeps the server's 10 s. Faye
+// has no such option: its sessions expire 2 x TIMEOUT_MS after a connect arrived.
+const MAX_INTERVAL_MS = intEnv('INTEROP_MAX_INTERVAL_MS', 0);
 const DEBUG = !!process.env.INTEROP_DEBUG;
 
 function intEnv(name, dft) {
@@ -221,6 +224,6 @@ function controlPublish(impl, res, url) {
 }
 
 module.exports = {
-    MOUNT, TOKEN, TIMEOUT_MS, DEBUG,
+    MOUNT, TOKEN, TIMEOUT_MS, MAX_INTERVAL_MS, DEBUG,
     log, isMeta, isService, newStats, countIncoming, start
 };
