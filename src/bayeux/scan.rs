@@ -168,12 +168,13 @@ fn special(b: &[u8], mut i: usize) -> usize {
     let short_end = i.saturating_add(32);
     while let Some(Ok(chunk)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
         let x = u64::from_le_bytes(chunk);
-        let quote = x ^ (ONES * u64::from(b'"'));
+        // Flipping bit 1 maps `"` (0x22) to 0x20 and the control characters onto themselves,
+        // so one "byte below 0x21" test finds both; a zero-byte test finds the backslash.
+        let quote_or_control = x ^ (ONES * 0x02);
         let backslash = x ^ (ONES * u64::from(b'\\'));
         // The lowest flagged byte is exact (a false flag can only sit above a true one).
-        let flagged = ((quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (x.wrapping_sub(ONES * 0x20) & !x))
+        let flagged = ((quote_or_control.wrapping_sub(ONES * 0x21) & !quote_or_control)
+            | (backslash.wrapping_sub(ONES) & !backslash))
             & HIGH;
         if flagged != 0 {
             return i + (flagged.trailing_zeros() / 8) as usize;
