@@ -6,8 +6,11 @@
 //! `subscribe_from`, so that a filter works through a backlog that lies before what the rest
 //! of its topic has processed), takes deliveries, acknowledges any ticket ever issued (stale
 //! ones of ended subscriptions and closed clients included), unsubscribes, resubscribes after
-//! a rehandshake, closes and starts a new client on the same storage, or crashes (its runtime
-//! and unwritten markers gone). Each subscribed name has its own position and its own stored
+//! a rehandshake, closes and starts a new client on the same storage, closes and reopens the
+//! same client (its replay state kept), or crashes (its runtime and unwritten markers gone).
+//! Every storage call yields first, so the marker writer runs between and during a subscribe's
+//! reads, and the storage's writes fail for a while at random (a failed filter start fails its
+//! subscribe). Each subscribed name has its own position and its own stored
 //! marker (README "Delivery guarantees"). The reference model records which deliveries were
 //! processed: an acknowledged delivery is processed. After every step, on whatever the storage
 //! holds:
@@ -58,6 +61,10 @@ enum Op {
     Settle,
     /// `Client::close`, then a new client on the same storage; old tickets stay ackable.
     Close,
+    /// `Client::close` and `open` again: the same client, its replay state kept.
+    Reopen,
+    /// The storage's writes start (or stop) failing.
+    Fail(bool),
     /// The process dies: its runtime (and writer) and unwritten markers are gone.
     Crash,
 }
@@ -73,6 +80,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..BASES).prop_map(Op::Resubscribe),
         1 => Just(Op::Settle),
         1 => Just(Op::Close),
+        1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(Op::Fail),
         1 => Just(Op::Crash),
     ]
 }
@@ -96,6 +105,39 @@ fn event(id: i64) -> Data {
     .unwrap()
 }
 
+/// The model's storage: every call yields to the runtime first, so that the marker writer runs
+/// between (and during) a subscribe's reads; its writes fail while `failing` is set.
+struct Flaky {
+    map: MappingStorage,
+    failing: Arc<AtomicBool>,
+}
+
+impl ReplayStorage for Flaky {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.map.get(key).await
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        marker: ReplayMarker,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorKind::Replay, "the model's storage fails"));
+            }
+            self.map.set(key, marker).await
+        })
+    }
+}
+
 /// One delivery of one event to one subscription.
 struct Rec {
     id: i64,
@@ -111,6 +153,7 @@ struct Rec {
 struct Model {
     policy: CommitPolicy,
     storage: MappingStorage,
+    failing: Arc<AtomicBool>,
     runtime: tokio::runtime::Runtime,
     state: Arc<ReplayState>,
     client: u64,
@@ -137,10 +180,12 @@ fn runtime() -> tokio::runtime::Runtime {
 impl Model {
     fn new(policy: CommitPolicy) -> Self {
         let storage = MappingStorage::new();
+        let failing = Arc::new(AtomicBool::new(false));
         Model {
             policy,
-            state: Self::client(&storage, policy),
+            state: Self::client(&storage, &failing, policy),
             storage,
+            failing,
             runtime: runtime(),
             client: 0,
             next_sub: 0,
@@ -154,25 +199,34 @@ impl Model {
         }
     }
 
-    fn client(storage: &MappingStorage, policy: CommitPolicy) -> Arc<ReplayState> {
+    fn client(
+        storage: &MappingStorage,
+        failing: &Arc<AtomicBool>,
+        policy: CommitPolicy,
+    ) -> Arc<ReplayState> {
+        let storage = Flaky {
+            map: storage.clone(),
+            failing: failing.clone(),
+        };
         Arc::new(ReplayState::new(
-            Some(Arc::new(storage.clone())),
+            Some(Arc::new(storage)),
             ReplayOption::AllEvents,
             None,
             policy,
         ))
     }
 
-    fn start_id(&self, name: usize) -> i64 {
+    /// `None` where the subscribe fails (a filter's start could not be stored).
+    fn start_id(&self, name: usize) -> Option<i64> {
         let id = self
             .runtime
             .block_on(self.state.start_id(NAMES[name].0))
-            .unwrap();
-        match id {
+            .ok()?;
+        Some(match id {
             -2 => 0,
             -1 => self.published[NAMES[name].1],
             id => id,
-        }
+        })
     }
 
     /// The oldest event delivered to `name` (by any client) and not processed by it.
@@ -197,12 +251,20 @@ impl Model {
         Ok(())
     }
 
-    fn subscribed(&mut self, name: usize, start: i64) {
+    /// Subscribe `name` as the connection task does (`subscribing`, then the replay layer's
+    /// `start_id`); a failed subscribe is forgotten.
+    fn subscribe(&mut self, name: usize) -> Option<i64> {
         self.next_sub += 1;
-        self.live[name] = Some(self.next_sub);
-        self.state.subscribing(self.next_sub, NAMES[name].0);
+        let sub = self.next_sub;
+        self.state.subscribing(sub, NAMES[name].0);
+        let Some(start) = self.start_id(name) else {
+            self.state.forget(sub, NAMES[name].0);
+            return None;
+        };
+        self.live[name] = Some(sub);
         self.pos[name] = Some(start);
         self.starts[name] = self.starts[name].max(start);
+        Some(start)
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -211,9 +273,9 @@ impl Model {
         let _enter = handle.enter();
         match op {
             Op::Subscribe(n) if self.live[n].is_none() => {
-                let start = self.start_id(n);
-                self.check_start(n, start)?;
-                self.subscribed(n, start);
+                if let Some(start) = self.subscribe(n) {
+                    self.check_start(n, start)?;
+                }
             }
             Op::SubscribeFrom(n, k) if self.live[n].is_none() => {
                 // Not before its own stored marker: that re-reads events, and the marker stays
@@ -224,9 +286,9 @@ impl Model {
                     from = from.min(id - 1);
                 }
                 self.state.start_from(NAMES[n].0, from);
-                let start = self.start_id(n);
-                prop_assert_eq!(start, from, "subscribe_from is where it starts");
-                self.subscribed(n, start);
+                if let Some(start) = self.subscribe(n) {
+                    prop_assert_eq!(start, from, "subscribe_from is where it starts");
+                }
             }
             Op::Forget(n) => {
                 if let Some(sub) = self.live[n].take() {
@@ -247,7 +309,10 @@ impl Model {
             Op::Resubscribe(base) => {
                 for n in (0..NAMES.len()).filter(|n| NAMES[*n].1 == base) {
                     let Some(pos) = self.pos[n] else { continue };
-                    let start = self.start_id(n);
+                    // A failed resubscribe is retried later, from where it is then.
+                    let Some(start) = self.start_id(n) else {
+                        continue;
+                    };
                     // Ahead of the stream only over events it processed already.
                     prop_assert!(
                         !self.state.tracks()
@@ -261,9 +326,17 @@ impl Model {
             Op::Settle => self.settle(),
             Op::Close => {
                 self.state.forget_all();
-                self.runtime.block_on(self.state.flush()).unwrap();
+                let _ = self.runtime.block_on(self.state.flush());
                 self.new_client();
             }
+            Op::Reopen => {
+                self.state.forget_all();
+                let _ = self.runtime.block_on(self.state.flush());
+                self.client += 1;
+                self.live = [None; 4];
+                self.pos = [None; 4];
+            }
+            Op::Fail(on) => self.failing.store(on, Ordering::SeqCst),
             Op::Crash => {
                 let client = self.client;
                 for r in self.recs.iter_mut().filter(|r| r.client == client) {
@@ -279,14 +352,14 @@ impl Model {
 
     fn new_client(&mut self) {
         self.client += 1;
-        self.state = Self::client(&self.storage, self.policy);
+        self.state = Self::client(&self.storage, &self.failing, self.policy);
         self.live = [None; 4];
         self.pos = [None; 4];
     }
 
     fn settle(&self) {
         self.runtime.block_on(async {
-            for _ in 0..4 {
+            for _ in 0..8 {
                 tokio::task::yield_now().await;
             }
         });
@@ -423,6 +496,7 @@ impl Model {
     /// Every live name gets everything up to a new event, and everything delivered is
     /// acknowledged: each such name's marker reaches its newest event.
     fn finish(&mut self) -> Result<(), TestCaseError> {
+        self.failing.store(false, Ordering::SeqCst);
         for (n, (_, base)) in NAMES.iter().enumerate() {
             let Some(pos) = self.pos[n] else { continue };
             // Up to an event newer than any before.
