@@ -402,6 +402,23 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_events_on_one_channel_shares_one_name() {
+        let text = r#"[{"channel":"/event/A__e","data":1},{"data":2,"channel":"/event/A__e"},{"channel":"/event/B__e","data":3},{"channel":"/event/A__e","data":4}]"#;
+        let m = messages(text, 4).expect("the common shape takes the fast path");
+        let names: Vec<&str> = m.iter().map(|m| m.channel.as_str()).collect();
+        assert_eq!(
+            names,
+            ["/event/A__e", "/event/A__e", "/event/B__e", "/event/A__e"]
+        );
+        assert!(
+            m[0].channel.same(&m[1].channel),
+            "one allocation for the run"
+        );
+        assert!(!m[1].channel.same(&m[3].channel), "a new run, a new name");
+        assert!(agrees(text));
+    }
+
+    #[test]
     fn the_word_search_finds_what_a_byte_loop_finds() {
         let mut rng = Rng(7);
         let pick = [
