@@ -21,8 +21,11 @@
 //!
 //! Per phase: RSS at its start and end, the highest sample, `VmHWM` (the peak so far), and the
 //! process CPU time (`CLOCK_PROCESS_CPUTIME_ID`: the client and both consumers) per event taken.
-//! Then the highest sample in each tenth of the events, to show RSS flat over the run. Figures
-//! are in the README's Backpressure section.
+//! Then the highest sample in each tenth of the events, to show RSS flat over the run, and per
+//! case the RSS right after subscribing and the longest `data`: the `R0` and `d` of the README's
+//! bound. Figures are in the README's Backpressure section; the last run, 2026-12-07 20:53 UTC
+//! on the project's 2-core AMD EPYC machine at load 11-12 (`nice cargo bench --bench memory`),
+//! peaked at 8.1, 12.4, 27.6 and 126.0 MiB against bounds of 8.6, 13.3, 28.7 and 127.9 MiB.
 
 mod common;
 
@@ -100,6 +103,10 @@ struct Phase {
 #[derive(Serialize, Deserialize)]
 struct Report {
     pending_at_pause: usize,
+    /// `VmRSS` right after subscribing (the server queues the events only then).
+    rss_connected: usize,
+    /// The longest event `data` taken, in bytes.
+    data_len: usize,
     stall: Phase,
     drain: Phase,
     /// The highest `VmRSS` sample in each tenth of the events (none: that tenth went by
@@ -207,10 +214,14 @@ fn client(case: Case, events: usize, url: &str, token: &str, api: &str) {
         let taken: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
         let mut fast = client.subscribe(FAST).await.unwrap();
         let mut slow = client.subscribe(SLOW).await.unwrap();
+        // The server queues the events once both subscriptions are in and a connect waits.
+        let rss_connected = status_bytes("VmRSS:");
+        let data_len = Arc::new(AtomicUsize::new(0));
+        let longest = data_len.clone();
         let counts = taken.clone();
         let drained = tokio::spawn(async move {
             while let Some(item) = fast.next().await {
-                item.unwrap();
+                longest.fetch_max(item.unwrap().data().get().len(), Ordering::Relaxed);
                 counts[0].fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -300,6 +311,8 @@ fn client(case: Case, events: usize, url: &str, token: &str, api: &str) {
             .collect();
         let report = Report {
             pending_at_pause,
+            rss_connected,
+            data_len: data_len.load(Ordering::Relaxed),
             stall,
             drain,
             tenths,
@@ -403,6 +416,19 @@ fn main() {
             case.label,
             case.max_pending,
             tenths.join(" · ")
+        );
+    }
+    println!(
+        "\n| event `data` | `max_pending_count` | `VmRSS` connected, before the first event | longest `data` |"
+    );
+    println!("|---|---|---|---|");
+    for (case, r) in &reports {
+        println!(
+            "| {} | {} | {} MiB | {} B |",
+            case.label,
+            case.max_pending,
+            mib(r.rss_connected),
+            r.data_len
         );
     }
 }

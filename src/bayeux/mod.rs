@@ -30,9 +30,9 @@ pub(crate) use scan::agrees as fast_scan_agrees;
 mod server_error;
 
 pub use advice::{Advice, Reconnect};
-pub(crate) use batch::excerpt as batch_excerpt;
 pub use batch::{Batch, MalformedMessage, parse_batch};
 pub use channel::Channel;
+pub(crate) use batch::{excerpt as batch_excerpt, parse_body};
 pub use data::Data;
 pub use message::{Message, channels};
 pub use server_error::ServerError;

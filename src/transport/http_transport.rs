@@ -5,19 +5,20 @@ use super::cookies::CookieJar;
 use super::proxy::Proxy;
 use super::settings::{HttpSettings, TlsOptions};
 use super::{Request, Response, Transport};
-use crate::bayeux::{batch_excerpt, parse_batch};
+use crate::bayeux::{batch_excerpt, parse_body};
 use crate::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 use url::Url;
 
@@ -94,6 +95,36 @@ impl HttpClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<RawResponse> {
+        let mut read = Vec::new();
+        let (status, headers, whole) = self
+            .exchange(method, url, headers, body, timeout, &mut read)
+            .await?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body: whole.unwrap_or_else(|| Bytes::from(read)),
+        })
+    }
+
+    /// Send a request and read the answer within `timeout`: a body that came in one chunk
+    /// (hyper reads up to about 400 KiB at a time) is returned as it is, a longer one is left in
+    /// `read` (cleared first).
+    ///
+    /// A longer body is copied into `read` chunk by chunk as it arrives, so hyper's read buffer
+    /// is free again for the next chunk and no second, joined copy of the body is made. A
+    /// caller that keeps `read` for the next request (the CometD transport) allocates no new
+    /// body buffer per response: a fresh multi-MB buffer per response, freed again after
+    /// parsing, left holes in the heap that the events parsed meanwhile split up, so the heap
+    /// kept growing (see the README's Backpressure section).
+    async fn exchange(
+        &self,
+        method: http::Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+        read: &mut Vec<u8>,
+    ) -> Result<(StatusCode, HeaderMap, Option<Bytes>)> {
         check_scheme(url)?;
         let mut request = http::Request::builder()
             .method(method)
@@ -114,65 +145,102 @@ impl HttpClient {
         {
             request.headers_mut().insert(PROXY_AUTHORIZATION, auth);
         }
-        let work =
-            async {
-                let response = self.client.request(request).await.map_err(|e| {
-                    let connect = e.is_connect();
-                    // The message names every cause (what logs and `{e}` show), so the
-                    // causes are not chained again as `source()`: a chain walk names each once.
-                    let error = Error::new(
-                        ErrorKind::Transport,
-                        format!("request to {url} failed: {}", chain(&e)),
-                    );
-                    // A proxy's 407 needs a person, not a retry: the status says so.
-                    let error = match proxy_status(&e) {
-                        Some(status) => error.with_status(status),
-                        None => error,
-                    };
-                    let error = if certificate_refused(&e) {
-                        error.certificate_refused()
-                    } else {
-                        error
-                    };
-                    if connect {
-                        error.connect_failure()
-                    } else {
-                        error
-                    }
-                })?;
-                let (parts, body) = response.into_parts();
-                let body = Limited::new(body, self.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                        Error::new(
-                            ErrorKind::Protocol,
-                            format!(
-                                "response from {url} exceeds the {} byte cap (max_response_bytes)",
-                                self.max_response_bytes
-                            ),
-                        )
-                    } else {
-                        Error::new(
-                            ErrorKind::Transport,
-                            format!("reading the response from {url} failed: {e}"),
-                        )
-                    }
-                })?
-                .to_bytes();
-                Ok(RawResponse {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body,
-                })
-            };
+        read.clear();
+        let work = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                let connect = e.is_connect();
+                // The message names every cause (what logs and `{e}` show), so the
+                // causes are not chained again as `source()`: a chain walk names each once.
+                let error = Error::new(
+                    ErrorKind::Transport,
+                    format!("request to {url} failed: {}", chain(&e)),
+                );
+                // A proxy's 407 needs a person, not a retry: the status says so.
+                let error = match proxy_status(&e) {
+                    Some(status) => error.with_status(status),
+                    None => error,
+                };
+                let error = if certificate_refused(&e) {
+                    error.certificate_refused()
+                } else {
+                    error
+                };
+                if connect {
+                    error.connect_failure()
+                } else {
+                    error
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let whole = self.read_body(body, url, read).await?;
+            Ok((parts.status, parts.headers, whole))
+        };
         tokio::time::timeout(timeout, work).await.map_err(|_| {
             Error::new(
                 ErrorKind::TransportTimeout,
                 format!("no response from {url} within {timeout:?}"),
             )
         })?
+    }
+
+    /// Read a response body, refusing one over the cap: a body that came in one chunk is
+    /// returned as it is (no copy); a longer one is appended to `read` and `None` returned.
+    async fn read_body(
+        &self,
+        body: hyper::body::Incoming,
+        url: &Url,
+        read: &mut Vec<u8>,
+    ) -> Result<Option<Bytes>> {
+        let too_large = || {
+            Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "response from {url} exceeds the {} byte cap (max_response_bytes)",
+                    self.max_response_bytes
+                ),
+            )
+        };
+        let declared = hyper::body::Body::size_hint(&body)
+            .exact()
+            .map(|len| usize::try_from(len).unwrap_or(usize::MAX));
+        if declared.is_some_and(|len| len > self.max_response_bytes) {
+            return Err(too_large());
+        }
+        let mut body = body;
+        let mut first: Option<Bytes> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Error::new(
+                    ErrorKind::Transport,
+                    format!("reading the response from {url} failed: {e}"),
+                )
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let held = first.as_ref().map_or(0, Bytes::len) + read.len();
+            if chunk.len() > self.max_response_bytes - held {
+                return Err(too_large());
+            }
+            if read.is_empty() && first.is_none() {
+                first = Some(chunk);
+                continue;
+            }
+            if let Some(first) = first.take() {
+                // A declared length is reserved at once, with 1/16 more so that a kept buffer
+                // need not grow again for a next response a few bytes longer.
+                if let Some(len) = declared.filter(|len| *len > read.capacity()) {
+                    read.reserve_exact(len.saturating_add(len / 16).min(self.max_response_bytes));
+                }
+                read.extend_from_slice(&first);
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(if read.is_empty() {
+            Some(first.unwrap_or_default())
+        } else {
+            None
+        })
     }
 }
 
@@ -238,7 +306,13 @@ pub struct HttpTransport {
     http: HttpClient,
     cookies: CookieJar,
     endpoint: Option<Url>,
+    /// The body buffer kept between responses (see [`HttpTransport::round_trip`]).
+    spare: Mutex<Vec<u8>>,
 }
+
+/// A kept body buffer above this size is let go after a response that used less than a quarter
+/// of it, so one large backlog does not cost its size for the rest of the session.
+const KEEP_READ_BUFFER: usize = 1 << 20;
 
 impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -371,6 +445,7 @@ impl HttpTransportBuilder {
             )?,
             cookies: CookieJar::default(),
             endpoint: self.endpoint,
+            spare: Mutex::new(Vec::new()),
         })
     }
 }
@@ -401,23 +476,57 @@ impl HttpTransport {
         if let Some(cookie) = self.cookies.header_for(&url) {
             headers.insert(COOKIE, cookie);
         }
-        let raw = self
+        // One body buffer serves response after response: parsing copies every event's data
+        // out of it, so it is free again once parsed. A request made while another is being
+        // read (a subscribe beside the long-poll) reads into a buffer of its own.
+        let mut read = std::mem::take(&mut *self.spare_buffer());
+        let answer = self
             .http
-            .post(&url, headers, Bytes::from(body), request.timeout)
-            .await?;
-        self.cookies.store_from(&url, &raw.headers);
-        match raw.status {
-            StatusCode::OK => parse_batch(raw.body).map(Response::from),
-            StatusCode::NO_CONTENT => Ok(Response::default()),
-            status => Err(Error::new(
-                ErrorKind::Transport,
-                format!(
-                    "HTTP {} from {url}: {}",
-                    status.as_u16(),
-                    batch_excerpt(&raw.body)
-                ),
+            .exchange(
+                http::Method::POST,
+                &url,
+                headers,
+                Bytes::from(body),
+                request.timeout,
+                &mut read,
             )
-            .with_status(status.as_u16())),
+            .await;
+        let result = answer.and_then(|(status, headers, whole)| {
+            self.cookies.store_from(&url, &headers);
+            let body = whole.as_deref().unwrap_or(&read);
+            match status {
+                StatusCode::OK => parse_body(body).map(Response::from),
+                StatusCode::NO_CONTENT => Ok(Response::default()),
+                status => Err(Error::new(
+                    ErrorKind::Transport,
+                    format!(
+                        "HTTP {} from {url}: {}",
+                        status.as_u16(),
+                        batch_excerpt(body)
+                    ),
+                )
+                .with_status(status.as_u16())),
+            }
+        });
+        self.keep_buffer(read);
+        result
+    }
+
+    fn spare_buffer(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // The buffer holds no invariant a panic elsewhere could break.
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep `read` for the next response, unless a larger one is kept already or it is large
+    /// and was mostly unused this time.
+    fn keep_buffer(&self, mut read: Vec<u8>) {
+        if read.capacity() > KEEP_READ_BUFFER && read.len() < read.capacity() / 4 {
+            return;
+        }
+        read.clear();
+        let mut spare = self.spare_buffer();
+        if read.capacity() > spare.capacity() {
+            *spare = read;
         }
     }
 }
