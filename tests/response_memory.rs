@@ -96,7 +96,7 @@ fn successive_large_responses_allocate_no_body_sized_block_after_the_first() {
         tokio::time::timeout(Duration::from_secs(120), async {
             let token = AccessToken::new(emu.issue_token(), emu.instance_url().parse().unwrap());
             let client = Client::builder(token)
-                .api_version(&emu.api_version())
+                .api_version(emu.api_version())
                 .max_pending_count(PER_RESPONSE)
                 .connect()
                 .await

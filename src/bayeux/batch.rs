@@ -50,7 +50,7 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Batch, Error> {
         return parse_lenient(body);
     };
     // Roughly one message per 256 bytes: avoids regrowing (and moving) the vector for small
-    // events. Capped, because a `Message` takes 312 bytes: for ~10 KB events the estimate is 40
+    // events. Capped, because a `Message` takes ~300 bytes: for ~10 KB events the estimate is 40
     // times the real count, and presizing by it took a 12.6 MB vector for each 10 MB response
     // (measured with heaptrack), freed again once the batch was routed. Such large short-lived
     // blocks left holes that the queued events split up, so the heap kept growing. Beyond the
@@ -73,7 +73,7 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Batch, Error> {
     }
 }
 
-/// The most messages a batch's vector is presized for (640 KB).
+/// The most messages a batch's vector is presized for (about 600 KB).
 const MAX_PRESIZED: usize = 2048;
 
 /// One serde pass over the whole body, straight into messages; `None` if any element is

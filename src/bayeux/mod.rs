@@ -31,8 +31,8 @@ mod server_error;
 
 pub use advice::{Advice, Reconnect};
 pub use batch::{Batch, MalformedMessage, parse_batch};
-pub use channel::Channel;
 pub(crate) use batch::{excerpt as batch_excerpt, parse_body};
+pub use channel::Channel;
 pub use data::Data;
 pub use message::{Message, channels};
 pub use server_error::ServerError;
