@@ -1073,3 +1073,41 @@ async fn a_filter_s_replayed_event_on_the_topic_name_is_not_dropped_by_the_topic
     })
     .await;
 }
+
+/// A topic's replay id expired and it fell back while a PushTopic filter of it is live. The
+/// fallback's events on the topic's name reach both, but the gap notice is the topic's alone:
+/// handed out on the filter's stream it would move the topic's stored marker off the expired id
+/// before the topic's consumer was told (a crash then, and the notice is never seen).
+#[tokio::test]
+async fn a_topic_s_replay_gap_notice_is_not_announced_to_a_filter_of_it_on_the_topic_s_name() {
+    const TOPIC: &str = "/topic/T";
+    const FILTER: &str = "/topic/T?Region='EU'";
+    within("topic's gap notice", async {
+        let missing = "400::The replayId for channel {/topic/T} wasn't found using the provided replay ID map {{}}.";
+        let (builder, mut server) = client_builder();
+        let client = builder
+            .replay_fallback(sfstream::replay::ReplayOption::AllEvents)
+            .build()
+            .unwrap();
+        open_with(&client, &mut server).await;
+        let mut filter = subscribe(&client, &mut server, FILTER).await;
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.subscribe_from(TOPIC, 42).await });
+        let s = server.next_on("/meta/subscribe").await;
+        s.reply(json!([{"channel": "/meta/subscribe", "id": "$id", "successful": false, "error": missing}]));
+        let retry = server.next_on("/meta/subscribe").await;
+        assert_eq!(retry.message().ext_field("replay"), Some(&json!({TOPIC: -2})));
+        retry.ok_with(vec![event(TOPIC, 50)]);
+        let mut topic = pending.await.unwrap().unwrap();
+        let notice = topic.next().await.unwrap().unwrap_err();
+        assert_eq!(notice.kind(), ErrorKind::ReplayGap);
+        assert_eq!(topic.next().await.unwrap().unwrap().replay_id(), Some(50));
+        let first = filter.next().await.unwrap();
+        assert_eq!(
+            first.map(|e| e.replay_id()).map_err(|e| e.kind()),
+            Ok(Some(50)),
+            "the filter was handed its topic's gap notice"
+        );
+    })
+    .await;
+}

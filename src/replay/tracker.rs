@@ -662,6 +662,11 @@ impl ReplayState {
         }
     }
 
+    /// Whether some gap waits to be announced (the hot path asks only this).
+    pub(crate) fn gaps_waiting(&self) -> bool {
+        self.has_gaps.load(Ordering::Acquire)
+    }
+
     /// The gap to announce before the next event of `channel`, once.
     pub(crate) fn take_gap(&self, channel: &str) -> Option<ReplayGap> {
         if !self.has_gaps.load(Ordering::Acquire) {

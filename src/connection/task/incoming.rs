@@ -83,8 +83,13 @@ impl Task {
                 tracing::debug!(%channel, "replayed event older than the subscribe; skipped");
                 continue;
             }
-            if let Some(gap) = self.shared.replay.take_gap(channel) {
-                self.announce_gap(targets, gap);
+            // A notice is its own subscription's: not a filter's that takes its topic's events.
+            if replay.gaps_waiting() {
+                for s in targets {
+                    if let Some(gap) = replay.take_gap(name(s)) {
+                        self.announce_gap(&[*s], gap);
+                    }
+                }
             }
             targets_of.extend(targets.iter().map(|s| (*s, events.len())));
             events.push(Event::new(channel.clone(), data));
