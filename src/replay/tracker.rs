@@ -995,8 +995,22 @@ impl ReplayState {
                 let mut previous = self.lock().stored.get(&channel).copied();
                 if previous.is_none() {
                     // Not read yet (a subscribe_from skips the storage): never go backwards
-                    // past what the storage holds either.
-                    previous = storage.get(&channel).await.ok().flatten();
+                    // past what the storage holds either. A failed read is no "nothing
+                    // stored": the marker waits for the next try, like a failed write.
+                    match storage.get(&channel).await {
+                        Ok(stored) => previous = stored,
+                        Err(e) => {
+                            tracing::warn!(error = %e, channel = %sanitized(&channel), "reading the stored replay marker failed");
+                            writer.stop(
+                                Error::new(
+                                    ErrorKind::Replay,
+                                    format!("reading replay markers failed: {e}"),
+                                )
+                                .with_source(e),
+                            );
+                            return;
+                        }
+                    }
                 }
                 if previous.is_some_and(|p| !marker.is_after(&p)) {
                     if let Some(p) = previous {
@@ -1701,5 +1715,64 @@ mod tests {
             "start_id still waits for the writer to go idle although the start is stored"
         );
         assert_eq!(subscribing.await.unwrap().unwrap(), 50);
+    }
+
+    /// A `MappingStorage` whose reads fail while `failing` is set (writes work).
+    struct FailingGet {
+        map: MappingStorage,
+        failing: AtomicBool,
+    }
+
+    impl ReplayStorage for FailingGet {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Box::pin(async { Err(Error::new(ErrorKind::Replay, "the test fails")) });
+            }
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// Stored: 100, never read this session (a `subscribe_from` skips the read). The writer's
+    /// never-backwards read of it fails: the older 40 must not be written as if nothing were
+    /// stored; it waits, flush reports the error, and once reads work it is dropped.
+    #[tokio::test]
+    async fn a_failed_read_of_the_stored_marker_does_not_let_an_older_marker_be_written_over_it() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(100, None));
+        let storage = Arc::new(FailingGet {
+            map: map.clone(),
+            failing: AtomicBool::new(true),
+        });
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        let flushed = s.flush().await;
+        let stored = map.map().lock().unwrap()[CH].replay_id;
+        assert_eq!(
+            stored, 100,
+            "written backwards over the newer stored marker"
+        );
+        assert!(flushed.is_err(), "flush hid the failed read");
+        storage.failing.store(false, Ordering::SeqCst);
+        s.flush().await.unwrap();
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, 100);
     }
 }
