@@ -739,7 +739,7 @@ impl ReplayState {
                 inner.delivered.get(subscription).cloned(),
                 inner.overrides.get(subscription).copied(),
                 match inner.dirty.get(subscription) {
-                    Some(Commit::Start(start)) => Some(start.replay_id),
+                    Some(Commit::Start(start)) => Some(*start),
                     _ => None,
                 },
             )
@@ -757,8 +757,12 @@ impl ReplayState {
         {
             return Ok(id);
         }
-        if let Some(id) = forced.or(kept) {
-            if kept.is_none() && self.stored_marker(subscription).await?.is_none() {
+        if let Some(id) = forced.or(kept.map(|start| start.replay_id)) {
+            if let Some(start) = kept {
+                // Queued by an earlier subscribe (one cancelled, say): stored before this one
+                // goes out all the same, or a crash right after it loses the start.
+                self.wait_start_stored(subscription, start).await?;
+            } else if self.stored_marker(subscription).await?.is_none() {
                 self.keep_start(subscription, ReplayMarker::new(id, None))
                     .await?;
             }
@@ -829,7 +833,16 @@ impl ReplayState {
                 return Ok(());
             }
             inner.dirty.insert(key.to_owned(), Commit::Start(start));
-            if !inner.writing {
+        }
+        self.wait_start_stored(key, start).await
+    }
+
+    /// Wait until the start `start` queued for filter `key` is stored (starting the writer if
+    /// it is idle); `Err` if the writer stopped without storing it, which is then dropped.
+    async fn wait_start_stored(self: &Arc<Self>, key: &str, start: ReplayMarker) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            if !inner.writing && inner.dirty.contains_key(key) {
                 self.spawn_writer(&mut inner);
             }
         }
@@ -1774,5 +1787,65 @@ mod tests {
         storage.failing.store(false, Ordering::SeqCst);
         s.flush().await.unwrap();
         assert_eq!(map.map().lock().unwrap()[CH].replay_id, 100);
+    }
+
+    /// A filter's first subscribe queued its start and was cancelled (a timeout, say) while the
+    /// writer was busy with another channel; the retry finds the start queued and must still
+    /// wait until it is stored, or a crash right after the subscribe loses it and the filter
+    /// resumes from its topic's marker, skipping its backlog.
+    #[tokio::test]
+    async fn a_retried_filter_subscribe_waits_for_its_queued_start_to_be_stored() {
+        const B: &str = "/event/B__e";
+        const FILTER: &str = "/topic/T?Region='EU'";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let storage = Arc::new(Busy {
+            map: map.clone(),
+            key: B,
+            entered: entered_tx,
+            release: tokio::sync::Mutex::new(release_rx),
+        });
+        let state = Arc::new(ReplayState::new(
+            Some(storage),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        state.commit(B, &ev(1, "2026-11-28T07:00:00Z"));
+        assert_eq!(entered.recv().await, Some(1)); // the writer is inside set(B, 1)
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        for _ in 0..1000 {
+            if state.lock().dirty.contains_key(FILTER) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            state.lock().dirty.contains_key(FILTER),
+            "the start is queued"
+        );
+        first.abort();
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        for _ in 0..1000 {
+            if retry.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let early = retry.is_finished();
+        release.send(()).unwrap(); // let the writer store B, then the start
+        assert!(!early, "the retry returned before its start was stored");
+        assert_eq!(retry.await.unwrap().unwrap(), 50);
+        assert_eq!(
+            map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
+            Some(50)
+        );
     }
 }
