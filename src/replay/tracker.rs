@@ -923,6 +923,10 @@ impl ReplayState {
             }
         }
         match inner.dirty.get_mut(channel) {
+            // A queued gap restart stays unless the event is past the expired id (the rule of
+            // `Writer::stop`): an expired marker stored over it brings back the same notice.
+            Some(Commit::Restart { rejected, .. })
+                if ReplayMarker::of(&data).is_none_or(|m| expired(&m, *rejected)) => {}
             Some(slot) => *slot = Commit::Event(data),
             None => {
                 inner.dirty.insert(channel.to_owned(), Commit::Event(data));
@@ -1847,5 +1851,49 @@ mod tests {
             map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
             Some(50)
         );
+    }
+
+    /// The stored 50 expired; its gap's restart is queued. An older event acked now (40, also
+    /// expired) must not replace it, or 40 is stored and a restart meets the expired id and its
+    /// notice again. A newer event (60) does replace it.
+    #[test]
+    fn an_expired_ack_does_not_replace_a_queued_gap_restart() {
+        const CH: &str = "/event/A__e";
+        let storage = MappingStorage::new();
+        storage
+            .map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(50, None));
+        let s = state(
+            storage.clone(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        // No runtime: nothing is written until the flush below.
+        s.lock()
+            .stored
+            .insert(CH.into(), ReplayMarker::new(50, None));
+        s.gap_handed_out(&ReplayGap {
+            channel: CH.into(),
+            rejected_id: Some(50),
+            fallback_id: -2,
+        });
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        assert!(
+            matches!(
+                s.lock().dirty.get(CH),
+                Some(Commit::Restart { rejected: 50, .. })
+            ),
+            "the expired ack replaced the gap's restart"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(s.flush()).unwrap();
+        assert_eq!(storage.map().lock().unwrap()[CH].replay_id, -2);
+        s.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
+        rt.block_on(s.flush()).unwrap();
+        assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 60);
     }
 }
