@@ -1665,21 +1665,23 @@ mod tests {
         }
     }
 
-    /// Another channel streams steadily (one commit per storage round trip) while a filter
-    /// subscribes for the first time: its start is stored in the writer's next round, and the
-    /// subscribe must return then, not once the writer goes idle, which it never does while
-    /// the other channel streams.
-    #[tokio::test]
-    async fn a_filter_s_first_subscribe_returns_once_its_start_is_stored_although_the_writer_stays_busy()
-     {
-        const B: &str = "/event/B__e";
-        const FILTER: &str = "/topic/T?Region='EU'";
+    const B: &str = "/event/B__e";
+    const FILTER: &str = "/topic/T?Region='EU'";
+
+    /// `/topic/T` stored at 50, and a [`Busy`] storage whose writes of `B` wait for `release`;
+    /// `entered` says which id the writer is inside.
+    fn busy_b() -> (
+        MappingStorage,
+        tokio::sync::mpsc::UnboundedReceiver<i64>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+        Arc<ReplayState>,
+    ) {
         let map = MappingStorage::new();
         map.map()
             .lock()
             .unwrap()
             .insert("/topic/T".into(), ReplayMarker::new(50, None));
-        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
         let storage = Arc::new(Busy {
             map: map.clone(),
@@ -1693,6 +1695,17 @@ mod tests {
             None,
             CommitPolicy::OnReceive,
         ));
+        (map, entered, release, state)
+    }
+
+    /// Another channel streams steadily (one commit per storage round trip) while a filter
+    /// subscribes for the first time: its start is stored in the writer's next round, and the
+    /// subscribe must return then, not once the writer goes idle, which it never does while
+    /// the other channel streams.
+    #[tokio::test]
+    async fn a_filter_s_first_subscribe_returns_once_its_start_is_stored_although_the_writer_stays_busy()
+     {
+        let (map, mut entered, release, state) = busy_b();
         let ev = |id: i64| ev(id, "2026-11-28T07:00:00Z");
         state.commit(B, &ev(1));
         assert_eq!(entered.recv().await, Some(1)); // the writer is inside set(B, 1)
@@ -1799,27 +1812,7 @@ mod tests {
     /// resumes from its topic's marker, skipping its backlog.
     #[tokio::test]
     async fn a_retried_filter_subscribe_waits_for_its_queued_start_to_be_stored() {
-        const B: &str = "/event/B__e";
-        const FILTER: &str = "/topic/T?Region='EU'";
-        let map = MappingStorage::new();
-        map.map()
-            .lock()
-            .unwrap()
-            .insert("/topic/T".into(), ReplayMarker::new(50, None));
-        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
-        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let storage = Arc::new(Busy {
-            map: map.clone(),
-            key: B,
-            entered: entered_tx,
-            release: tokio::sync::Mutex::new(release_rx),
-        });
-        let state = Arc::new(ReplayState::new(
-            Some(storage),
-            ReplayOption::AllEvents,
-            None,
-            CommitPolicy::OnReceive,
-        ));
+        let (map, mut entered, release, state) = busy_b();
         state.commit(B, &ev(1, "2026-11-28T07:00:00Z"));
         assert_eq!(entered.recv().await, Some(1)); // the writer is inside set(B, 1)
         let st = state.clone();
