@@ -63,6 +63,15 @@ struct Inner {
     /// it): a replay gap's restart marker must never be written over a position committed past
     /// the expired id, and a resubscribe starts after it, not from the older stored marker.
     committed: HashMap<String, Data>,
+    /// A PushTopic filter's start (see [`ReplayState::keep_start`]) from when it is queued
+    /// until a marker is stored under its key or the start is dropped: a retried subscribe
+    /// must find it while the writer is writing it, when it is no longer in `dirty`.
+    starts: HashMap<String, ReplayMarker>,
+    /// Per marker key, the expired id a replay gap's restart replaces (from when the restart
+    /// is queued until a marker past that id is stored): an event at or before it came before
+    /// the gap, and its marker stored after the restart would bring the expired id, and its
+    /// notice, back.
+    rejected: HashMap<String, i64>,
     writing: bool,
     failing: bool,
     /// The last storage failure, for `flush` to report.
@@ -180,7 +189,27 @@ impl Inner {
         {
             self.committed.remove(&key);
         }
+        if (self.starts.get(&key)).is_some_and(|s| !s.is_after(&marker)) {
+            self.starts.remove(&key);
+        }
+        if self
+            .rejected
+            .get(&key)
+            .is_some_and(|r| marker.replay_id > *r)
+        {
+            self.rejected.remove(&key);
+        }
         self.stored.insert(key, marker);
+    }
+
+    /// Whether `data` is at or before the expired id of a gap restart of `key` (see
+    /// `rejected`). Cheap while no gap restarted anything.
+    fn before_gap(&self, key: &str, data: &Data) -> bool {
+        !self.rejected.is_empty()
+            && self
+                .rejected
+                .get(key)
+                .is_some_and(|r| ReplayMarker::of(data).is_some_and(|m| expired(&m, *r)))
     }
 
     /// `channel` is the full name (filter included), `stored` its topic's marker.
@@ -532,6 +561,15 @@ impl ReplayState {
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.insert(channel.to_owned(), replay_id);
+        // A filter's start queued by an earlier subscribe that never went out (cancelled, or
+        // failed) is no position: stored, it would cover what this start delivers first. The
+        // writer skips one it took but has not begun to write; one whose write has begun is
+        // stored, and is the filter's position from then on.
+        if inner.starts.remove(channel).is_some()
+            && matches!(inner.dirty.get(channel), Some(Commit::Start(_)))
+        {
+            inner.dirty.remove(channel);
+        }
     }
 
     /// Subscription `sub` of `channel` is gone. Where it was the channel's only consumer, what
@@ -649,6 +687,7 @@ impl ReplayState {
             if inner.passed(&key, rejected) {
                 continue; // a newer event is committed: it is stored, being stored, or waiting
             }
+            inner.rejected.insert(key.clone(), rejected);
             inner.dirty.insert(
                 key,
                 Commit::Restart {
@@ -738,10 +777,7 @@ impl ReplayState {
             (
                 inner.delivered.get(subscription).cloned(),
                 inner.overrides.get(subscription).copied(),
-                match inner.dirty.get(subscription) {
-                    Some(Commit::Start(start)) => Some(*start),
-                    _ => None,
-                },
+                inner.starts.get(subscription).copied(),
             )
         };
         if let Some(data) = delivered {
@@ -833,6 +869,7 @@ impl ReplayState {
                 return Ok(());
             }
             inner.dirty.insert(key.to_owned(), Commit::Start(start));
+            inner.starts.insert(key.to_owned(), start);
         }
         self.wait_start_stored(key, start).await
     }
@@ -860,6 +897,9 @@ impl ReplayState {
                     // cover what a later subscribe from an earlier id delivers.
                     if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
                         inner.dirty.remove(key);
+                    }
+                    if inner.starts.get(key) == Some(&start) {
+                        inner.starts.remove(key);
                     }
                     return Err(inner.last_error.clone().unwrap_or_else(|| {
                         Error::new(
@@ -913,7 +953,7 @@ impl ReplayState {
     }
 
     fn store_locked(self: &Arc<Self>, inner: &mut Inner, channel: &str, data: Data) {
-        if inner.fence == Fence::Lost {
+        if inner.fence == Fence::Lost || inner.before_gap(channel, &data) {
             return;
         }
         match inner.committed.get_mut(channel) {
@@ -956,8 +996,10 @@ impl ReplayState {
         let mut writer = Writer {
             state: &self,
             batch: Vec::new(),
+            unread: Vec::new(),
             running: true,
         };
+        let mut read_error = None;
         loop {
             {
                 let mut inner = self.lock();
@@ -980,7 +1022,13 @@ impl ReplayState {
             while let Some((channel, commit)) = writer.batch.last().cloned() {
                 let marker = match commit {
                     Commit::Event(data) => ReplayMarker::of(&data),
-                    Commit::Start(marker) => Some(marker),
+                    Commit::Start(marker) => {
+                        if self.lock().starts.get(&channel) != Some(&marker) {
+                            writer.batch.pop(); // dropped since (see `start_from`)
+                            continue;
+                        }
+                        Some(marker)
+                    }
                     Commit::Restart { fallback, rejected } => {
                         // Checked again at the last moment, under the lock: an event committed
                         // after the gap, or a newer marker the writer stored since, wins. (A
@@ -1009,23 +1057,34 @@ impl ReplayState {
                     writer.batch.pop();
                     continue;
                 };
-                let mut previous = self.lock().stored.get(&channel).copied();
+                let (mut previous, gap) = {
+                    let inner = self.lock();
+                    let gap = inner.rejected.get(&channel).copied();
+                    (inner.stored.get(&channel).copied(), gap)
+                };
+                if gap.is_some_and(|r| expired(&marker, r)) {
+                    writer.batch.pop(); // from before a replay gap (see `Inner::rejected`)
+                    continue;
+                }
                 if previous.is_none() {
                     // Not read yet (a subscribe_from skips the storage): never go backwards
                     // past what the storage holds either. A failed read is no "nothing
-                    // stored": the marker waits for the next try, like a failed write.
+                    // stored": the marker waits for the next try, like a failed write, while
+                    // the other channels' markers are written.
                     match storage.get(&channel).await {
                         Ok(stored) => previous = stored,
                         Err(e) => {
                             tracing::warn!(error = %e, channel = %sanitized(&channel), "reading the stored replay marker failed");
-                            writer.stop(
+                            let entry = writer.batch.pop();
+                            writer.unread.extend(entry);
+                            read_error = Some(
                                 Error::new(
                                     ErrorKind::Replay,
                                     format!("reading replay markers failed: {e}"),
                                 )
                                 .with_source(e),
                             );
-                            return;
+                            continue;
                         }
                     }
                 }
@@ -1039,6 +1098,12 @@ impl ReplayState {
                 if !writer.store(&*storage, channel, marker).await {
                     return;
                 }
+            }
+            if let Some(error) = read_error.take() {
+                // The others are stored: report the failed reads and leave their markers
+                // for the next try.
+                writer.stop(error);
+                return;
             }
         }
     }
@@ -1066,6 +1131,7 @@ impl ReplayState {
         }
         inner.fence = Fence::Lost;
         inner.dirty.clear();
+        inner.starts.clear();
         if let (Some(error), Some(tx)) = (error, inner.on_lease_lost.take()) {
             let _ = tx.send(error);
         }
@@ -1113,6 +1179,8 @@ impl ReplayState {
 struct Writer<'a> {
     state: &'a ReplayState,
     batch: Vec<(String, Commit)>,
+    /// Markers of the batch set aside because the stored marker could not be read.
+    unread: Vec<(String, Commit)>,
     running: bool,
 }
 
@@ -1176,12 +1244,19 @@ impl Writer<'_> {
         }
     }
 
-    /// Give the unstored markers back (unless newer commits arrived meanwhile), go idle and
-    /// report `error`: to `flush`, and once per failure streak to every stream.
+    /// Give the unstored markers back (unless newer commits arrived meanwhile, or the lease
+    /// is lost), go idle and report `error`: to `flush`, and once per failure streak to every
+    /// stream.
     fn stop(&mut self, error: Error) {
         let sink = {
             let mut inner = self.state.lock();
-            for (channel, commit) in self.batch.drain(..) {
+            let unstored = self.batch.drain(..).chain(self.unread.drain(..));
+            let unstored: Vec<_> = if inner.fence == Fence::Lost {
+                Vec::new() // nothing taken under the lost lease may be written any more
+            } else {
+                unstored.collect()
+            };
+            for (channel, commit) in unstored {
                 match inner.dirty.entry(channel) {
                     Slot::Vacant(slot) => {
                         slot.insert(commit);
@@ -1202,7 +1277,10 @@ impl Writer<'_> {
             inner.writing = false;
             inner.last_error = Some(error.clone());
             let first = !mem::replace(&mut inner.failing, true);
-            first.then(|| inner.sink.clone()).flatten()
+            // After a lost lease the keeper reports the loss; storage errors say nothing more.
+            (first && inner.fence != Fence::Lost)
+                .then(|| inner.sink.clone())
+                .flatten()
         };
         self.running = false;
         self.state.idle.notify_waiters();
@@ -1676,6 +1754,19 @@ mod tests {
         tokio::sync::mpsc::UnboundedSender<()>,
         Arc<ReplayState>,
     ) {
+        busy(B, ReplayOption::AllEvents)
+    }
+
+    /// As [`busy_b`], with the writes of `key` waiting, and `start` the configured option.
+    fn busy(
+        key: &'static str,
+        start: ReplayOption,
+    ) -> (
+        MappingStorage,
+        tokio::sync::mpsc::UnboundedReceiver<i64>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+        Arc<ReplayState>,
+    ) {
         let map = MappingStorage::new();
         map.map()
             .lock()
@@ -1685,13 +1776,13 @@ mod tests {
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
         let storage = Arc::new(Busy {
             map: map.clone(),
-            key: B,
+            key,
             entered: entered_tx,
             release: tokio::sync::Mutex::new(release_rx),
         });
         let state = Arc::new(ReplayState::new(
             Some(storage),
-            ReplayOption::AllEvents,
+            start,
             None,
             CommitPolicy::OnReceive,
         ));
@@ -1843,6 +1934,265 @@ mod tests {
         assert_eq!(
             map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
             Some(50)
+        );
+    }
+
+    /// Wait (bounded) until `done` holds, yielding to the writer meanwhile.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    /// A filter's first subscribe queued its start (50, the topic's marker) and was cancelled;
+    /// the user then asks `subscribe_from(filter, 10)`. The stale start is no position: stored,
+    /// it would cover events 11 to 50, which this subscribe delivers first (a crash among them
+    /// would resume after 50).
+    #[tokio::test]
+    async fn a_subscribe_from_an_earlier_id_drops_the_start_a_cancelled_subscribe_queued() {
+        let (map, mut entered, release, state) = busy_b();
+        state.commit(B, &ev(1, "2026-11-28T07:00:00Z"));
+        assert_eq!(entered.recv().await, Some(1)); // the writer is inside set(B, 1)
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        until("the start is queued", || {
+            state.lock().dirty.contains_key(FILTER)
+        })
+        .await;
+        first.abort();
+        state.start_from(FILTER, 10);
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 10);
+        assert_eq!(
+            map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
+            Some(10),
+            "the cancelled subscribe's start was stored over the explicit earlier one"
+        );
+    }
+
+    /// A filter's first subscribe is cancelled while its start (its topic's 50) is being
+    /// written; the retry must start there too, once it is stored (`AllEvents`: not from -2,
+    /// under a stored 50 that then covers events the filter has not processed).
+    #[tokio::test]
+    async fn a_filter_subscribe_retried_while_its_start_is_written_starts_there_once_stored() {
+        let (map, mut entered, release, state) = busy(FILTER, ReplayOption::AllEvents);
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(50)); // the writer is inside set(FILTER, 50)
+        first.abort();
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 50);
+        assert_eq!(
+            map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
+            Some(50)
+        );
+    }
+
+    /// As above under `NewEvents`: the retry must not go out (from `-1`) before the start it
+    /// follows is stored.
+    #[tokio::test]
+    async fn under_new_events_a_filter_subscribe_retried_while_its_start_is_written_waits_for_it() {
+        let (_map, mut entered, release, state) = busy(FILTER, ReplayOption::NewEvents);
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(50));
+        first.abort();
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        for _ in 0..1000 {
+            if retry.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let early = retry.is_finished();
+        release.send(()).unwrap();
+        let id = retry.await.unwrap().unwrap();
+        assert!(
+            !early,
+            "the retry returned {id} before its start was stored"
+        );
+        assert_eq!(id, 50);
+    }
+
+    /// The stored 50 expired and its gap's restart (-2) is being written when an older event
+    /// (40, also expired) is acked: stored after the restart, it would bring the expired id and
+    /// its notice back on the next run. A newer event (60) is stored as usual.
+    #[tokio::test]
+    async fn an_expired_ack_while_the_gap_restart_is_written_is_not_stored_after_it() {
+        const CH: &str = "/event/A__e";
+        let (map, mut entered, release, s) = busy(CH, ReplayOption::AllEvents);
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(50, None));
+        s.lock()
+            .stored
+            .insert(CH.into(), ReplayMarker::new(50, None));
+        s.gap_handed_out(&ReplayGap {
+            channel: CH.into(),
+            rejected_id: Some(50),
+            fallback_id: -2,
+        });
+        assert_eq!(entered.recv().await, Some(-2)); // inside set(CH, -2)
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        s.flush().await.unwrap();
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            -2,
+            "the expired id was stored after the restart"
+        );
+        s.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
+        s.flush().await.unwrap();
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, 60);
+    }
+
+    /// A `MappingStorage` whose reads of `key` always fail.
+    struct Unreadable {
+        map: MappingStorage,
+        key: &'static str,
+    }
+
+    impl ReplayStorage for Unreadable {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            if key == self.key {
+                return Box::pin(async { Err(Error::new(ErrorKind::Replay, "corrupt value")) });
+            }
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// One channel's stored marker cannot be read (a corrupt value): its marker waits and the
+    /// failure is reported, but the writer still stores every other channel's.
+    #[tokio::test]
+    async fn a_stored_marker_that_cannot_be_read_does_not_hold_back_other_channels() {
+        const BAD: &str = "/event/Bad__e";
+        let map = MappingStorage::new();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(Unreadable {
+                map: map.clone(),
+                key: BAD,
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let others: Vec<String> = (0..20).map(|i| format!("/event/C{i}__e")).collect();
+        {
+            let mut inner = s.lock();
+            s.store_locked(&mut inner, BAD, ev(40, "2026-11-28T07:00:40Z"));
+            for ch in &others {
+                s.store_locked(&mut inner, ch, ev(7, "2026-11-28T07:00:07Z"));
+            }
+        }
+        assert!(s.flush().await.is_err(), "flush hid the failed read");
+        let stored = map.map().lock().unwrap().clone();
+        let missing: Vec<_> = others.iter().filter(|c| !stored.contains_key(*c)).collect();
+        assert!(missing.is_empty(), "not stored: {missing:?}");
+        assert!(!stored.contains_key(BAD));
+        assert!(
+            s.lock().dirty.contains_key(BAD),
+            "its marker waits for the next try"
+        );
+    }
+
+    /// Reads of `key` wait for `release` and then fail; writes are fenced writes that work.
+    struct FailingGate {
+        map: MappingStorage,
+        key: &'static str,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for FailingGate {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            Box::pin(async move {
+                if key == self.key {
+                    let _ = self.entered.send(());
+                    let _ = self.release.lock().await.recv().await;
+                    return Err(Error::new(ErrorKind::Replay, "the test fails"));
+                }
+                self.map.get(key).await
+            })
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+        fn set_fenced<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+            _epoch: u64,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// The lease is lost while the writer reads a stored marker, and that read fails: what the
+    /// writer took under the lost lease is dropped, not given back to be written later, and
+    /// the streams hear of the loss only (no storage error).
+    #[tokio::test]
+    async fn a_read_failing_after_the_lease_is_lost_gives_nothing_back_to_write() {
+        const CH: &str = "/event/A__e";
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: MappingStorage::new(),
+                key: CH,
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        s.set_error_sink(Arc::new(move |e| seen.lock().unwrap().push(e.to_string())));
+        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(1, lost_tx);
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(())); // the writer is inside get(CH)
+        assert!(s.lose_lease(1, None));
+        release.send(()).unwrap();
+        until("the writer is idle", || !s.lock().writing).await;
+        assert!(
+            s.lock().dirty.is_empty(),
+            "the batch taken under the lost lease was given back"
+        );
+        assert!(
+            errors.lock().unwrap().is_empty(),
+            "storage errors after the lease loss: {:?}",
+            errors.lock().unwrap()
         );
     }
 
