@@ -67,10 +67,11 @@ struct Inner {
     /// until a marker is stored under its key or the start is dropped: a retried subscribe
     /// must find it while the writer is writing it, when it is no longer in `dirty`.
     starts: HashMap<String, ReplayMarker>,
-    /// Per marker key, the expired id a replay gap's restart replaces (from when the restart
-    /// is queued until a marker past that id is stored): an event at or before it came before
-    /// the gap, and its marker stored after the restart would bring the expired id, and its
-    /// notice, back.
+    /// Per marker key, the expired id a replay gap's restart replaces, while the restart is
+    /// queued or being written: an event at or before it committed then came before the gap,
+    /// and its marker stored after the restart would bring the expired id, and its notice,
+    /// back. (Once the restart is stored, markers go over it whatever their id: after a
+    /// sandbox refresh the ids start again low.)
     rejected: HashMap<String, i64>,
     writing: bool,
     failing: bool,
@@ -1020,6 +1021,7 @@ impl ReplayState {
             }
             // Each marker leaves the batch only once it is stored (or needs no storing).
             while let Some((channel, commit)) = writer.batch.last().cloned() {
+                let is_start = matches!(commit, Commit::Start(_));
                 let marker = match commit {
                     Commit::Event(data) => ReplayMarker::of(&data),
                     Commit::Start(marker) => {
@@ -1032,10 +1034,12 @@ impl ReplayState {
                     Commit::Restart { fallback, rejected } => {
                         // Checked again at the last moment, under the lock: an event committed
                         // after the gap, or a newer marker the writer stored since, wins. (A
-                        // commit landing during the write below is written after it.)
+                        // commit landing during the write below is written after it, unless it
+                        // is at or before the expired id: see `Inner::rejected`.)
                         {
                             let mut inner = self.lock();
                             if inner.passed(&channel, rejected) {
+                                inner.rejected.remove(&channel);
                                 writer.batch.pop();
                                 continue;
                             }
@@ -1043,10 +1047,14 @@ impl ReplayState {
                             // must not start there again.
                             inner.committed.remove(&channel);
                         }
+                        let key = channel.clone();
                         if writer
                             .store(&*storage, channel, ReplayMarker::new(fallback, None))
                             .await
                         {
+                            // Stored: from now on an event's marker goes over it as usual,
+                            // whatever its id (after a sandbox refresh, ids start again low).
+                            self.lock().rejected.remove(&key);
                             continue;
                         }
                         return;
@@ -1095,6 +1103,11 @@ impl ReplayState {
                     writer.batch.pop();
                     continue; // never backwards
                 }
+                // Checked again after the read above: a `start_from` meanwhile drops it.
+                if is_start && self.lock().starts.get(&channel) != Some(&marker) {
+                    writer.batch.pop();
+                    continue;
+                }
                 if !writer.store(&*storage, channel, marker).await {
                     return;
                 }
@@ -1104,6 +1117,12 @@ impl ReplayState {
                 // for the next try.
                 writer.stop(error);
                 return;
+            }
+            // A whole round stored: a failure streak (see `Writer::stop`) is over.
+            {
+                let mut inner = self.lock();
+                inner.failing = false;
+                inner.last_error = None;
             }
         }
     }
@@ -1118,6 +1137,9 @@ impl ReplayState {
         let mut inner = self.lock();
         inner.fence = Fence::Held(epoch);
         inner.on_lease_lost = Some(on_lost);
+        // A new session: its first storage failure is reported (none was, after a lost lease).
+        inner.failing = false;
+        inner.last_error = None;
     }
 
     /// The lease held at `epoch` is gone: drop what waits to be written and write nothing
@@ -1212,8 +1234,6 @@ impl Writer<'_> {
                     crate::metrics::marker_lag(&channel, lag);
                 }
                 inner.now_stored(channel, marker);
-                inner.failing = false;
-                inner.last_error = None;
                 // A filter's first subscribe waits for its start to be stored, not for the
                 // writer to go idle, which a steadily committing channel may never let happen.
                 drop(inner);
@@ -1257,6 +1277,11 @@ impl Writer<'_> {
                 unstored.collect()
             };
             for (channel, commit) in unstored {
+                if let Commit::Start(start) = &commit
+                    && inner.starts.get(&channel) != Some(start)
+                {
+                    continue; // dropped since (see `start_from`)
+                }
                 match inner.dirty.entry(channel) {
                     Slot::Vacant(slot) => {
                         slot.insert(commit);
@@ -2238,5 +2263,286 @@ mod tests {
         s.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
         rt.block_on(s.flush()).unwrap();
         assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 60);
+    }
+
+    /// Every `set` of `key` reports its id on `entered`, waits for one `release`, and the
+    /// first one fails (the others are stored).
+    struct FailFirstSet {
+        map: MappingStorage,
+        key: &'static str,
+        failed: AtomicBool,
+        entered: tokio::sync::mpsc::UnboundedSender<i64>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for FailFirstSet {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                if key == self.key {
+                    let _ = self.entered.send(marker.replay_id);
+                    let _ = self.release.lock().await.recv().await;
+                    if !self.failed.swap(true, Ordering::SeqCst) {
+                        return Err(Error::new(ErrorKind::Replay, "the test fails"));
+                    }
+                }
+                self.map.set(key, marker).await
+            })
+        }
+    }
+
+    /// A filter's first subscribe queues its start (the topic's 50) and is cancelled while the
+    /// writer is inside set(FILTER, 50); the user then asks `subscribe_from(FILTER, 10)`, which
+    /// drops that start. The write of 50 fails: `Writer::stop` must not give the dropped start
+    /// back, or the subscribe_from's own start sees "a marker on its way", is not stored, and
+    /// a crash before its first processed event resumes the filter from the topic's 50,
+    /// skipping events 11..=50.
+    #[tokio::test]
+    async fn a_start_whose_write_failed_after_subscribe_from_dropped_it_is_not_given_back() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailFirstSet {
+                map: map.clone(),
+                key: FILTER,
+                failed: AtomicBool::new(false),
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let st = s.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(50)); // the writer is inside set(FILTER, 50)
+        first.abort();
+        s.start_from(FILTER, 10);
+        for _ in 0..5 {
+            release.send(()).unwrap(); // the first set fails, later ones go through
+        }
+        until("the writer stopped on the failed write", || {
+            !s.lock().writing
+        })
+        .await;
+        assert!(
+            !s.lock().dirty.contains_key(FILTER),
+            "Writer::stop gave the dropped start back"
+        );
+        assert_eq!(s.start_id(FILTER).await.unwrap(), 10);
+        let at_subscribe = map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id);
+        let _ = s.flush().await;
+        let after_flush = map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id);
+        assert_eq!(
+            (at_subscribe, after_flush),
+            (Some(10), Some(10)),
+            "subscribe_from(10) went out with its start not stored (a crash resumes from the topic's 50)"
+        );
+    }
+
+    /// One channel's stored marker cannot be read while another channel streams: every write
+    /// round stores the other channel and stops on the failed read. The error goes to the
+    /// streams once per failure streak, not once per round.
+    #[tokio::test]
+    async fn an_unreadable_marker_is_reported_to_the_streams_once_not_every_write_round() {
+        const BAD: &str = "/event/Bad__e";
+        const OK: &str = "/event/Ok__e";
+        let map = MappingStorage::new();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(Unreadable {
+                map: map.clone(),
+                key: BAD,
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let reports = Arc::new(Mutex::new(0usize));
+        let seen = reports.clone();
+        s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
+        s.commit(BAD, &ev(40, "2026-11-28T07:00:40Z"));
+        for id in 1..=5 {
+            s.commit(OK, &ev(id, "2026-11-28T07:00:00Z"));
+            assert!(s.flush().await.is_err());
+        }
+        assert_eq!(map.map().lock().unwrap()[OK].replay_id, 5);
+        assert_eq!(
+            *reports.lock().unwrap(),
+            1,
+            "one unreadable marker was reported to every stream once per write round"
+        );
+    }
+
+    /// The stored 5000 is rejected (`400::The replayId {5000} you provided was invalid`: a
+    /// fresh emulator without its events file, a refreshed sandbox) and the fallback is
+    /// `NewEvents`: the restart stores -1. The events after it are numbered from 1, all at or
+    /// below the expired id; once the restart is stored their markers must be stored as
+    /// usual, or the marker stays -1 and a crash restarts "new events only", losing the event
+    /// in progress.
+    #[tokio::test]
+    async fn events_after_a_gap_numbered_below_the_expired_id_store_their_markers() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(5000, None));
+        let s = state(
+            map.clone(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        assert_eq!(s.start_id(CH).await.unwrap(), 5000);
+        s.fell_back(CH, Some(5000), -1);
+        let gap = s.take_gap(CH).unwrap();
+        s.gap_handed_out(&gap);
+        s.flush().await.unwrap();
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, -1);
+        for id in 1..=3 {
+            s.commit(CH, &ev(id, "2026-11-28T07:00:00Z"));
+        }
+        s.flush().await.unwrap();
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            3,
+            "processed events after the gap stored nothing: a crash resumes from -1 (new events only)"
+        );
+    }
+
+    /// The lease is lost while the writer reads a stored marker and the read fails: nothing is
+    /// reported. The client is reopened under a new lease, and its first storage failure (the
+    /// same read failing again) must be reported to its streams.
+    #[tokio::test]
+    async fn after_a_lost_lease_the_next_session_s_first_storage_failure_is_reported() {
+        const CH: &str = "/event/A__e";
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: MappingStorage::new(),
+                key: CH,
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        s.set_error_sink(Arc::new(move |e| seen.lock().unwrap().push(e.to_string())));
+        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(1, lost_tx);
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(()));
+        assert!(s.lose_lease(1, None));
+        release.send(()).unwrap();
+        until("the writer is idle", || !s.lock().writing).await;
+        assert!(errors.lock().unwrap().is_empty());
+        // Closed and reopened: a new session under a new lease.
+        s.forget_all();
+        let (lost_tx, _lost2) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(2, lost_tx);
+        s.commit(CH, &ev(41, "2026-11-28T07:00:41Z"));
+        assert_eq!(entered.recv().await, Some(()));
+        release.send(()).unwrap();
+        until("the writer is idle", || !s.lock().writing).await;
+        assert_eq!(
+            errors.lock().unwrap().len(),
+            1,
+            "the new session's storage failure was not reported to its streams"
+        );
+    }
+
+    /// Reads of `key` work, except the second one, which reports on `entered` and waits for
+    /// `release` (the writer's never-backwards read of a filter's start).
+    struct SecondGetWaits {
+        map: MappingStorage,
+        key: &'static str,
+        gets: std::sync::atomic::AtomicUsize,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for SecondGetWaits {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            Box::pin(async move {
+                if key == self.key && self.gets.fetch_add(1, Ordering::SeqCst) == 1 {
+                    let _ = self.entered.send(());
+                    let _ = self.release.lock().await.recv().await;
+                }
+                self.map.get(key).await
+            })
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// A filter's first subscribe queues its start (the topic's 50) and is cancelled; the
+    /// writer has taken it and is in the never-backwards read of the filter's stored marker
+    /// (nothing written yet) when `subscribe_from(FILTER, 10)` drops it and queues its own
+    /// start. The writer must not store the dropped 50 after the read: the subscribe would go
+    /// out from 10 under a stored 50, and a crash among events 11..=50 resume after 50.
+    #[tokio::test]
+    async fn a_subscribe_from_during_the_cancelled_start_s_read_is_not_covered_by_it() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(SecondGetWaits {
+                map: map.clone(),
+                key: FILTER,
+                gets: std::sync::atomic::AtomicUsize::new(0),
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let st = s.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(())); // the writer reads FILTER before set(50)
+        first.abort();
+        s.start_from(FILTER, 10);
+        let st = s.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        until("the subscribe_from's start is queued", || {
+            s.lock().dirty.contains_key(FILTER)
+        })
+        .await;
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 10);
+        let stored = map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id);
+        assert!(
+            stored.is_none_or(|id| id <= 10),
+            "subscribe_from(10) went out under a stored {stored:?}: it covers events 11..=50"
+        );
     }
 }
