@@ -10,8 +10,6 @@
 //! through every validator and through serde_json (`from_slice::<IgnoredAny>`, the reference);
 //! prints every disagreement by kind.
 
-mod scan_copy;
-
 use serde::de::IgnoredAny;
 use std::collections::BTreeMap;
 
@@ -31,7 +29,7 @@ type Validator = Box<dyn FnMut(&str) -> bool>;
 /// scan, so `data` is a `&str`); each keeps its buffers between calls, as a scanner would.
 fn validator(name: &str) -> Validator {
     match name {
-        "ours" => Box::new(scan_copy::validate),
+        "ours" => Box::new(ours),
         "serde" => Box::new(|s: &str| serde_json::from_str::<IgnoredAny>(s).is_ok()),
         // Full-validation skip (`skip_one(true)`) and the trailing check; no UTF-8 pass (`&str`).
         "sonic" => Box::new(|s: &str| sonic_rs::from_str::<IgnoredAny>(s).is_ok()),
@@ -66,8 +64,15 @@ fn validator(name: &str) -> Validator {
     }
 }
 
+/// The scanner's validating skip of a `data` value (`scan::value` at depth 2, whitespace around
+/// it allowed), called through the crate's `fuzzing` module as `parse_batch` would run it.
+fn ours(text: &str) -> bool {
+    sfstream::fuzzing::validate_json_value(text.as_bytes())
+}
+
 /// The same validators on bytes that may not be UTF-8 (only for the agreement check: the crate
-/// never hands invalid UTF-8 to the scan). `ours` has no byte form.
+/// never hands invalid UTF-8 to the scan). `ours` is left out: the scan does not check UTF-8,
+/// the body is checked before it.
 fn validate_bytes(name: &str, b: &[u8]) -> Option<bool> {
     Some(match name {
         "serde" => serde_json::from_slice::<IgnoredAny>(b).is_ok(),
@@ -351,7 +356,7 @@ fn agree(dirs: &[String]) {
     let mut fs: Vec<(&str, Validator)> = VALIDATORS
         .iter()
         .map(|n| match *n {
-            "ours" => (*n, Box::new(scan_copy::validate_ws) as Validator),
+            "ours" => (*n, Box::new(ours) as Validator),
             _ => (*n, validator(n)),
         })
         .collect();
@@ -441,7 +446,7 @@ fn main() {
             println!("serde: {reference:?}");
             for name in VALIDATORS {
                 let verdict = match std::str::from_utf8(&input) {
-                    Ok(s) if *name == "ours" => scan_copy::validate_ws(s),
+                    Ok(s) if *name == "ours" => ours(s),
                     Ok(s) => validator(name)(s),
                     Err(_) => match validate_bytes(name, &input) {
                         Some(v) => v,
