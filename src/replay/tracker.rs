@@ -67,12 +67,11 @@ struct Inner {
     /// until a marker is stored under its key or the start is dropped: a retried subscribe
     /// must find it while the writer is writing it, when it is no longer in `dirty`.
     starts: HashMap<String, ReplayMarker>,
-    /// Per marker key, the expired id a replay gap's restart replaces, while the restart is
-    /// queued or being written: an event at or before it committed then came before the gap,
-    /// and its marker stored after the restart would bring the expired id, and its notice,
-    /// back. (Once the restart is stored, markers go over it whatever their id: after a
-    /// sandbox refresh the ids start again low.)
-    rejected: HashMap<String, i64>,
+    /// Per marker key, the expired marker a replay gap's restart replaces, while the restart
+    /// is queued or being written: an event committed then that is [`before`] it came before
+    /// the gap, and its marker stored after the restart would bring the expired id, and its
+    /// notice, back. (Once the restart is stored, markers go over it whatever their id.)
+    rejected: HashMap<String, ReplayMarker>,
     writing: bool,
     failing: bool,
     /// The last storage failure, for `flush` to report.
@@ -140,6 +139,14 @@ fn expired(marker: &ReplayMarker, rejected: i64) -> bool {
     marker.replay_id >= 0 && marker.replay_id <= rejected
 }
 
+/// Whether `marker` is from before the gap whose expired marker is `rejected`: at or before its
+/// id, and not dated after it. After a sandbox refresh the ids start again low, but the new
+/// events' dates are after the expired marker's.
+fn before(marker: &ReplayMarker, rejected: &ReplayMarker) -> bool {
+    expired(marker, rejected.replay_id)
+        && !matches!((marker.date, rejected.date), (Some(a), Some(b)) if a > b)
+}
+
 /// The deliveries of one channel between delivery and processing, since the channel's
 /// tracking last started (a generation).
 ///
@@ -172,8 +179,8 @@ impl Inner {
     /// Whether `channel` has a position past the expired id `rejected`, stored or committed:
     /// then a gap's restart marker would move the stored marker backwards, and a restart would
     /// skip what came after that position.
-    fn passed(&self, channel: &str, rejected: i64) -> bool {
-        let past = |m: ReplayMarker| !expired(&m, rejected);
+    fn passed(&self, channel: &str, rejected: &ReplayMarker) -> bool {
+        let past = |m: ReplayMarker| !before(&m, rejected);
         self.stored.get(channel).copied().is_some_and(past)
             || self
                 .committed
@@ -193,11 +200,7 @@ impl Inner {
         if (self.starts.get(&key)).is_some_and(|s| !s.is_after(&marker)) {
             self.starts.remove(&key);
         }
-        if self
-            .rejected
-            .get(&key)
-            .is_some_and(|r| marker.replay_id > *r)
-        {
+        if (self.rejected.get(&key)).is_some_and(|r| marker.replay_id >= 0 && !before(&marker, r)) {
             self.rejected.remove(&key);
         }
         self.stored.insert(key, marker);
@@ -210,7 +213,7 @@ impl Inner {
             && self
                 .rejected
                 .get(key)
-                .is_some_and(|r| ReplayMarker::of(data).is_some_and(|m| expired(&m, *r)))
+                .is_some_and(|r| ReplayMarker::of(data).is_some_and(|m| before(&m, r)))
     }
 
     /// `channel` is the full name (filter included), `stored` its topic's marker.
@@ -552,8 +555,12 @@ impl ReplayState {
         self.fallback
     }
 
+    /// A session's streams: its first storage failure is reported to them, whatever an
+    /// earlier session's streak was.
     pub(crate) fn set_error_sink(&self, sink: ErrorSink) {
-        self.lock().sink = Some(sink);
+        let mut inner = self.lock();
+        inner.sink = Some(sink);
+        inner.failing = false;
     }
 
     /// The next subscribe of `channel` (filter included) starts after `replay_id`.
@@ -682,13 +689,18 @@ impl ReplayState {
                 Some(Commit::Start(m)) => Some(*m), // a filter's start, not written yet
                 _ => inner.stored.get(&key).copied(),
             };
-            if !stored.is_some_and(|m| expired(&m, rejected)) {
+            let Some(stored) = stored.filter(|m| expired(m, rejected)) else {
                 continue; // nothing stored, or a marker this gap did not reject
-            }
-            if inner.passed(&key, rejected) {
+            };
+            // The expired marker: the rejected id, dated as stored where that is it.
+            let expired_marker = ReplayMarker {
+                replay_id: rejected,
+                date: stored.date.filter(|_| stored.replay_id == rejected),
+            };
+            if inner.passed(&key, &expired_marker) {
                 continue; // a newer event is committed: it is stored, being stored, or waiting
             }
-            inner.rejected.insert(key.clone(), rejected);
+            inner.rejected.insert(key.clone(), expired_marker);
             inner.dirty.insert(
                 key,
                 Commit::Restart {
@@ -884,6 +896,7 @@ impl ReplayState {
                 self.spawn_writer(&mut inner);
             }
         }
+        let mut retried = false;
         loop {
             let mut idle = pin!(self.idle.notified());
             idle.as_mut().enable();
@@ -893,15 +906,22 @@ impl ReplayState {
                 if !waiting && (inner.stored.contains_key(key) || !inner.writing) {
                     return Ok(()); // stored (or dropped with a lost lease)
                 }
-                if waiting && !inner.writing {
+                if waiting && !inner.writing && !retried {
+                    // The writer stopped on another channel's failure (a marker it could not
+                    // read, say) before it took this start: one more round.
+                    retried = true;
+                    self.spawn_writer(&mut inner);
+                } else if waiting && !inner.writing {
                     // The subscribe fails: its start is no position, and stored later it could
-                    // cover what a later subscribe from an earlier id delivers.
+                    // cover what a later subscribe from an earlier id delivers. A retry is a
+                    // first subscribe again (it starts from the topic's marker).
                     if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
                         inner.dirty.remove(key);
                     }
                     if inner.starts.get(key) == Some(&start) {
                         inner.starts.remove(key);
                     }
+                    inner.started.remove(key);
                     return Err(inner.last_error.clone().unwrap_or_else(|| {
                         Error::new(
                             ErrorKind::Replay,
@@ -964,10 +984,9 @@ impl ReplayState {
             }
         }
         match inner.dirty.get_mut(channel) {
-            // A queued gap restart stays unless the event is past the expired id (the rule of
-            // `Writer::stop`): an expired marker stored over it brings back the same notice.
-            Some(Commit::Restart { rejected, .. })
-                if ReplayMarker::of(&data).is_none_or(|m| expired(&m, *rejected)) => {}
+            // A queued gap restart stays unless the event is past the gap (one from before it
+            // returned above): an expired marker stored over it brings back the same notice.
+            Some(Commit::Restart { .. }) if ReplayMarker::of(&data).is_none() => {}
             Some(slot) => *slot = Commit::Event(data),
             None => {
                 inner.dirty.insert(channel.to_owned(), Commit::Event(data));
@@ -982,7 +1001,12 @@ impl ReplayState {
         // Outside a runtime the markers wait for the next commit or `flush`.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             inner.writing = true;
-            handle.spawn(self.clone().write_loop());
+            let mut unstarted = Unstarted(Some(self.clone()));
+            handle.spawn(async move {
+                if let Some(state) = unstarted.0.take() {
+                    state.write_loop().await;
+                }
+            });
         }
     }
 
@@ -1038,7 +1062,9 @@ impl ReplayState {
                         // is at or before the expired id: see `Inner::rejected`.)
                         {
                             let mut inner = self.lock();
-                            if inner.passed(&channel, rejected) {
+                            let expired_marker = (inner.rejected.get(&channel).copied())
+                                .unwrap_or(ReplayMarker::new(rejected, None));
+                            if inner.passed(&channel, &expired_marker) {
                                 inner.rejected.remove(&channel);
                                 writer.batch.pop();
                                 continue;
@@ -1070,7 +1096,7 @@ impl ReplayState {
                     let gap = inner.rejected.get(&channel).copied();
                     (inner.stored.get(&channel).copied(), gap)
                 };
-                if gap.is_some_and(|r| expired(&marker, r)) {
+                if gap.is_some_and(|r| before(&marker, &r)) {
                     writer.batch.pop(); // from before a replay gap (see `Inner::rejected`)
                     continue;
                 }
@@ -1154,6 +1180,11 @@ impl ReplayState {
         inner.fence = Fence::Lost;
         inner.dirty.clear();
         inner.starts.clear();
+        // What this session knew of the storage: the next holder writes on from what it
+        // reads, so a later session of this client must read again.
+        inner.rejected.clear();
+        inner.stored.clear();
+        inner.committed.clear();
         if let (Some(error), Some(tx)) = (error, inner.on_lease_lost.take()) {
             let _ = tx.send(error);
         }
@@ -1193,6 +1224,19 @@ impl ReplayState {
                 }
             }
             idle.await;
+        }
+    }
+}
+
+/// A writer task not polled yet: dropped so (its runtime shut down first), it marks the writer
+/// idle, or `writing` stays set and no commit or `flush` would start another.
+struct Unstarted(Option<Arc<ReplayState>>);
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take() {
+            state.lock().writing = false;
+            state.idle.notify_waiters();
         }
     }
 }
@@ -1277,6 +1321,7 @@ impl Writer<'_> {
                 unstored.collect()
             };
             for (channel, commit) in unstored {
+                let gap = inner.rejected.get(&channel).copied();
                 if let Commit::Start(start) = &commit
                     && inner.starts.get(&channel) != Some(start)
                 {
@@ -1292,7 +1337,9 @@ impl Writer<'_> {
                     Slot::Occupied(mut slot) => {
                         if let (&Commit::Restart { rejected, .. }, Commit::Event(data)) =
                             (slot.get(), &commit)
-                            && ReplayMarker::of(data).is_some_and(|m| !expired(&m, rejected))
+                            && ReplayMarker::of(data).is_some_and(|m| {
+                                !before(&m, &gap.unwrap_or(ReplayMarker::new(rejected, None)))
+                            })
                         {
                             slot.insert(commit);
                         }
@@ -2544,5 +2591,249 @@ mod tests {
             stored.is_none_or(|id| id <= 10),
             "subscribe_from(10) went out under a stored {stored:?}: it covers events 11..=50"
         );
+    }
+
+    /// Sandbox refresh (stored 5000 rejected, fallback `NewEvents`): the restart (-1) is being
+    /// written when the first events after the gap (numbered from 1, below the expired id,
+    /// dated after it) are processed. They are not from before the gap: their markers must be
+    /// stored, or the storage says -1 although events 1 and 2 are processed and the next run
+    /// starts from "new events only", losing everything published while it was down.
+    #[tokio::test]
+    async fn events_after_a_gap_acked_while_its_restart_is_written_store_their_markers() {
+        const CH: &str = "/event/A__e";
+        let (map, mut entered, release, s) = busy(CH, ReplayOption::AllEvents);
+        // An event's marker, dated before the refresh.
+        let expired = ReplayMarker::of(&ev(5000, "2026-11-20T07:00:00Z")).unwrap();
+        map.map().lock().unwrap().insert(CH.into(), expired);
+        assert_eq!(s.start_id(CH).await.unwrap(), 5000);
+        s.fell_back(CH, Some(5000), -1);
+        let gap = s.take_gap(CH).unwrap();
+        s.gap_handed_out(&gap);
+        assert_eq!(entered.recv().await, Some(-1)); // inside set(CH, -1)
+        // The events the fallback brings after the notice, processed.
+        s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+        s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        s.flush().await.unwrap();
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            2,
+            "events processed after the gap stored nothing: the next run starts from -1 (new events only)"
+        );
+    }
+
+    /// A client closed after a storage failure streak (close returned the error) is opened
+    /// again, without a lease: the new session's streams must hear of the storage failing,
+    /// although the old session's streak was never ended by a round that stored everything.
+    #[tokio::test]
+    async fn a_reopened_client_s_first_storage_failure_is_reported() {
+        const CH: &str = "/event/A__e";
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let first = Arc::new(Mutex::new(0usize));
+        let seen = first.clone();
+        s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
+        s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+        assert!(s.flush().await.is_err()); // close() reports it
+        assert_eq!(*first.lock().unwrap(), 1);
+        s.forget_all();
+        // Client::open: a new session with its own error sink.
+        let second = Arc::new(Mutex::new(0usize));
+        let seen = second.clone();
+        s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
+        s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+        assert!(s.flush().await.is_err());
+        assert_eq!(
+            *second.lock().unwrap(),
+            1,
+            "the reopened session's streams never heard that its markers are not stored"
+        );
+    }
+
+    /// Under `NewEvents`, a filter's first subscribe starts from its topic's stored 50; its
+    /// start cannot be stored (a transient write failure), so the subscribe fails. The retry
+    /// must start from the topic's 50 too, not from -1, which skips events 51.. that the
+    /// filter has never processed.
+    #[tokio::test]
+    async fn a_filter_subscribe_retried_after_its_start_failed_starts_from_its_topic_s_marker() {
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        storage
+            .map
+            .map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::NewEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        s.subscribing(1, FILTER);
+        assert!(
+            s.start_id(FILTER).await.is_err(),
+            "the start was not stored"
+        );
+        s.forget(1, FILTER);
+        storage.failing.store(false, Ordering::SeqCst);
+        s.subscribing(2, FILTER);
+        assert_eq!(
+            s.start_id(FILTER).await.unwrap(),
+            50,
+            "the retried subscribe skips the events after its topic's marker"
+        );
+    }
+
+    /// Another channel's stored marker cannot be read (the writer is inside that read) when a
+    /// filter's first subscribe queues its start. The writer stops on the failed read before
+    /// it takes the start; the subscribe must not fail for another channel's marker (README:
+    /// "holds back that channel's writes only").
+    #[tokio::test]
+    async fn another_channel_s_unreadable_marker_does_not_fail_a_filter_s_subscribe() {
+        const BAD: &str = "/event/Bad__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: map.clone(),
+                key: BAD,
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        s.commit(BAD, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(())); // the writer is inside get(BAD)
+        let st = s.clone();
+        let subscribing = tokio::spawn(async move { st.start_id(FILTER).await });
+        until("the filter's start is queued", || {
+            s.lock().dirty.contains_key(FILTER)
+        })
+        .await;
+        release.send(()).unwrap(); // the read of BAD fails
+        let result = subscribing.await.unwrap();
+        assert!(
+            result.is_ok(),
+            "the filter's subscribe failed for another channel's unreadable marker: {result:?}"
+        );
+    }
+
+    /// The lease is lost while a gap's restart (-1, rejected 5000) is queued. The client is
+    /// reopened under a new lease; the storage holds -1 (the other holder restarted there and
+    /// released). This session's events (ids from 1, after a sandbox refresh) must store their
+    /// markers: neither the lost session's gap rule nor its cached stored 5000 may drop them.
+    #[test]
+    fn a_gap_rule_left_by_a_lost_lease_does_not_drop_the_next_session_s_markers() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(5000, None));
+        // A storage that fences writes (as a lease needs); no read waits.
+        let (entered_tx, _entered) = tokio::sync::mpsc::unbounded_channel();
+        let (_release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: map.clone(),
+                key: "/never/read",
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(1, lost_tx);
+        // No runtime: the restart stays queued.
+        s.lock()
+            .stored
+            .insert(CH.into(), ReplayMarker::new(5000, None));
+        s.gap_handed_out(&ReplayGap {
+            channel: CH.into(),
+            rejected_id: Some(5000),
+            fallback_id: -1,
+        });
+        assert!(s.lose_lease(1, None));
+        s.forget_all();
+        // The new holder stored its restart and released the lease.
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(-1, None));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (lost_tx, _lost2) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(2, lost_tx);
+        rt.block_on(async {
+            // The new session starts from what is stored.
+            assert_eq!(s.start_id(CH).await.unwrap(), -1);
+            s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+            s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+            s.flush().await.unwrap();
+        });
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            2,
+            "the new session's processed events stored nothing (the lost session's gap rule)"
+        );
+    }
+
+    /// A commit spawns the writer on a runtime that is dropped before the writer task is ever
+    /// polled (a sync wrapper with a runtime per call; the client reopened on another
+    /// runtime). The writer must be marked idle, or no later commit starts one and `flush`
+    /// (close) waits for ever.
+    #[test]
+    fn a_writer_dropped_before_it_first_ran_does_not_hang_flush() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        let s = state(
+            map.clone(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let first = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Spawned on `first`, which never runs it.
+        first.block_on(async { s.commit(CH, &ev(1, "2026-11-28T07:00:01Z")) });
+        drop(first);
+        // Paused: the timeout below fires as soon as flush waits with nothing else to run.
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let flushed = second.block_on(async {
+            s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.flush()).await
+        });
+        assert!(
+            flushed.is_ok(),
+            "flush waits for ever: the writer dropped unpolled left `writing` set"
+        );
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, 2);
     }
 }
