@@ -73,6 +73,9 @@ struct Inner {
     /// notice, back. (Once the restart is stored, markers go over it whatever their id.)
     rejected: HashMap<String, ReplayMarker>,
     writing: bool,
+    /// The writer's task: one that ended without running (its runtime shut down before it
+    /// was polled) leaves `writing` set (see [`Inner::writer_running`]).
+    writer: Option<tokio::task::JoinHandle<()>>,
     failing: bool,
     /// The last storage failure, for `flush` to report.
     last_error: Option<Error>,
@@ -204,6 +207,17 @@ impl Inner {
             self.rejected.remove(&key);
         }
         self.stored.insert(key, marker);
+    }
+
+    /// Whether a writer runs (or is about to). A writer task that never ran (dropped with its
+    /// runtime, or refused by one shutting down) counts as idle, or no commit, `flush` or
+    /// filter start would ever start another.
+    fn writer_running(&mut self) -> bool {
+        if self.writing && self.writer.as_ref().is_some_and(|t| t.is_finished()) {
+            self.writing = false;
+            self.writer = None;
+        }
+        self.writing
     }
 
     /// Whether `data` is at or before the expired id of a gap restart of `key` (see
@@ -709,7 +723,7 @@ impl ReplayState {
                 },
             );
         }
-        if !inner.writing && !inner.dirty.is_empty() {
+        if !inner.writer_running() && !inner.dirty.is_empty() {
             self.spawn_writer(&mut inner);
         }
     }
@@ -892,7 +906,7 @@ impl ReplayState {
     async fn wait_start_stored(self: &Arc<Self>, key: &str, start: ReplayMarker) -> Result<()> {
         {
             let mut inner = self.lock();
-            if !inner.writing && inner.dirty.contains_key(key) {
+            if !inner.writer_running() && inner.dirty.contains_key(key) {
                 self.spawn_writer(&mut inner);
             }
         }
@@ -902,36 +916,47 @@ impl ReplayState {
             idle.as_mut().enable();
             {
                 let mut inner = self.lock();
-                let waiting = inner.dirty.contains_key(key);
-                if !waiting && (inner.stored.contains_key(key) || !inner.writing) {
-                    return Ok(()); // stored (or dropped with a lost lease)
+                let running = inner.writer_running();
+                if inner.starts.get(key) != Some(&start) {
+                    // No longer waiting to be stored: stored (or a newer marker is), or
+                    // dropped with a lost lease; else dropped by a `start_from`, or by another
+                    // subscribe of the filter that waited for it and failed.
+                    if inner.stored.contains_key(key) || inner.fence == Fence::Lost {
+                        return Ok(());
+                    }
+                    return Err(Self::start_failed(&inner, key));
                 }
-                if waiting && !inner.writing && !retried {
-                    // The writer stopped on another channel's failure (a marker it could not
-                    // read, say) before it took this start: one more round.
-                    retried = true;
-                    self.spawn_writer(&mut inner);
-                } else if waiting && !inner.writing {
-                    // The subscribe fails: its start is no position, and stored later it could
-                    // cover what a later subscribe from an earlier id delivers. A retry is a
-                    // first subscribe again (it starts from the topic's marker).
-                    if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
-                        inner.dirty.remove(key);
+                if !running {
+                    if inner.dirty.contains_key(key) && !retried {
+                        // The writer stopped on another channel's failure (a marker it could
+                        // not read, say) before it took this start: one more round.
+                        retried = true;
+                        self.spawn_writer(&mut inner);
                     }
-                    if inner.starts.get(key) == Some(&start) {
+                    if !inner.writing {
+                        // The subscribe fails: its start is no position, and stored later it
+                        // could cover what a later subscribe from an earlier id delivers. A
+                        // retry is a first subscribe again (it starts from the topic's marker).
+                        if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
+                            inner.dirty.remove(key);
+                        }
                         inner.starts.remove(key);
+                        inner.started.remove(key);
+                        return Err(Self::start_failed(&inner, key));
                     }
-                    inner.started.remove(key);
-                    return Err(inner.last_error.clone().unwrap_or_else(|| {
-                        Error::new(
-                            ErrorKind::Replay,
-                            format!("the start of {} could not be stored", sanitized(key)),
-                        )
-                    }));
                 }
             }
             idle.await;
         }
+    }
+
+    fn start_failed(inner: &Inner, key: &str) -> Error {
+        inner.last_error.clone().unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::Replay,
+                format!("the start of {} could not be stored", sanitized(key)),
+            )
+        })
     }
 
     /// Subscription `sub` of `channel` is being made: a PushTopic filter's deliveries are
@@ -992,7 +1017,7 @@ impl ReplayState {
                 inner.dirty.insert(channel.to_owned(), Commit::Event(data));
             }
         }
-        if !inner.writing {
+        if !inner.writer_running() {
             self.spawn_writer(inner);
         }
     }
@@ -1001,12 +1026,7 @@ impl ReplayState {
         // Outside a runtime the markers wait for the next commit or `flush`.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             inner.writing = true;
-            let mut unstarted = Unstarted(Some(self.clone()));
-            handle.spawn(async move {
-                if let Some(state) = unstarted.0.take() {
-                    state.write_loop().await;
-                }
-            });
+            inner.writer = Some(handle.spawn(self.clone().write_loop()));
         }
     }
 
@@ -1203,10 +1223,11 @@ impl ReplayState {
             idle.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if inner.dirty.is_empty() && !inner.writing {
+                let running = inner.writer_running();
+                if inner.dirty.is_empty() && !running {
                     return Ok(());
                 }
-                if !inner.writing {
+                if !running {
                     if retried {
                         let e = inner.last_error.clone().unwrap_or_else(|| {
                             Error::new(ErrorKind::Replay, "replay markers could not be stored")
@@ -1224,19 +1245,6 @@ impl ReplayState {
                 }
             }
             idle.await;
-        }
-    }
-}
-
-/// A writer task not polled yet: dropped so (its runtime shut down first), it marks the writer
-/// idle, or `writing` stays set and no commit or `flush` would start another.
-struct Unstarted(Option<Arc<ReplayState>>);
-
-impl Drop for Unstarted {
-    fn drop(&mut self) {
-        if let Some(state) = self.0.take() {
-            state.lock().writing = false;
-            state.idle.notify_waiters();
         }
     }
 }
@@ -2730,7 +2738,10 @@ mod tests {
             s.lock().dirty.contains_key(FILTER)
         })
         .await;
-        release.send(()).unwrap(); // the read of BAD fails
+        // The read of BAD fails; so does its read in the writer's next round.
+        for _ in 0..2 {
+            release.send(()).unwrap();
+        }
         let result = subscribing.await.unwrap();
         assert!(
             result.is_ok(),
@@ -2835,5 +2846,137 @@ mod tests {
             "flush waits for ever: the writer dropped unpolled left `writing` set"
         );
         assert_eq!(map.map().lock().unwrap()[CH].replay_id, 2);
+    }
+
+    /// A commit during a runtime's shutdown (a `Subscription` or an event dropped with the
+    /// runtime's tasks, whose `forget`/ack commits): Tokio drops a future spawned on a closed
+    /// runtime inside `spawn`, while `spawn_writer`'s caller holds the tracker's lock; nothing
+    /// may lock it again there (a deadlock).
+    #[test]
+    fn a_commit_while_the_runtime_shuts_down_does_not_deadlock() {
+        const CH: &str = "/event/A__e";
+        struct CommitOnDrop(Arc<ReplayState>);
+        impl Drop for CommitOnDrop {
+            fn drop(&mut self) {
+                self.0.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+            }
+        }
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = s.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let guard = CommitOnDrop(st);
+            // A task that never ends, holding what commits when it is dropped.
+            rt.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            });
+            rt.block_on(tokio::task::yield_now());
+            drop(rt); // drops the task, in the runtime's context, with spawning closed
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok(),
+            "the runtime's shutdown deadlocked in the writer's spawn"
+        );
+    }
+
+    /// The same without a shutting-down runtime's tasks: a commit under a `Handle` of a
+    /// runtime that is gone (a sync wrapper keeping a handle; `Handle::try_current` succeeds).
+    #[test]
+    fn a_commit_under_a_handle_of_a_dropped_runtime_does_not_deadlock() {
+        const CH: &str = "/event/A__e";
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        drop(rt);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = s.clone();
+        std::thread::spawn(move || {
+            let _entered = handle.enter();
+            st.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok(),
+            "commit deadlocked in the writer's spawn"
+        );
+    }
+
+    /// Two subscribes of one PushTopic filter at once (two `subscribe` calls of the same
+    /// name): one queues the filter's start (the topic's 50) and waits; the other finds it
+    /// queued (`starts`) and waits for it too. The storage fails every round: both must fail.
+    /// One returning Ok would go out from 50 with no marker of its own stored, so a crash
+    /// before its first processed event would resume it from its topic's marker, which the
+    /// topic's own subscription moves past events the filter never processed.
+    #[tokio::test]
+    async fn a_concurrent_subscribe_of_a_filter_does_not_succeed_when_its_start_failed() {
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        storage
+            .map
+            .map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::NewEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        s.subscribing(1, FILTER);
+        s.subscribing(2, FILTER);
+        let (first, second) = tokio::join!(s.start_id(FILTER), s.start_id(FILTER));
+        // The storage failed every write: neither subscribe's start is stored.
+        let stored = storage.map.map().lock().unwrap().get(FILTER).copied();
+        assert!(stored.is_none());
+        assert!(
+            first.is_err() && second.is_err(),
+            "a subscribe went out with no start of its own stored: first {first:?}, second {second:?}"
+        );
+    }
+
+    /// A filter's first subscribe polled outside a Tokio runtime (no writer can be spawned):
+    /// its start cannot be stored, so it must fail, not wait for an idle notice that no writer
+    /// will ever send.
+    #[test]
+    fn a_filter_subscribe_outside_a_runtime_fails_instead_of_hanging() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = state(map, ReplayOption::NewEvents, CommitPolicy::AfterProcessed);
+        s.subscribing(1, FILTER);
+        let mut subscribe = std::pin::pin!(s.start_id(FILTER));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut result = None;
+        // Nothing outside the future can make progress: every poll sees the same state.
+        for _ in 0..100 {
+            if let std::task::Poll::Ready(r) = subscribe.as_mut().poll(&mut cx) {
+                result = Some(r);
+                break;
+            }
+        }
+        assert!(
+            result.is_some(),
+            "the subscribe waits for ever for a writer that was never spawned"
+        );
     }
 }
