@@ -1027,6 +1027,8 @@ impl ReplayState {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             inner.writing = true;
             inner.writer = Some(handle.spawn(self.clone().write_loop()));
+            // A runtime that is gone or shutting down refuses the task: still idle.
+            inner.writer_running();
         }
     }
 
@@ -2977,6 +2979,69 @@ mod tests {
         assert!(
             result.is_some(),
             "the subscribe waits for ever for a writer that was never spawned"
+        );
+    }
+
+    /// Polls `fut` with a no-op waker, at most 100 times: `Some` once it is ready. Nothing
+    /// outside the future can make progress here, so every poll sees the same state.
+    fn poll_ready<F: std::future::Future>(fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..100 {
+            if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// `flush` (what `close` runs) under a `Handle` of a runtime that is gone (the sync
+    /// wrapper of `a_commit_under_a_handle_of_a_dropped_runtime_does_not_deadlock`, or a
+    /// `spawn_blocking` thread flushing while its runtime shuts down): `Handle::spawn` hands
+    /// back a task that is already cancelled: `flush` must not take it for a running writer
+    /// and wait for an idle notice no writer will ever send.
+    #[test]
+    fn flush_under_a_handle_of_a_dropped_runtime_does_not_hang() {
+        const CH: &str = "/event/A__e";
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        drop(rt);
+        let _entered = handle.enter();
+        s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+        let result = poll_ready(s.flush());
+        assert!(
+            result.as_ref().is_some_and(|r| r.is_err()),
+            "flush waits for ever for a writer whose task was refused: {result:?}"
+        );
+    }
+
+    /// The same for a filter's first subscribe (`wait_start_stored`'s extra writer round).
+    #[test]
+    fn filter_subscribe_under_a_handle_of_a_dropped_runtime_does_not_hang() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = state(map, ReplayOption::NewEvents, CommitPolicy::AfterProcessed);
+        s.subscribing(1, FILTER);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        drop(rt);
+        let _entered = handle.enter();
+        let result = poll_ready(s.start_id(FILTER));
+        assert!(
+            result.is_some(),
+            "the subscribe waits for ever for a writer whose task was refused"
         );
     }
 }
