@@ -53,6 +53,14 @@ pub fn batch(data: &[u8]) {
     }
 }
 
+/// Whether `bytes` are one JSON value, whitespace around it allowed, by exactly the validating
+/// skip [`parse_batch`] runs on an event's `data` value (its nesting limit included; UTF-8 is
+/// not checked, `parse_batch` checks the body first). For benches/validator_experiment, which
+/// compares it with parser crates.
+pub fn validate_json_value(bytes: &[u8]) -> bool {
+    crate::bayeux::scan_data_value(bytes)
+}
+
 /// What a user may call on an event.
 fn event(event: Event) {
     let _ = event.replay_id();

@@ -27,6 +27,8 @@ mod message;
 mod scan;
 #[cfg(feature = "fuzzing")]
 pub(crate) use scan::agrees as fast_scan_agrees;
+#[cfg(feature = "fuzzing")]
+pub(crate) use scan::data_value as scan_data_value;
 mod server_error;
 
 pub use advice::{Advice, Reconnect};

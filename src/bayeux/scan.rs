@@ -318,6 +318,14 @@ fn number(b: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
+/// Whether `b` is one JSON value, whitespace around it allowed, by the skip [`event`] runs on
+/// a `data` value (at depth 2, inside the body's array and the element's object), for
+/// `crate::fuzzing::validate_json_value`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn data_value(b: &[u8]) -> bool {
+    value(b, ws(b, 0), 2).is_some_and(|end| ws(b, end) == b.len())
+}
+
 /// Whether the fast scan, where it answers, gives exactly what the serde pass gives (tests and
 /// the `batch` fuzz target).
 #[cfg(any(test, feature = "fuzzing"))]

@@ -63,7 +63,19 @@ struct Inner {
     /// it): a replay gap's restart marker must never be written over a position committed past
     /// the expired id, and a resubscribe starts after it, not from the older stored marker.
     committed: HashMap<String, Data>,
+    /// A PushTopic filter's start (see [`ReplayState::keep_start`]) from when it is queued
+    /// until a marker is stored under its key or the start is dropped: a retried subscribe
+    /// must find it while the writer is writing it, when it is no longer in `dirty`.
+    starts: HashMap<String, ReplayMarker>,
+    /// Per marker key, the expired marker a replay gap's restart replaces, while the restart
+    /// is queued or being written: an event committed then that is [`before`] it came before
+    /// the gap, and its marker stored after the restart would bring the expired id, and its
+    /// notice, back. (Once the restart is stored, markers go over it whatever their id.)
+    rejected: HashMap<String, ReplayMarker>,
     writing: bool,
+    /// The writer's task: one that ended without running (its runtime shut down before it
+    /// was polled) leaves `writing` set (see [`Inner::writer_running`]).
+    writer: Option<tokio::task::JoinHandle<()>>,
     failing: bool,
     /// The last storage failure, for `flush` to report.
     last_error: Option<Error>,
@@ -130,6 +142,14 @@ fn expired(marker: &ReplayMarker, rejected: i64) -> bool {
     marker.replay_id >= 0 && marker.replay_id <= rejected
 }
 
+/// Whether `marker` is from before the gap whose expired marker is `rejected`: at or before its
+/// id, and not dated after it. After a sandbox refresh the ids start again low, but the new
+/// events' dates are after the expired marker's.
+fn before(marker: &ReplayMarker, rejected: &ReplayMarker) -> bool {
+    expired(marker, rejected.replay_id)
+        && !matches!((marker.date, rejected.date), (Some(a), Some(b)) if a > b)
+}
+
 /// The deliveries of one channel between delivery and processing, since the channel's
 /// tracking last started (a generation).
 ///
@@ -162,8 +182,8 @@ impl Inner {
     /// Whether `channel` has a position past the expired id `rejected`, stored or committed:
     /// then a gap's restart marker would move the stored marker backwards, and a restart would
     /// skip what came after that position.
-    fn passed(&self, channel: &str, rejected: i64) -> bool {
-        let past = |m: ReplayMarker| !expired(&m, rejected);
+    fn passed(&self, channel: &str, rejected: &ReplayMarker) -> bool {
+        let past = |m: ReplayMarker| !before(&m, rejected);
         self.stored.get(channel).copied().is_some_and(past)
             || self
                 .committed
@@ -180,7 +200,34 @@ impl Inner {
         {
             self.committed.remove(&key);
         }
+        if (self.starts.get(&key)).is_some_and(|s| !s.is_after(&marker)) {
+            self.starts.remove(&key);
+        }
+        if (self.rejected.get(&key)).is_some_and(|r| marker.replay_id >= 0 && !before(&marker, r)) {
+            self.rejected.remove(&key);
+        }
         self.stored.insert(key, marker);
+    }
+
+    /// Whether a writer runs (or is about to). A writer task that never ran (dropped with its
+    /// runtime, or refused by one shutting down) counts as idle, or no commit, `flush` or
+    /// filter start would ever start another.
+    fn writer_running(&mut self) -> bool {
+        if self.writing && self.writer.as_ref().is_some_and(|t| t.is_finished()) {
+            self.writing = false;
+            self.writer = None;
+        }
+        self.writing
+    }
+
+    /// Whether `data` is at or before the expired id of a gap restart of `key` (see
+    /// `rejected`). Cheap while no gap restarted anything.
+    fn before_gap(&self, key: &str, data: &Data) -> bool {
+        !self.rejected.is_empty()
+            && self
+                .rejected
+                .get(key)
+                .is_some_and(|r| ReplayMarker::of(data).is_some_and(|m| before(&m, r)))
     }
 
     /// `channel` is the full name (filter included), `stored` its topic's marker.
@@ -522,8 +569,12 @@ impl ReplayState {
         self.fallback
     }
 
+    /// A session's streams: its first storage failure is reported to them, whatever an
+    /// earlier session's streak was.
     pub(crate) fn set_error_sink(&self, sink: ErrorSink) {
-        self.lock().sink = Some(sink);
+        let mut inner = self.lock();
+        inner.sink = Some(sink);
+        inner.failing = false;
     }
 
     /// The next subscribe of `channel` (filter included) starts after `replay_id`.
@@ -532,6 +583,15 @@ impl ReplayState {
         let mut inner = self.lock();
         inner.delivered.remove(channel);
         inner.overrides.insert(channel.to_owned(), replay_id);
+        // A filter's start queued by an earlier subscribe that never went out (cancelled, or
+        // failed) is no position: stored, it would cover what this start delivers first. The
+        // writer skips one it took but has not begun to write; one whose write has begun is
+        // stored, and is the filter's position from then on.
+        if inner.starts.remove(channel).is_some()
+            && matches!(inner.dirty.get(channel), Some(Commit::Start(_)))
+        {
+            inner.dirty.remove(channel);
+        }
     }
 
     /// Subscription `sub` of `channel` is gone. Where it was the channel's only consumer, what
@@ -643,12 +703,18 @@ impl ReplayState {
                 Some(Commit::Start(m)) => Some(*m), // a filter's start, not written yet
                 _ => inner.stored.get(&key).copied(),
             };
-            if !stored.is_some_and(|m| expired(&m, rejected)) {
+            let Some(stored) = stored.filter(|m| expired(m, rejected)) else {
                 continue; // nothing stored, or a marker this gap did not reject
-            }
-            if inner.passed(&key, rejected) {
+            };
+            // The expired marker: the rejected id, dated as stored where that is it.
+            let expired_marker = ReplayMarker {
+                replay_id: rejected,
+                date: stored.date.filter(|_| stored.replay_id == rejected),
+            };
+            if inner.passed(&key, &expired_marker) {
                 continue; // a newer event is committed: it is stored, being stored, or waiting
             }
+            inner.rejected.insert(key.clone(), expired_marker);
             inner.dirty.insert(
                 key,
                 Commit::Restart {
@@ -657,7 +723,7 @@ impl ReplayState {
                 },
             );
         }
-        if !inner.writing && !inner.dirty.is_empty() {
+        if !inner.writer_running() && !inner.dirty.is_empty() {
             self.spawn_writer(&mut inner);
         }
     }
@@ -738,10 +804,7 @@ impl ReplayState {
             (
                 inner.delivered.get(subscription).cloned(),
                 inner.overrides.get(subscription).copied(),
-                match inner.dirty.get(subscription) {
-                    Some(Commit::Start(start)) => Some(*start),
-                    _ => None,
-                },
+                inner.starts.get(subscription).copied(),
             )
         };
         if let Some(data) = delivered {
@@ -833,6 +896,7 @@ impl ReplayState {
                 return Ok(());
             }
             inner.dirty.insert(key.to_owned(), Commit::Start(start));
+            inner.starts.insert(key.to_owned(), start);
         }
         self.wait_start_stored(key, start).await
     }
@@ -842,35 +906,57 @@ impl ReplayState {
     async fn wait_start_stored(self: &Arc<Self>, key: &str, start: ReplayMarker) -> Result<()> {
         {
             let mut inner = self.lock();
-            if !inner.writing && inner.dirty.contains_key(key) {
+            if !inner.writer_running() && inner.dirty.contains_key(key) {
                 self.spawn_writer(&mut inner);
             }
         }
+        let mut retried = false;
         loop {
             let mut idle = pin!(self.idle.notified());
             idle.as_mut().enable();
             {
                 let mut inner = self.lock();
-                let waiting = inner.dirty.contains_key(key);
-                if !waiting && (inner.stored.contains_key(key) || !inner.writing) {
-                    return Ok(()); // stored (or dropped with a lost lease)
-                }
-                if waiting && !inner.writing {
-                    // The subscribe fails: its start is no position, and stored later it could
-                    // cover what a later subscribe from an earlier id delivers.
-                    if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
-                        inner.dirty.remove(key);
+                let running = inner.writer_running();
+                if inner.starts.get(key) != Some(&start) {
+                    // No longer waiting to be stored: stored (or a newer marker is), or
+                    // dropped with a lost lease; else dropped by a `start_from`, or by another
+                    // subscribe of the filter that waited for it and failed.
+                    if inner.stored.contains_key(key) || inner.fence == Fence::Lost {
+                        return Ok(());
                     }
-                    return Err(inner.last_error.clone().unwrap_or_else(|| {
-                        Error::new(
-                            ErrorKind::Replay,
-                            format!("the start of {} could not be stored", sanitized(key)),
-                        )
-                    }));
+                    return Err(Self::start_failed(&inner, key));
+                }
+                if !running {
+                    if inner.dirty.contains_key(key) && !retried {
+                        // The writer stopped on another channel's failure (a marker it could
+                        // not read, say) before it took this start: one more round.
+                        retried = true;
+                        self.spawn_writer(&mut inner);
+                    }
+                    if !inner.writing {
+                        // The subscribe fails: its start is no position, and stored later it
+                        // could cover what a later subscribe from an earlier id delivers. A
+                        // retry is a first subscribe again (it starts from the topic's marker).
+                        if matches!(inner.dirty.get(key), Some(Commit::Start(s)) if *s == start) {
+                            inner.dirty.remove(key);
+                        }
+                        inner.starts.remove(key);
+                        inner.started.remove(key);
+                        return Err(Self::start_failed(&inner, key));
+                    }
                 }
             }
             idle.await;
         }
+    }
+
+    fn start_failed(inner: &Inner, key: &str) -> Error {
+        inner.last_error.clone().unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::Replay,
+                format!("the start of {} could not be stored", sanitized(key)),
+            )
+        })
     }
 
     /// Subscription `sub` of `channel` is being made: a PushTopic filter's deliveries are
@@ -913,7 +999,7 @@ impl ReplayState {
     }
 
     fn store_locked(self: &Arc<Self>, inner: &mut Inner, channel: &str, data: Data) {
-        if inner.fence == Fence::Lost {
+        if inner.fence == Fence::Lost || inner.before_gap(channel, &data) {
             return;
         }
         match inner.committed.get_mut(channel) {
@@ -923,16 +1009,15 @@ impl ReplayState {
             }
         }
         match inner.dirty.get_mut(channel) {
-            // A queued gap restart stays unless the event is past the expired id (the rule of
-            // `Writer::stop`): an expired marker stored over it brings back the same notice.
-            Some(Commit::Restart { rejected, .. })
-                if ReplayMarker::of(&data).is_none_or(|m| expired(&m, *rejected)) => {}
+            // A queued gap restart stays unless the event is past the gap (one from before it
+            // returned above): an expired marker stored over it brings back the same notice.
+            Some(Commit::Restart { .. }) if ReplayMarker::of(&data).is_none() => {}
             Some(slot) => *slot = Commit::Event(data),
             None => {
                 inner.dirty.insert(channel.to_owned(), Commit::Event(data));
             }
         }
-        if !inner.writing {
+        if !inner.writer_running() {
             self.spawn_writer(inner);
         }
     }
@@ -941,7 +1026,9 @@ impl ReplayState {
         // Outside a runtime the markers wait for the next commit or `flush`.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             inner.writing = true;
-            handle.spawn(self.clone().write_loop());
+            inner.writer = Some(handle.spawn(self.clone().write_loop()));
+            // A runtime that is gone or shutting down refuses the task: still idle.
+            inner.writer_running();
         }
     }
 
@@ -956,8 +1043,10 @@ impl ReplayState {
         let mut writer = Writer {
             state: &self,
             batch: Vec::new(),
+            unread: Vec::new(),
             running: true,
         };
+        let mut read_error = None;
         loop {
             {
                 let mut inner = self.lock();
@@ -978,16 +1067,27 @@ impl ReplayState {
             }
             // Each marker leaves the batch only once it is stored (or needs no storing).
             while let Some((channel, commit)) = writer.batch.last().cloned() {
+                let is_start = matches!(commit, Commit::Start(_));
                 let marker = match commit {
                     Commit::Event(data) => ReplayMarker::of(&data),
-                    Commit::Start(marker) => Some(marker),
+                    Commit::Start(marker) => {
+                        if self.lock().starts.get(&channel) != Some(&marker) {
+                            writer.batch.pop(); // dropped since (see `start_from`)
+                            continue;
+                        }
+                        Some(marker)
+                    }
                     Commit::Restart { fallback, rejected } => {
                         // Checked again at the last moment, under the lock: an event committed
                         // after the gap, or a newer marker the writer stored since, wins. (A
-                        // commit landing during the write below is written after it.)
+                        // commit landing during the write below is written after it, unless it
+                        // is at or before the expired id: see `Inner::rejected`.)
                         {
                             let mut inner = self.lock();
-                            if inner.passed(&channel, rejected) {
+                            let expired_marker = (inner.rejected.get(&channel).copied())
+                                .unwrap_or(ReplayMarker::new(rejected, None));
+                            if inner.passed(&channel, &expired_marker) {
+                                inner.rejected.remove(&channel);
                                 writer.batch.pop();
                                 continue;
                             }
@@ -995,10 +1095,14 @@ impl ReplayState {
                             // must not start there again.
                             inner.committed.remove(&channel);
                         }
+                        let key = channel.clone();
                         if writer
                             .store(&*storage, channel, ReplayMarker::new(fallback, None))
                             .await
                         {
+                            // Stored: from now on an event's marker goes over it as usual,
+                            // whatever its id (after a sandbox refresh, ids start again low).
+                            self.lock().rejected.remove(&key);
                             continue;
                         }
                         return;
@@ -1009,23 +1113,34 @@ impl ReplayState {
                     writer.batch.pop();
                     continue;
                 };
-                let mut previous = self.lock().stored.get(&channel).copied();
+                let (mut previous, gap) = {
+                    let inner = self.lock();
+                    let gap = inner.rejected.get(&channel).copied();
+                    (inner.stored.get(&channel).copied(), gap)
+                };
+                if gap.is_some_and(|r| before(&marker, &r)) {
+                    writer.batch.pop(); // from before a replay gap (see `Inner::rejected`)
+                    continue;
+                }
                 if previous.is_none() {
                     // Not read yet (a subscribe_from skips the storage): never go backwards
                     // past what the storage holds either. A failed read is no "nothing
-                    // stored": the marker waits for the next try, like a failed write.
+                    // stored": the marker waits for the next try, like a failed write, while
+                    // the other channels' markers are written.
                     match storage.get(&channel).await {
                         Ok(stored) => previous = stored,
                         Err(e) => {
                             tracing::warn!(error = %e, channel = %sanitized(&channel), "reading the stored replay marker failed");
-                            writer.stop(
+                            let entry = writer.batch.pop();
+                            writer.unread.extend(entry);
+                            read_error = Some(
                                 Error::new(
                                     ErrorKind::Replay,
                                     format!("reading replay markers failed: {e}"),
                                 )
                                 .with_source(e),
                             );
-                            return;
+                            continue;
                         }
                     }
                 }
@@ -1036,9 +1151,26 @@ impl ReplayState {
                     writer.batch.pop();
                     continue; // never backwards
                 }
+                // Checked again after the read above: a `start_from` meanwhile drops it.
+                if is_start && self.lock().starts.get(&channel) != Some(&marker) {
+                    writer.batch.pop();
+                    continue;
+                }
                 if !writer.store(&*storage, channel, marker).await {
                     return;
                 }
+            }
+            if let Some(error) = read_error.take() {
+                // The others are stored: report the failed reads and leave their markers
+                // for the next try.
+                writer.stop(error);
+                return;
+            }
+            // A whole round stored: a failure streak (see `Writer::stop`) is over.
+            {
+                let mut inner = self.lock();
+                inner.failing = false;
+                inner.last_error = None;
             }
         }
     }
@@ -1053,6 +1185,9 @@ impl ReplayState {
         let mut inner = self.lock();
         inner.fence = Fence::Held(epoch);
         inner.on_lease_lost = Some(on_lost);
+        // A new session: its first storage failure is reported (none was, after a lost lease).
+        inner.failing = false;
+        inner.last_error = None;
     }
 
     /// The lease held at `epoch` is gone: drop what waits to be written and write nothing
@@ -1066,6 +1201,12 @@ impl ReplayState {
         }
         inner.fence = Fence::Lost;
         inner.dirty.clear();
+        inner.starts.clear();
+        // What this session knew of the storage: the next holder writes on from what it
+        // reads, so a later session of this client must read again.
+        inner.rejected.clear();
+        inner.stored.clear();
+        inner.committed.clear();
         if let (Some(error), Some(tx)) = (error, inner.on_lease_lost.take()) {
             let _ = tx.send(error);
         }
@@ -1084,10 +1225,11 @@ impl ReplayState {
             idle.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if inner.dirty.is_empty() && !inner.writing {
+                let running = inner.writer_running();
+                if inner.dirty.is_empty() && !running {
                     return Ok(());
                 }
-                if !inner.writing {
+                if !running {
                     if retried {
                         let e = inner.last_error.clone().unwrap_or_else(|| {
                             Error::new(ErrorKind::Replay, "replay markers could not be stored")
@@ -1113,6 +1255,8 @@ impl ReplayState {
 struct Writer<'a> {
     state: &'a ReplayState,
     batch: Vec<(String, Commit)>,
+    /// Markers of the batch set aside because the stored marker could not be read.
+    unread: Vec<(String, Commit)>,
     running: bool,
 }
 
@@ -1144,8 +1288,6 @@ impl Writer<'_> {
                     crate::metrics::marker_lag(&channel, lag);
                 }
                 inner.now_stored(channel, marker);
-                inner.failing = false;
-                inner.last_error = None;
                 // A filter's first subscribe waits for its start to be stored, not for the
                 // writer to go idle, which a steadily committing channel may never let happen.
                 drop(inner);
@@ -1176,12 +1318,25 @@ impl Writer<'_> {
         }
     }
 
-    /// Give the unstored markers back (unless newer commits arrived meanwhile), go idle and
-    /// report `error`: to `flush`, and once per failure streak to every stream.
+    /// Give the unstored markers back (unless newer commits arrived meanwhile, or the lease
+    /// is lost), go idle and report `error`: to `flush`, and once per failure streak to every
+    /// stream.
     fn stop(&mut self, error: Error) {
         let sink = {
             let mut inner = self.state.lock();
-            for (channel, commit) in self.batch.drain(..) {
+            let unstored = self.batch.drain(..).chain(self.unread.drain(..));
+            let unstored: Vec<_> = if inner.fence == Fence::Lost {
+                Vec::new() // nothing taken under the lost lease may be written any more
+            } else {
+                unstored.collect()
+            };
+            for (channel, commit) in unstored {
+                let gap = inner.rejected.get(&channel).copied();
+                if let Commit::Start(start) = &commit
+                    && inner.starts.get(&channel) != Some(start)
+                {
+                    continue; // dropped since (see `start_from`)
+                }
                 match inner.dirty.entry(channel) {
                     Slot::Vacant(slot) => {
                         slot.insert(commit);
@@ -1192,7 +1347,9 @@ impl Writer<'_> {
                     Slot::Occupied(mut slot) => {
                         if let (&Commit::Restart { rejected, .. }, Commit::Event(data)) =
                             (slot.get(), &commit)
-                            && ReplayMarker::of(data).is_some_and(|m| !expired(&m, rejected))
+                            && ReplayMarker::of(data).is_some_and(|m| {
+                                !before(&m, &gap.unwrap_or(ReplayMarker::new(rejected, None)))
+                            })
                         {
                             slot.insert(commit);
                         }
@@ -1202,7 +1359,10 @@ impl Writer<'_> {
             inner.writing = false;
             inner.last_error = Some(error.clone());
             let first = !mem::replace(&mut inner.failing, true);
-            first.then(|| inner.sink.clone()).flatten()
+            // After a lost lease the keeper reports the loss; storage errors say nothing more.
+            (first && inner.fence != Fence::Lost)
+                .then(|| inner.sink.clone())
+                .flatten()
         };
         self.running = false;
         self.state.idle.notify_waiters();
@@ -1676,6 +1836,19 @@ mod tests {
         tokio::sync::mpsc::UnboundedSender<()>,
         Arc<ReplayState>,
     ) {
+        busy(B, ReplayOption::AllEvents)
+    }
+
+    /// As [`busy_b`], with the writes of `key` waiting, and `start` the configured option.
+    fn busy(
+        key: &'static str,
+        start: ReplayOption,
+    ) -> (
+        MappingStorage,
+        tokio::sync::mpsc::UnboundedReceiver<i64>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+        Arc<ReplayState>,
+    ) {
         let map = MappingStorage::new();
         map.map()
             .lock()
@@ -1685,13 +1858,13 @@ mod tests {
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
         let storage = Arc::new(Busy {
             map: map.clone(),
-            key: B,
+            key,
             entered: entered_tx,
             release: tokio::sync::Mutex::new(release_rx),
         });
         let state = Arc::new(ReplayState::new(
             Some(storage),
-            ReplayOption::AllEvents,
+            start,
             None,
             CommitPolicy::OnReceive,
         ));
@@ -1846,6 +2019,265 @@ mod tests {
         );
     }
 
+    /// Wait (bounded) until `done` holds, yielding to the writer meanwhile.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    /// A filter's first subscribe queued its start (50, the topic's marker) and was cancelled;
+    /// the user then asks `subscribe_from(filter, 10)`. The stale start is no position: stored,
+    /// it would cover events 11 to 50, which this subscribe delivers first (a crash among them
+    /// would resume after 50).
+    #[tokio::test]
+    async fn a_subscribe_from_an_earlier_id_drops_the_start_a_cancelled_subscribe_queued() {
+        let (map, mut entered, release, state) = busy_b();
+        state.commit(B, &ev(1, "2026-11-28T07:00:00Z"));
+        assert_eq!(entered.recv().await, Some(1)); // the writer is inside set(B, 1)
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        until("the start is queued", || {
+            state.lock().dirty.contains_key(FILTER)
+        })
+        .await;
+        first.abort();
+        state.start_from(FILTER, 10);
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 10);
+        assert_eq!(
+            map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
+            Some(10),
+            "the cancelled subscribe's start was stored over the explicit earlier one"
+        );
+    }
+
+    /// A filter's first subscribe is cancelled while its start (its topic's 50) is being
+    /// written; the retry must start there too, once it is stored (`AllEvents`: not from -2,
+    /// under a stored 50 that then covers events the filter has not processed).
+    #[tokio::test]
+    async fn a_filter_subscribe_retried_while_its_start_is_written_starts_there_once_stored() {
+        let (map, mut entered, release, state) = busy(FILTER, ReplayOption::AllEvents);
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(50)); // the writer is inside set(FILTER, 50)
+        first.abort();
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 50);
+        assert_eq!(
+            map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id),
+            Some(50)
+        );
+    }
+
+    /// As above under `NewEvents`: the retry must not go out (from `-1`) before the start it
+    /// follows is stored.
+    #[tokio::test]
+    async fn under_new_events_a_filter_subscribe_retried_while_its_start_is_written_waits_for_it() {
+        let (_map, mut entered, release, state) = busy(FILTER, ReplayOption::NewEvents);
+        let st = state.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(50));
+        first.abort();
+        let st = state.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        for _ in 0..1000 {
+            if retry.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let early = retry.is_finished();
+        release.send(()).unwrap();
+        let id = retry.await.unwrap().unwrap();
+        assert!(
+            !early,
+            "the retry returned {id} before its start was stored"
+        );
+        assert_eq!(id, 50);
+    }
+
+    /// The stored 50 expired and its gap's restart (-2) is being written when an older event
+    /// (40, also expired) is acked: stored after the restart, it would bring the expired id and
+    /// its notice back on the next run. A newer event (60) is stored as usual.
+    #[tokio::test]
+    async fn an_expired_ack_while_the_gap_restart_is_written_is_not_stored_after_it() {
+        const CH: &str = "/event/A__e";
+        let (map, mut entered, release, s) = busy(CH, ReplayOption::AllEvents);
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(50, None));
+        s.lock()
+            .stored
+            .insert(CH.into(), ReplayMarker::new(50, None));
+        s.gap_handed_out(&ReplayGap {
+            channel: CH.into(),
+            rejected_id: Some(50),
+            fallback_id: -2,
+        });
+        assert_eq!(entered.recv().await, Some(-2)); // inside set(CH, -2)
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        s.flush().await.unwrap();
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            -2,
+            "the expired id was stored after the restart"
+        );
+        s.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
+        s.flush().await.unwrap();
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, 60);
+    }
+
+    /// A `MappingStorage` whose reads of `key` always fail.
+    struct Unreadable {
+        map: MappingStorage,
+        key: &'static str,
+    }
+
+    impl ReplayStorage for Unreadable {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            if key == self.key {
+                return Box::pin(async { Err(Error::new(ErrorKind::Replay, "corrupt value")) });
+            }
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// One channel's stored marker cannot be read (a corrupt value): its marker waits and the
+    /// failure is reported, but the writer still stores every other channel's.
+    #[tokio::test]
+    async fn a_stored_marker_that_cannot_be_read_does_not_hold_back_other_channels() {
+        const BAD: &str = "/event/Bad__e";
+        let map = MappingStorage::new();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(Unreadable {
+                map: map.clone(),
+                key: BAD,
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let others: Vec<String> = (0..20).map(|i| format!("/event/C{i}__e")).collect();
+        {
+            let mut inner = s.lock();
+            s.store_locked(&mut inner, BAD, ev(40, "2026-11-28T07:00:40Z"));
+            for ch in &others {
+                s.store_locked(&mut inner, ch, ev(7, "2026-11-28T07:00:07Z"));
+            }
+        }
+        assert!(s.flush().await.is_err(), "flush hid the failed read");
+        let stored = map.map().lock().unwrap().clone();
+        let missing: Vec<_> = others.iter().filter(|c| !stored.contains_key(*c)).collect();
+        assert!(missing.is_empty(), "not stored: {missing:?}");
+        assert!(!stored.contains_key(BAD));
+        assert!(
+            s.lock().dirty.contains_key(BAD),
+            "its marker waits for the next try"
+        );
+    }
+
+    /// Reads of `key` wait for `release` and then fail; writes are fenced writes that work.
+    struct FailingGate {
+        map: MappingStorage,
+        key: &'static str,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for FailingGate {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            Box::pin(async move {
+                if key == self.key {
+                    let _ = self.entered.send(());
+                    let _ = self.release.lock().await.recv().await;
+                    return Err(Error::new(ErrorKind::Replay, "the test fails"));
+                }
+                self.map.get(key).await
+            })
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+        fn set_fenced<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+            _epoch: u64,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// The lease is lost while the writer reads a stored marker, and that read fails: what the
+    /// writer took under the lost lease is dropped, not given back to be written later, and
+    /// the streams hear of the loss only (no storage error).
+    #[tokio::test]
+    async fn a_read_failing_after_the_lease_is_lost_gives_nothing_back_to_write() {
+        const CH: &str = "/event/A__e";
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: MappingStorage::new(),
+                key: CH,
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        s.set_error_sink(Arc::new(move |e| seen.lock().unwrap().push(e.to_string())));
+        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(1, lost_tx);
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(())); // the writer is inside get(CH)
+        assert!(s.lose_lease(1, None));
+        release.send(()).unwrap();
+        until("the writer is idle", || !s.lock().writing).await;
+        assert!(
+            s.lock().dirty.is_empty(),
+            "the batch taken under the lost lease was given back"
+        );
+        assert!(
+            errors.lock().unwrap().is_empty(),
+            "storage errors after the lease loss: {:?}",
+            errors.lock().unwrap()
+        );
+    }
+
     /// The stored 50 expired; its gap's restart is queued. An older event acked now (40, also
     /// expired) must not replace it, or 40 is stored and a restart meets the expired id and its
     /// notice again. A newer event (60) does replace it.
@@ -1888,5 +2320,728 @@ mod tests {
         s.commit(CH, &ev(60, "2026-11-28T07:01:00Z"));
         rt.block_on(s.flush()).unwrap();
         assert_eq!(storage.map().lock().unwrap()[CH].replay_id, 60);
+    }
+
+    /// Every `set` of `key` reports its id on `entered`, waits for one `release`, and the
+    /// first one fails (the others are stored).
+    struct FailFirstSet {
+        map: MappingStorage,
+        key: &'static str,
+        failed: AtomicBool,
+        entered: tokio::sync::mpsc::UnboundedSender<i64>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for FailFirstSet {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            self.map.get(key)
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                if key == self.key {
+                    let _ = self.entered.send(marker.replay_id);
+                    let _ = self.release.lock().await.recv().await;
+                    if !self.failed.swap(true, Ordering::SeqCst) {
+                        return Err(Error::new(ErrorKind::Replay, "the test fails"));
+                    }
+                }
+                self.map.set(key, marker).await
+            })
+        }
+    }
+
+    /// A filter's first subscribe queues its start (the topic's 50) and is cancelled while the
+    /// writer is inside set(FILTER, 50); the user then asks `subscribe_from(FILTER, 10)`, which
+    /// drops that start. The write of 50 fails: `Writer::stop` must not give the dropped start
+    /// back, or the subscribe_from's own start sees "a marker on its way", is not stored, and
+    /// a crash before its first processed event resumes the filter from the topic's 50,
+    /// skipping events 11..=50.
+    #[tokio::test]
+    async fn a_start_whose_write_failed_after_subscribe_from_dropped_it_is_not_given_back() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailFirstSet {
+                map: map.clone(),
+                key: FILTER,
+                failed: AtomicBool::new(false),
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let st = s.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(50)); // the writer is inside set(FILTER, 50)
+        first.abort();
+        s.start_from(FILTER, 10);
+        for _ in 0..5 {
+            release.send(()).unwrap(); // the first set fails, later ones go through
+        }
+        until("the writer stopped on the failed write", || {
+            !s.lock().writing
+        })
+        .await;
+        assert!(
+            !s.lock().dirty.contains_key(FILTER),
+            "Writer::stop gave the dropped start back"
+        );
+        assert_eq!(s.start_id(FILTER).await.unwrap(), 10);
+        let at_subscribe = map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id);
+        let _ = s.flush().await;
+        let after_flush = map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id);
+        assert_eq!(
+            (at_subscribe, after_flush),
+            (Some(10), Some(10)),
+            "subscribe_from(10) went out with its start not stored (a crash resumes from the topic's 50)"
+        );
+    }
+
+    /// One channel's stored marker cannot be read while another channel streams: every write
+    /// round stores the other channel and stops on the failed read. The error goes to the
+    /// streams once per failure streak, not once per round.
+    #[tokio::test]
+    async fn an_unreadable_marker_is_reported_to_the_streams_once_not_every_write_round() {
+        const BAD: &str = "/event/Bad__e";
+        const OK: &str = "/event/Ok__e";
+        let map = MappingStorage::new();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(Unreadable {
+                map: map.clone(),
+                key: BAD,
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let reports = Arc::new(Mutex::new(0usize));
+        let seen = reports.clone();
+        s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
+        s.commit(BAD, &ev(40, "2026-11-28T07:00:40Z"));
+        for id in 1..=5 {
+            s.commit(OK, &ev(id, "2026-11-28T07:00:00Z"));
+            assert!(s.flush().await.is_err());
+        }
+        assert_eq!(map.map().lock().unwrap()[OK].replay_id, 5);
+        assert_eq!(
+            *reports.lock().unwrap(),
+            1,
+            "one unreadable marker was reported to every stream once per write round"
+        );
+    }
+
+    /// The stored 5000 is rejected (`400::The replayId {5000} you provided was invalid`: a
+    /// fresh emulator without its events file, a refreshed sandbox) and the fallback is
+    /// `NewEvents`: the restart stores -1. The events after it are numbered from 1, all at or
+    /// below the expired id; once the restart is stored their markers must be stored as
+    /// usual, or the marker stays -1 and a crash restarts "new events only", losing the event
+    /// in progress.
+    #[tokio::test]
+    async fn events_after_a_gap_numbered_below_the_expired_id_store_their_markers() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(5000, None));
+        let s = state(
+            map.clone(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        assert_eq!(s.start_id(CH).await.unwrap(), 5000);
+        s.fell_back(CH, Some(5000), -1);
+        let gap = s.take_gap(CH).unwrap();
+        s.gap_handed_out(&gap);
+        s.flush().await.unwrap();
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, -1);
+        for id in 1..=3 {
+            s.commit(CH, &ev(id, "2026-11-28T07:00:00Z"));
+        }
+        s.flush().await.unwrap();
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            3,
+            "processed events after the gap stored nothing: a crash resumes from -1 (new events only)"
+        );
+    }
+
+    /// The lease is lost while the writer reads a stored marker and the read fails: nothing is
+    /// reported. The client is reopened under a new lease, and its first storage failure (the
+    /// same read failing again) must be reported to its streams.
+    #[tokio::test]
+    async fn after_a_lost_lease_the_next_session_s_first_storage_failure_is_reported() {
+        const CH: &str = "/event/A__e";
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: MappingStorage::new(),
+                key: CH,
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        s.set_error_sink(Arc::new(move |e| seen.lock().unwrap().push(e.to_string())));
+        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(1, lost_tx);
+        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(()));
+        assert!(s.lose_lease(1, None));
+        release.send(()).unwrap();
+        until("the writer is idle", || !s.lock().writing).await;
+        assert!(errors.lock().unwrap().is_empty());
+        // Closed and reopened: a new session under a new lease.
+        s.forget_all();
+        let (lost_tx, _lost2) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(2, lost_tx);
+        s.commit(CH, &ev(41, "2026-11-28T07:00:41Z"));
+        assert_eq!(entered.recv().await, Some(()));
+        release.send(()).unwrap();
+        until("the writer is idle", || !s.lock().writing).await;
+        assert_eq!(
+            errors.lock().unwrap().len(),
+            1,
+            "the new session's storage failure was not reported to its streams"
+        );
+    }
+
+    /// Reads of `key` work, except the second one, which reports on `entered` and waits for
+    /// `release` (the writer's never-backwards read of a filter's start).
+    struct SecondGetWaits {
+        map: MappingStorage,
+        key: &'static str,
+        gets: std::sync::atomic::AtomicUsize,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+        release: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    }
+
+    impl ReplayStorage for SecondGetWaits {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Option<ReplayMarker>>> {
+            Box::pin(async move {
+                if key == self.key && self.gets.fetch_add(1, Ordering::SeqCst) == 1 {
+                    let _ = self.entered.send(());
+                    let _ = self.release.lock().await.recv().await;
+                }
+                self.map.get(key).await
+            })
+        }
+        fn set<'a>(
+            &'a self,
+            key: &'a str,
+            marker: ReplayMarker,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            self.map.set(key, marker)
+        }
+    }
+
+    /// A filter's first subscribe queues its start (the topic's 50) and is cancelled; the
+    /// writer has taken it and is in the never-backwards read of the filter's stored marker
+    /// (nothing written yet) when `subscribe_from(FILTER, 10)` drops it and queues its own
+    /// start. The writer must not store the dropped 50 after the read: the subscribe would go
+    /// out from 10 under a stored 50, and a crash among events 11..=50 resume after 50.
+    #[tokio::test]
+    async fn a_subscribe_from_during_the_cancelled_start_s_read_is_not_covered_by_it() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(SecondGetWaits {
+                map: map.clone(),
+                key: FILTER,
+                gets: std::sync::atomic::AtomicUsize::new(0),
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let st = s.clone();
+        let first = tokio::spawn(async move { st.start_id(FILTER).await });
+        assert_eq!(entered.recv().await, Some(())); // the writer reads FILTER before set(50)
+        first.abort();
+        s.start_from(FILTER, 10);
+        let st = s.clone();
+        let retry = tokio::spawn(async move { st.start_id(FILTER).await });
+        until("the subscribe_from's start is queued", || {
+            s.lock().dirty.contains_key(FILTER)
+        })
+        .await;
+        release.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 10);
+        let stored = map.map().lock().unwrap().get(FILTER).map(|m| m.replay_id);
+        assert!(
+            stored.is_none_or(|id| id <= 10),
+            "subscribe_from(10) went out under a stored {stored:?}: it covers events 11..=50"
+        );
+    }
+
+    /// Sandbox refresh (stored 5000 rejected, fallback `NewEvents`): the restart (-1) is being
+    /// written when the first events after the gap (numbered from 1, below the expired id,
+    /// dated after it) are processed. They are not from before the gap: their markers must be
+    /// stored, or the storage says -1 although events 1 and 2 are processed and the next run
+    /// starts from "new events only", losing everything published while it was down.
+    #[tokio::test]
+    async fn events_after_a_gap_acked_while_its_restart_is_written_store_their_markers() {
+        const CH: &str = "/event/A__e";
+        let (map, mut entered, release, s) = busy(CH, ReplayOption::AllEvents);
+        // An event's marker, dated before the refresh.
+        let expired = ReplayMarker::of(&ev(5000, "2026-11-20T07:00:00Z")).unwrap();
+        map.map().lock().unwrap().insert(CH.into(), expired);
+        assert_eq!(s.start_id(CH).await.unwrap(), 5000);
+        s.fell_back(CH, Some(5000), -1);
+        let gap = s.take_gap(CH).unwrap();
+        s.gap_handed_out(&gap);
+        assert_eq!(entered.recv().await, Some(-1)); // inside set(CH, -1)
+        // The events the fallback brings after the notice, processed.
+        s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+        s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        s.flush().await.unwrap();
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            2,
+            "events processed after the gap stored nothing: the next run starts from -1 (new events only)"
+        );
+    }
+
+    /// A client closed after a storage failure streak (close returned the error) is opened
+    /// again, without a lease: the new session's streams must hear of the storage failing,
+    /// although the old session's streak was never ended by a round that stored everything.
+    #[tokio::test]
+    async fn a_reopened_client_s_first_storage_failure_is_reported() {
+        const CH: &str = "/event/A__e";
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let first = Arc::new(Mutex::new(0usize));
+        let seen = first.clone();
+        s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
+        s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+        assert!(s.flush().await.is_err()); // close() reports it
+        assert_eq!(*first.lock().unwrap(), 1);
+        s.forget_all();
+        // Client::open: a new session with its own error sink.
+        let second = Arc::new(Mutex::new(0usize));
+        let seen = second.clone();
+        s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
+        s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+        assert!(s.flush().await.is_err());
+        assert_eq!(
+            *second.lock().unwrap(),
+            1,
+            "the reopened session's streams never heard that its markers are not stored"
+        );
+    }
+
+    /// Under `NewEvents`, a filter's first subscribe starts from its topic's stored 50; its
+    /// start cannot be stored (a transient write failure), so the subscribe fails. The retry
+    /// must start from the topic's 50 too, not from -1, which skips events 51.. that the
+    /// filter has never processed.
+    #[tokio::test]
+    async fn a_filter_subscribe_retried_after_its_start_failed_starts_from_its_topic_s_marker() {
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        storage
+            .map
+            .map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::NewEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        s.subscribing(1, FILTER);
+        assert!(
+            s.start_id(FILTER).await.is_err(),
+            "the start was not stored"
+        );
+        s.forget(1, FILTER);
+        storage.failing.store(false, Ordering::SeqCst);
+        s.subscribing(2, FILTER);
+        assert_eq!(
+            s.start_id(FILTER).await.unwrap(),
+            50,
+            "the retried subscribe skips the events after its topic's marker"
+        );
+    }
+
+    /// Another channel's stored marker cannot be read (the writer is inside that read) when a
+    /// filter's first subscribe queues its start. The writer stops on the failed read before
+    /// it takes the start; the subscribe must not fail for another channel's marker (README:
+    /// "holds back that channel's writes only").
+    #[tokio::test]
+    async fn another_channel_s_unreadable_marker_does_not_fail_a_filter_s_subscribe() {
+        const BAD: &str = "/event/Bad__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: map.clone(),
+                key: BAD,
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        s.commit(BAD, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(())); // the writer is inside get(BAD)
+        let st = s.clone();
+        let subscribing = tokio::spawn(async move { st.start_id(FILTER).await });
+        until("the filter's start is queued", || {
+            s.lock().dirty.contains_key(FILTER)
+        })
+        .await;
+        // The read of BAD fails; so does its read in the writer's next round.
+        for _ in 0..2 {
+            release.send(()).unwrap();
+        }
+        let result = subscribing.await.unwrap();
+        assert!(
+            result.is_ok(),
+            "the filter's subscribe failed for another channel's unreadable marker: {result:?}"
+        );
+    }
+
+    /// The lease is lost while a gap's restart (-1, rejected 5000) is queued. The client is
+    /// reopened under a new lease; the storage holds -1 (the other holder restarted there and
+    /// released). This session's events (ids from 1, after a sandbox refresh) must store their
+    /// markers: neither the lost session's gap rule nor its cached stored 5000 may drop them.
+    #[test]
+    fn a_gap_rule_left_by_a_lost_lease_does_not_drop_the_next_session_s_markers() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(5000, None));
+        // A storage that fences writes (as a lease needs); no read waits.
+        let (entered_tx, _entered) = tokio::sync::mpsc::unbounded_channel();
+        let (_release, release_rx) = tokio::sync::mpsc::unbounded_channel();
+        let s = Arc::new(ReplayState::new(
+            Some(Arc::new(FailingGate {
+                map: map.clone(),
+                key: "/never/read",
+                entered: entered_tx,
+                release: tokio::sync::Mutex::new(release_rx),
+            })),
+            ReplayOption::AllEvents,
+            None,
+            CommitPolicy::OnReceive,
+        ));
+        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(1, lost_tx);
+        // No runtime: the restart stays queued.
+        s.lock()
+            .stored
+            .insert(CH.into(), ReplayMarker::new(5000, None));
+        s.gap_handed_out(&ReplayGap {
+            channel: CH.into(),
+            rejected_id: Some(5000),
+            fallback_id: -1,
+        });
+        assert!(s.lose_lease(1, None));
+        s.forget_all();
+        // The new holder stored its restart and released the lease.
+        map.map()
+            .lock()
+            .unwrap()
+            .insert(CH.into(), ReplayMarker::new(-1, None));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (lost_tx, _lost2) = tokio::sync::mpsc::unbounded_channel();
+        s.hold_lease(2, lost_tx);
+        rt.block_on(async {
+            // The new session starts from what is stored.
+            assert_eq!(s.start_id(CH).await.unwrap(), -1);
+            s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+            s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+            s.flush().await.unwrap();
+        });
+        assert_eq!(
+            map.map().lock().unwrap()[CH].replay_id,
+            2,
+            "the new session's processed events stored nothing (the lost session's gap rule)"
+        );
+    }
+
+    /// A commit spawns the writer on a runtime that is dropped before the writer task is ever
+    /// polled (a sync wrapper with a runtime per call; the client reopened on another
+    /// runtime). The writer must be marked idle, or no later commit starts one and `flush`
+    /// (close) waits for ever.
+    #[test]
+    fn a_writer_dropped_before_it_first_ran_does_not_hang_flush() {
+        const CH: &str = "/event/A__e";
+        let map = MappingStorage::new();
+        let s = state(
+            map.clone(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let first = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Spawned on `first`, which never runs it.
+        first.block_on(async { s.commit(CH, &ev(1, "2026-11-28T07:00:01Z")) });
+        drop(first);
+        // Paused: the timeout below fires as soon as flush waits with nothing else to run.
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let flushed = second.block_on(async {
+            s.commit(CH, &ev(2, "2026-11-28T07:00:02Z"));
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.flush()).await
+        });
+        assert!(
+            flushed.is_ok(),
+            "flush waits for ever: the writer dropped unpolled left `writing` set"
+        );
+        assert_eq!(map.map().lock().unwrap()[CH].replay_id, 2);
+    }
+
+    /// A commit during a runtime's shutdown (a `Subscription` or an event dropped with the
+    /// runtime's tasks, whose `forget`/ack commits): Tokio drops a future spawned on a closed
+    /// runtime inside `spawn`, while `spawn_writer`'s caller holds the tracker's lock; nothing
+    /// may lock it again there (a deadlock).
+    #[test]
+    fn a_commit_while_the_runtime_shuts_down_does_not_deadlock() {
+        const CH: &str = "/event/A__e";
+        struct CommitOnDrop(Arc<ReplayState>);
+        impl Drop for CommitOnDrop {
+            fn drop(&mut self) {
+                self.0.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+            }
+        }
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = s.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let guard = CommitOnDrop(st);
+            // A task that never ends, holding what commits when it is dropped.
+            rt.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            });
+            rt.block_on(tokio::task::yield_now());
+            drop(rt); // drops the task, in the runtime's context, with spawning closed
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok(),
+            "the runtime's shutdown deadlocked in the writer's spawn"
+        );
+    }
+
+    /// The same without a shutting-down runtime's tasks: a commit under a `Handle` of a
+    /// runtime that is gone (a sync wrapper keeping a handle; `Handle::try_current` succeeds).
+    #[test]
+    fn a_commit_under_a_handle_of_a_dropped_runtime_does_not_deadlock() {
+        const CH: &str = "/event/A__e";
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        drop(rt);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = s.clone();
+        std::thread::spawn(move || {
+            let _entered = handle.enter();
+            st.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok(),
+            "commit deadlocked in the writer's spawn"
+        );
+    }
+
+    /// Two subscribes of one PushTopic filter at once (two `subscribe` calls of the same
+    /// name): one queues the filter's start (the topic's 50) and waits; the other finds it
+    /// queued (`starts`) and waits for it too. The storage fails every round: both must fail.
+    /// One returning Ok would go out from 50 with no marker of its own stored, so a crash
+    /// before its first processed event would resume it from its topic's marker, which the
+    /// topic's own subscription moves past events the filter never processed.
+    #[tokio::test]
+    async fn a_concurrent_subscribe_of_a_filter_does_not_succeed_when_its_start_failed() {
+        let storage = Arc::new(Failing {
+            map: MappingStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        storage
+            .map
+            .map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = Arc::new(ReplayState::new(
+            Some(storage.clone()),
+            ReplayOption::NewEvents,
+            None,
+            CommitPolicy::AfterProcessed,
+        ));
+        s.subscribing(1, FILTER);
+        s.subscribing(2, FILTER);
+        let (first, second) = tokio::join!(s.start_id(FILTER), s.start_id(FILTER));
+        // The storage failed every write: neither subscribe's start is stored.
+        let stored = storage.map.map().lock().unwrap().get(FILTER).copied();
+        assert!(stored.is_none());
+        assert!(
+            first.is_err() && second.is_err(),
+            "a subscribe went out with no start of its own stored: first {first:?}, second {second:?}"
+        );
+    }
+
+    /// A filter's first subscribe polled outside a Tokio runtime (no writer can be spawned):
+    /// its start cannot be stored, so it must fail, not wait for an idle notice that no writer
+    /// will ever send.
+    #[test]
+    fn a_filter_subscribe_outside_a_runtime_fails_instead_of_hanging() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = state(map, ReplayOption::NewEvents, CommitPolicy::AfterProcessed);
+        s.subscribing(1, FILTER);
+        let mut subscribe = std::pin::pin!(s.start_id(FILTER));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut result = None;
+        // Nothing outside the future can make progress: every poll sees the same state.
+        for _ in 0..100 {
+            if let std::task::Poll::Ready(r) = subscribe.as_mut().poll(&mut cx) {
+                result = Some(r);
+                break;
+            }
+        }
+        assert!(
+            result.is_some(),
+            "the subscribe waits for ever for a writer that was never spawned"
+        );
+    }
+
+    /// Polls `fut` with a no-op waker, at most 100 times: `Some` once it is ready. Nothing
+    /// outside the future can make progress here, so every poll sees the same state.
+    fn poll_ready<F: std::future::Future>(fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..100 {
+            if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// `flush` (what `close` runs) under a `Handle` of a runtime that is gone (the sync
+    /// wrapper of `a_commit_under_a_handle_of_a_dropped_runtime_does_not_deadlock`, or a
+    /// `spawn_blocking` thread flushing while its runtime shuts down): `Handle::spawn` hands
+    /// back a task that is already cancelled: `flush` must not take it for a running writer
+    /// and wait for an idle notice no writer will ever send.
+    #[test]
+    fn flush_under_a_handle_of_a_dropped_runtime_does_not_hang() {
+        const CH: &str = "/event/A__e";
+        let s = state(
+            MappingStorage::new(),
+            ReplayOption::AllEvents,
+            CommitPolicy::OnReceive,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        drop(rt);
+        let _entered = handle.enter();
+        s.commit(CH, &ev(1, "2026-11-28T07:00:01Z"));
+        let result = poll_ready(s.flush());
+        assert!(
+            result.as_ref().is_some_and(|r| r.is_err()),
+            "flush waits for ever for a writer whose task was refused: {result:?}"
+        );
+    }
+
+    /// The same for a filter's first subscribe (`wait_start_stored`'s extra writer round).
+    #[test]
+    fn filter_subscribe_under_a_handle_of_a_dropped_runtime_does_not_hang() {
+        let map = MappingStorage::new();
+        map.map()
+            .lock()
+            .unwrap()
+            .insert("/topic/T".into(), ReplayMarker::new(50, None));
+        let s = state(map, ReplayOption::NewEvents, CommitPolicy::AfterProcessed);
+        s.subscribing(1, FILTER);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        drop(rt);
+        let _entered = handle.enter();
+        let result = poll_ready(s.start_id(FILTER));
+        assert!(
+            result.is_some(),
+            "the subscribe waits for ever for a writer whose task was refused"
+        );
     }
 }

@@ -46,6 +46,10 @@ enum Op {
     /// before its first unprocessed delivery: a late filter's backlog before what the rest of
     /// its topic processed.
     SubscribeFrom(usize, u16),
+    /// A subscribe cancelled after some polls (a timeout, a rehandshake), or one whose request
+    /// then failed: the task forgets it. A filter's start may be queued, being written or
+    /// stored. With `true` it is retried at once (the task's retry of a failed subscribe).
+    Cancel(usize, u8, bool),
     /// Unsubscribe, a dropped `Subscription` or a rejected resubscribe: the task forgets it.
     Forget(usize),
     /// The next events after the name's position (published now if need be).
@@ -73,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..NAMES.len()).prop_map(Op::Subscribe),
         1 => (0..NAMES.len(), any::<u16>()).prop_map(|(n, k)| Op::SubscribeFrom(n, k)),
+        2 => (0..NAMES.len(), 0..12u8, any::<bool>()).prop_map(|(n, p, r)| Op::Cancel(n, p, r)),
         2 => (0..NAMES.len()).prop_map(Op::Forget),
         4 => (0..NAMES.len(), 1..5u8).prop_map(|(n, c)| Op::Deliver(n, c)),
         6 => any::<usize>().prop_map(Op::Ack),
@@ -106,10 +111,12 @@ fn event(id: i64) -> Data {
 }
 
 /// The model's storage: every call yields to the runtime first, so that the marker writer runs
-/// between (and during) a subscribe's reads; its writes fail while `failing` is set.
+/// between (and during) a subscribe's reads, a write one to three times (so that a subscribe
+/// can read while a write is in flight); its writes fail while `failing` is set.
 struct Flaky {
     map: MappingStorage,
     failing: Arc<AtomicBool>,
+    writes: std::sync::atomic::AtomicUsize,
 }
 
 impl ReplayStorage for Flaky {
@@ -129,7 +136,9 @@ impl ReplayStorage for Flaky {
         marker: ReplayMarker,
     ) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            tokio::task::yield_now().await;
+            for _ in 0..=self.writes.fetch_add(1, Ordering::Relaxed) % 3 {
+                tokio::task::yield_now().await;
+            }
             if self.failing.load(Ordering::SeqCst) {
                 return Err(Error::new(ErrorKind::Replay, "the model's storage fails"));
             }
@@ -207,6 +216,7 @@ impl Model {
         let storage = Flaky {
             map: storage.clone(),
             failing: failing.clone(),
+            writes: Default::default(),
         };
         Arc::new(ReplayState::new(
             Some(Arc::new(storage)),
@@ -288,6 +298,32 @@ impl Model {
                 self.state.start_from(NAMES[n].0, from);
                 if let Some(start) = self.subscribe(n) {
                     prop_assert_eq!(start, from, "subscribe_from is where it starts");
+                }
+            }
+            Op::Cancel(n, polls, retry) if self.live[n].is_none() => {
+                self.next_sub += 1;
+                let sub = self.next_sub;
+                self.state.subscribing(sub, NAMES[n].0);
+                let state = self.state.clone();
+                self.runtime.block_on(async {
+                    let mut start = pin!(state.start_id(NAMES[n].0));
+                    for _ in 0..polls {
+                        let poll = |cx: &mut std::task::Context<'_>| {
+                            std::task::Poll::Ready(
+                                std::future::Future::poll(start.as_mut(), cx).is_ready(),
+                            )
+                        };
+                        if std::future::poll_fn(poll).await {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                });
+                self.state.forget(sub, NAMES[n].0);
+                // At most once: a start it stored is at most what was published.
+                self.starts[n] = self.starts[n].max(self.published[NAMES[n].1]);
+                if retry && let Some(start) = self.subscribe(n) {
+                    self.check_start(n, start)?;
                 }
             }
             Op::Forget(n) => {
