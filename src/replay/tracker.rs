@@ -1395,7 +1395,7 @@ mod tests {
     use crate::replay::MappingStorage;
 
     fn state(
-        storage: MappingStorage,
+        storage: impl ReplayStorage + 'static,
         start: ReplayOption,
         policy: CommitPolicy,
     ) -> Arc<ReplayState> {
@@ -2171,15 +2171,14 @@ mod tests {
     async fn a_stored_marker_that_cannot_be_read_does_not_hold_back_other_channels() {
         const BAD: &str = "/event/Bad__e";
         let map = MappingStorage::new();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(Unreadable {
+        let s = state(
+            Unreadable {
                 map: map.clone(),
                 key: BAD,
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         let others: Vec<String> = (0..20).map(|i| format!("/event/C{i}__e")).collect();
         {
             let mut inner = s.lock();
@@ -2238,35 +2237,50 @@ mod tests {
         }
     }
 
-    /// The lease is lost while the writer reads a stored marker, and that read fails: what the
-    /// writer took under the lost lease is dropped, not given back to be written later, and
-    /// the streams hear of the loss only (no storage error).
-    #[tokio::test]
-    async fn a_read_failing_after_the_lease_is_lost_gives_nothing_back_to_write() {
-        const CH: &str = "/event/A__e";
+    /// The channel of [`lease_lost_during_a_failing_read`].
+    const LEASED: &str = "/event/A__e";
+
+    /// Under lease 1, `LEASED` commits 40; the lease is lost while the writer is inside the
+    /// never-backwards read of its stored marker, and that read then fails. Returns the state
+    /// once its writer is idle, what was reported to the streams, and the reads' gate (every
+    /// later read of `LEASED` waits for a `release` and fails too).
+    async fn lease_lost_during_a_failing_read() -> (
+        Arc<ReplayState>,
+        Arc<Mutex<Vec<String>>>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ) {
         let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(FailingGate {
+        let s = state(
+            FailingGate {
                 map: MappingStorage::new(),
-                key: CH,
+                key: LEASED,
                 entered: entered_tx,
                 release: tokio::sync::Mutex::new(release_rx),
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         let errors = Arc::new(Mutex::new(Vec::new()));
         let seen = errors.clone();
         s.set_error_sink(Arc::new(move |e| seen.lock().unwrap().push(e.to_string())));
         let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
         s.hold_lease(1, lost_tx);
-        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
-        assert_eq!(entered.recv().await, Some(())); // the writer is inside get(CH)
+        s.commit(LEASED, &ev(40, "2026-11-28T07:00:40Z"));
+        assert_eq!(entered.recv().await, Some(())); // the writer is inside get(LEASED)
         assert!(s.lose_lease(1, None));
         release.send(()).unwrap();
         until("the writer is idle", || !s.lock().writing).await;
+        (s, errors, entered, release)
+    }
+
+    /// The lease is lost while the writer reads a stored marker, and that read fails: what the
+    /// writer took under the lost lease is dropped, not given back to be written later, and
+    /// the streams hear of the loss only (no storage error).
+    #[tokio::test]
+    async fn a_read_failing_after_the_lease_is_lost_gives_nothing_back_to_write() {
+        let (s, errors, _entered, _release) = lease_lost_during_a_failing_read().await;
         assert!(
             s.lock().dirty.is_empty(),
             "the batch taken under the lost lease was given back"
@@ -2372,18 +2386,17 @@ mod tests {
             .insert("/topic/T".into(), ReplayMarker::new(50, None));
         let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(FailFirstSet {
+        let s = state(
+            FailFirstSet {
                 map: map.clone(),
                 key: FILTER,
                 failed: AtomicBool::new(false),
                 entered: entered_tx,
                 release: tokio::sync::Mutex::new(release_rx),
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         let st = s.clone();
         let first = tokio::spawn(async move { st.start_id(FILTER).await });
         assert_eq!(entered.recv().await, Some(50)); // the writer is inside set(FILTER, 50)
@@ -2419,15 +2432,14 @@ mod tests {
         const BAD: &str = "/event/Bad__e";
         const OK: &str = "/event/Ok__e";
         let map = MappingStorage::new();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(Unreadable {
+        let s = state(
+            Unreadable {
                 map: map.clone(),
                 key: BAD,
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         let reports = Arc::new(Mutex::new(0usize));
         let seen = reports.clone();
         s.set_error_sink(Arc::new(move |_| *seen.lock().unwrap() += 1));
@@ -2485,36 +2497,13 @@ mod tests {
     /// same read failing again) must be reported to its streams.
     #[tokio::test]
     async fn after_a_lost_lease_the_next_session_s_first_storage_failure_is_reported() {
-        const CH: &str = "/event/A__e";
-        let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
-        let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(FailingGate {
-                map: MappingStorage::new(),
-                key: CH,
-                entered: entered_tx,
-                release: tokio::sync::Mutex::new(release_rx),
-            })),
-            ReplayOption::AllEvents,
-            None,
-            CommitPolicy::OnReceive,
-        ));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let seen = errors.clone();
-        s.set_error_sink(Arc::new(move |e| seen.lock().unwrap().push(e.to_string())));
-        let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
-        s.hold_lease(1, lost_tx);
-        s.commit(CH, &ev(40, "2026-11-28T07:00:40Z"));
-        assert_eq!(entered.recv().await, Some(()));
-        assert!(s.lose_lease(1, None));
-        release.send(()).unwrap();
-        until("the writer is idle", || !s.lock().writing).await;
+        let (s, errors, mut entered, release) = lease_lost_during_a_failing_read().await;
         assert!(errors.lock().unwrap().is_empty());
         // Closed and reopened: a new session under a new lease.
         s.forget_all();
         let (lost_tx, _lost2) = tokio::sync::mpsc::unbounded_channel();
         s.hold_lease(2, lost_tx);
-        s.commit(CH, &ev(41, "2026-11-28T07:00:41Z"));
+        s.commit(LEASED, &ev(41, "2026-11-28T07:00:41Z"));
         assert_eq!(entered.recv().await, Some(()));
         release.send(()).unwrap();
         until("the writer is idle", || !s.lock().writing).await;
@@ -2571,18 +2560,17 @@ mod tests {
             .insert("/topic/T".into(), ReplayMarker::new(50, None));
         let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(SecondGetWaits {
+        let s = state(
+            SecondGetWaits {
                 map: map.clone(),
                 key: FILTER,
                 gets: std::sync::atomic::AtomicUsize::new(0),
                 entered: entered_tx,
                 release: tokio::sync::Mutex::new(release_rx),
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         let st = s.clone();
         let first = tokio::spawn(async move { st.start_id(FILTER).await });
         assert_eq!(entered.recv().await, Some(())); // the writer reads FILTER before set(50)
@@ -2721,17 +2709,16 @@ mod tests {
             .insert("/topic/T".into(), ReplayMarker::new(50, None));
         let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
         let (release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(FailingGate {
+        let s = state(
+            FailingGate {
                 map: map.clone(),
                 key: BAD,
                 entered: entered_tx,
                 release: tokio::sync::Mutex::new(release_rx),
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         s.commit(BAD, &ev(40, "2026-11-28T07:00:40Z"));
         assert_eq!(entered.recv().await, Some(())); // the writer is inside get(BAD)
         let st = s.clone();
@@ -2766,17 +2753,16 @@ mod tests {
         // A storage that fences writes (as a lease needs); no read waits.
         let (entered_tx, _entered) = tokio::sync::mpsc::unbounded_channel();
         let (_release, release_rx) = tokio::sync::mpsc::unbounded_channel();
-        let s = Arc::new(ReplayState::new(
-            Some(Arc::new(FailingGate {
+        let s = state(
+            FailingGate {
                 map: map.clone(),
                 key: "/never/read",
                 entered: entered_tx,
                 release: tokio::sync::Mutex::new(release_rx),
-            })),
+            },
             ReplayOption::AllEvents,
-            None,
             CommitPolicy::OnReceive,
-        ));
+        );
         let (lost_tx, _lost) = tokio::sync::mpsc::unbounded_channel();
         s.hold_lease(1, lost_tx);
         // No runtime: the restart stays queued.
